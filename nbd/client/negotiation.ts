@@ -1,0 +1,146 @@
+/**
+ * The client side of fixed newstyle negotiation: structured replies when the
+ * server offers them, NBD_OPT_GO with block sizes, and NBD_OPT_EXPORT_NAME for
+ * servers too old for GO.
+ */
+import type { Socket } from 'node:net';
+import {
+  NBDMAGIC, IHAVEOPT, OPTION_REPLY_MAGIC, FLAG_FIXED_NEWSTYLE, FLAG_NO_ZEROES,
+  FLAG_C_FIXED_NEWSTYLE, FLAG_C_NO_ZEROES, OPT, REP, INFO, DEFAULT_MAX_REQUEST, isErrorReply,
+} from '../constants.ts';
+import { NbdError } from '../errors.ts';
+import type { SocketReader } from '../socket-reader.ts';
+
+export interface ExportInfo {
+  size: number;
+  transmissionFlags: number;
+  blockSize: { minimum: number; preferred: number; maximum: number };
+  structuredReplies: boolean;
+}
+
+const REP_NAMES: Record<number, string> = {
+  [REP.ERR_UNSUP]: 'unsupported',
+  [REP.ERR_POLICY]: 'refused by policy',
+  [REP.ERR_INVALID]: 'invalid',
+  [REP.ERR_PLATFORM]: 'unsupported on this platform',
+  [REP.ERR_TLS_REQD]: 'TLS required',
+  [REP.ERR_UNKNOWN]: 'export not found',
+  [REP.ERR_SHUTDOWN]: 'server shutting down',
+  [REP.ERR_BLOCK_SIZE_REQD]: 'block size negotiation required',
+  [REP.ERR_TOO_BIG]: 'request too big',
+};
+
+interface OptionReply {
+  type: number;
+  data: Buffer;
+}
+
+class OptionChannel {
+  constructor(private readonly socket: Socket, private readonly reader: SocketReader) {}
+
+  send(opt: number, data: Buffer = Buffer.alloc(0)): void {
+    const h = Buffer.alloc(16);
+    h.writeBigUInt64BE(IHAVEOPT, 0);
+    h.writeUInt32BE(opt, 8);
+    h.writeUInt32BE(data.length, 12);
+    this.socket.write(data.length ? Buffer.concat([h, data]) : h);
+  }
+
+  async receive(opt: number): Promise<OptionReply> {
+    const h = await this.reader.read(20);
+    if (h.readBigUInt64BE(0) !== OPTION_REPLY_MAGIC) throw new NbdError('NBD_PROTOCOL', 'bad option reply magic from server');
+    if (h.readUInt32BE(8) !== opt) throw new NbdError('NBD_PROTOCOL', `server replied to option ${h.readUInt32BE(8)}, expected ${opt}`);
+    const length = h.readUInt32BE(16);
+    if (length > 16 * 1024 * 1024) throw new NbdError('NBD_PROTOCOL', `option reply of ${length} bytes is implausible`);
+    return { type: h.readUInt32BE(12), data: await this.reader.read(length) };
+  }
+}
+
+function refusal(what: string, reply: OptionReply): NbdError {
+  const msg = reply.data.length ? `: ${reply.data.toString('utf8')}` : '';
+  const code = reply.type === REP.ERR_UNKNOWN ? 'NBD_NO_EXPORT' : 'NBD_HANDSHAKE';
+  return new NbdError(code, `${what} ${REP_NAMES[reply.type] ?? `refused (${reply.type})`}${msg}`);
+}
+
+/** Reads the greeting and answers it; returns the option channel. */
+async function greet(socket: Socket, reader: SocketReader): Promise<{ ch: OptionChannel; noZeroes: boolean }> {
+  const g = await reader.read(18);
+  if (g.readBigUInt64BE(0) !== NBDMAGIC) throw new NbdError('NBD_PROTOCOL', 'not an NBD server (bad greeting magic)');
+  if (g.readBigUInt64BE(8) !== IHAVEOPT) throw new NbdError('NBD_HANDSHAKE', 'server uses oldstyle negotiation, which is not supported');
+  const serverFlags = g.readUInt16BE(16);
+  if (!(serverFlags & FLAG_FIXED_NEWSTYLE)) throw new NbdError('NBD_HANDSHAKE', 'server does not support fixed newstyle negotiation');
+  const flags = Buffer.alloc(4);
+  flags.writeUInt32BE(FLAG_C_FIXED_NEWSTYLE | (serverFlags & FLAG_NO_ZEROES ? FLAG_C_NO_ZEROES : 0), 0);
+  socket.write(flags);
+  return { ch: new OptionChannel(socket, reader), noZeroes: (serverFlags & FLAG_NO_ZEROES) !== 0 };
+}
+
+export async function negotiateClient(socket: Socket, reader: SocketReader, exportName: string): Promise<ExportInfo> {
+  const { ch, noZeroes } = await greet(socket, reader);
+
+  ch.send(OPT.STRUCTURED_REPLY);
+  const sr = await ch.receive(OPT.STRUCTURED_REPLY);
+  const structuredReplies = sr.type === REP.ACK;
+
+  const name = Buffer.from(exportName);
+  const go = Buffer.alloc(4 + name.length + 2 + 2);
+  go.writeUInt32BE(name.length, 0);
+  name.copy(go, 4);
+  go.writeUInt16BE(1, 4 + name.length);
+  go.writeUInt16BE(INFO.BLOCK_SIZE, 6 + name.length);
+  ch.send(OPT.GO, go);
+
+  let size = -1;
+  let transmissionFlags = 0;
+  const blockSize = { minimum: 1, preferred: 4096, maximum: DEFAULT_MAX_REQUEST };
+  for (;;) {
+    const r = await ch.receive(OPT.GO);
+    if (r.type === REP.INFO) {
+      if (r.data.length < 2) throw new NbdError('NBD_PROTOCOL', 'short NBD_REP_INFO');
+      const kind = r.data.readUInt16BE(0);
+      if (kind === INFO.EXPORT && r.data.length >= 12) {
+        size = Number(r.data.readBigUInt64BE(2));
+        transmissionFlags = r.data.readUInt16BE(10);
+      } else if (kind === INFO.BLOCK_SIZE && r.data.length >= 14) {
+        blockSize.minimum = r.data.readUInt32BE(2);
+        blockSize.preferred = r.data.readUInt32BE(6);
+        blockSize.maximum = Math.min(r.data.readUInt32BE(10), DEFAULT_MAX_REQUEST);
+      }
+      continue;
+    }
+    if (r.type === REP.ACK) {
+      if (size < 0) throw new NbdError('NBD_PROTOCOL', 'server finished NBD_OPT_GO without NBD_INFO_EXPORT');
+      return { size, transmissionFlags, blockSize, structuredReplies };
+    }
+    if (r.type === REP.ERR_UNSUP) break; // an old server: fall back to EXPORT_NAME
+    if (isErrorReply(r.type)) throw refusal(`export ${JSON.stringify(exportName)}:`, r);
+    throw new NbdError('NBD_PROTOCOL', `unexpected reply ${r.type} to NBD_OPT_GO`);
+  }
+
+  ch.send(OPT.EXPORT_NAME, name);
+  let tail: Buffer;
+  try {
+    tail = await reader.read(noZeroes ? 10 : 134);
+  } catch {
+    throw new NbdError('NBD_NO_EXPORT', `server closed the connection: export ${JSON.stringify(exportName)} not found`);
+  }
+  return { size: Number(tail.readBigUInt64BE(0)), transmissionFlags: tail.readUInt16BE(8), blockSize, structuredReplies };
+}
+
+/** NBD_OPT_LIST: the server's export names and descriptions, then a soft disconnect. */
+export async function listExports(socket: Socket, reader: SocketReader): Promise<{ name: string; description: string }[]> {
+  const { ch } = await greet(socket, reader);
+  ch.send(OPT.LIST);
+  const out: { name: string; description: string }[] = [];
+  for (;;) {
+    const r = await ch.receive(OPT.LIST);
+    if (r.type === REP.ACK) break;
+    if (isErrorReply(r.type)) throw refusal('listing exports:', r);
+    if (r.type !== REP.SERVER || r.data.length < 4) throw new NbdError('NBD_PROTOCOL', `unexpected reply ${r.type} to NBD_OPT_LIST`);
+    const n = r.data.readUInt32BE(0);
+    if (n > r.data.length - 4) throw new NbdError('NBD_PROTOCOL', 'NBD_REP_SERVER name overruns its reply');
+    out.push({ name: r.data.toString('utf8', 4, 4 + n), description: r.data.toString('utf8', 4 + n) });
+  }
+  ch.send(OPT.ABORT);
+  return out;
+}

@@ -1,0 +1,11 @@
+/** nbd/: the NBD protocol — codecs, server, client, URIs. Knows nothing of migration. */
+export * from './constants.ts';
+export * from './errors.ts';
+export * from './uri.ts';
+export type { Logger } from './logger.ts';
+export { NbdClient, type NbdClientOptions } from './client/client.ts';
+export { NbdServer, type NbdServerOptions } from './server/server.ts';
+export { parseListenAddress, type ListenAddress } from './server/listen-address.ts';
+export type { ExportBackend, ExportSpec } from './server/export.ts';
+export { FileExport } from './server/file-export.ts';
+export { MemoryExport } from './server/memory-export.ts';

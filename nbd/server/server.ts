@@ -1,0 +1,125 @@
+/**
+ * An NBD server: fixed newstyle negotiation, several named exports, TCP and Unix
+ * sockets, many clients at once. One bad client never takes down the others.
+ */
+import net from 'node:net';
+import { promises as fsp } from 'node:fs';
+import { DEFAULT_MAX_REQUEST } from '../constants.ts';
+import { NbdError } from '../errors.ts';
+import { silentLogger, type Logger } from '../logger.ts';
+import { SocketReader } from '../socket-reader.ts';
+import { formatNbdUri, type NbdAddress } from '../uri.ts';
+import type { ExportSpec } from './export.ts';
+import type { ListenAddress } from './listen-address.ts';
+import { negotiate } from './negotiation.ts';
+import { serveTransmission } from './transmission.ts';
+
+export interface NbdServerOptions {
+  /** Largest READ/WRITE accepted, advertised in NBD_INFO_BLOCK_SIZE. */
+  maxRequest?: number;
+  /** Requests one connection may have in progress at once. */
+  maxInflight?: number;
+  logger?: Logger;
+}
+
+export class NbdServer {
+  private readonly exports = new Map<string, ExportSpec>();
+  private readonly sockets = new Set<net.Socket>();
+  private readonly server: net.Server;
+  private readonly log: Logger;
+  private readonly maxRequest: number;
+  private readonly maxInflight: number;
+  private closing = false;
+  private listenedOn: ListenAddress | null = null;
+  /** Connections accepted since start (for status and tests). */
+  connectionsAccepted = 0;
+
+  constructor(exports: ExportSpec[], opts: NbdServerOptions = {}) {
+    for (const e of exports) {
+      if (this.exports.has(e.name)) throw new NbdError('NBD_EXPORT_CONFIG', `export ${JSON.stringify(e.name)} given twice`);
+      this.exports.set(e.name, e);
+    }
+    this.log = opts.logger ?? silentLogger;
+    this.maxRequest = opts.maxRequest ?? DEFAULT_MAX_REQUEST;
+    this.maxInflight = opts.maxInflight ?? 64;
+    this.server = net.createServer((socket) => void this.handle(socket));
+  }
+
+  async listen(address: ListenAddress): Promise<ListenAddress> {
+    if (address.transport === 'unix') await fsp.rm(address.path, { force: true });
+    await new Promise<void>((resolve, reject) => {
+      this.server.once('error', reject);
+      const done = () => {
+        this.server.off('error', reject);
+        resolve();
+      };
+      if (address.transport === 'unix') this.server.listen(address.path, done);
+      else this.server.listen(address.port, address.host, done);
+    });
+    const bound = this.server.address();
+    this.listenedOn =
+      address.transport === 'tcp' && bound && typeof bound === 'object'
+        ? { transport: 'tcp', host: address.host, port: bound.port }
+        : address;
+    this.log.info({ address: this.listenedOn }, 'listening');
+    return this.listenedOn;
+  }
+
+  /** The NBD URI of an export on this server (after listen). */
+  uri(exportName = ''): string {
+    const a = this.listenedOn;
+    if (!a) throw new NbdError('NBD_INVALID_ARGUMENT', 'server is not listening');
+    const addr: NbdAddress =
+      a.transport === 'tcp' ? { transport: 'tcp', host: a.host, port: a.port, exportName } : { transport: 'unix', socket: a.path, exportName };
+    return formatNbdUri(addr);
+  }
+
+  get connections(): number {
+    return this.sockets.size;
+  }
+
+  /** Stops accepting, lets requests in progress finish briefly, then drops every client. */
+  async close(): Promise<void> {
+    this.closing = true;
+    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    for (const s of this.sockets) s.end();
+    const deadline = setTimeout(() => {
+      for (const s of this.sockets) s.destroy();
+    }, 2000);
+    await closed;
+    clearTimeout(deadline);
+    if (this.listenedOn?.transport === 'unix') await fsp.rm(this.listenedOn.path, { force: true });
+  }
+
+  private async handle(socket: net.Socket): Promise<void> {
+    if (this.closing) return void socket.destroy();
+    this.connectionsAccepted++;
+    this.sockets.add(socket);
+    socket.setNoDelay(true);
+    const peer = socket.remoteAddress ? `${socket.remoteAddress}:${socket.remotePort}` : 'unix';
+    const log = this.log;
+    socket.on('close', () => this.sockets.delete(socket));
+    socket.on('error', (err) => log.debug({ peer, err: err.message }, 'socket error'));
+    const reader = new SocketReader(socket);
+    try {
+      const session = await negotiate(
+        socket,
+        reader,
+        (name) => this.exports.get(name),
+        () => [...this.exports.values()],
+        { maxRequest: this.maxRequest },
+        log,
+      );
+      if (!session) return;
+      log.info({ peer, export: session.export.name, structured: session.structuredReplies }, 'client connected');
+      await serveTransmission(socket, reader, session, { maxRequest: this.maxRequest, maxInflight: this.maxInflight }, log, () => this.closing);
+    } catch (err) {
+      // A client that vanishes mid-request lands here; only this connection is affected.
+      log.debug({ peer, err: (err as Error).message }, 'connection ended');
+    } finally {
+      // Let queued replies flush, but never keep a half-closed peer around forever.
+      socket.end();
+      setTimeout(() => socket.destroy(), 5000).unref();
+    }
+  }
+}

@@ -1,0 +1,67 @@
+/** The `livemig` command: dispatch, help, and the error contract (exit 0/1/2, one line on stderr). */
+import { readFileSync } from 'node:fs';
+import { UsageError } from './usage-error.ts';
+import * as nbdServe from './commands/nbd-serve.ts';
+import * as nbdInfo from './commands/nbd-info.ts';
+import * as demo from './commands/demo.ts';
+
+type Command = (args: string[]) => Promise<number>;
+
+const COMMANDS: Record<string, { run: Command; summary: string }> = {
+  demo: { run: demo.run, summary: 'run a whole live migration on this machine (coming with issue #4)' },
+  'nbd serve': { run: nbdServe.run, summary: 'serve files or memory over NBD' },
+  'nbd info': { run: nbdInfo.runInfo, summary: 'show an NBD export: size, flags, block sizes' },
+  'nbd list': { run: nbdInfo.runList, summary: 'list the exports of an NBD server' },
+};
+
+const HELP = `livemig — live migration of virtual machines on shared storage
+
+Usage: livemig COMMAND [options]     (livemig COMMAND --help for details)
+
+Commands:
+${Object.entries(COMMANDS).map(([name, c]) => `  ${name.padEnd(12)} ${c.summary}`).join('\n')}
+
+Common options: --json (machine-readable output), --log-level LEVEL (pino log on stderr).
+Exit codes: 0 success, 1 failure at run time, 2 bad usage.`;
+
+function version(): string {
+  const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+  return pkg.version;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  if (argv.length === 0 || argv[0] === '--help' || argv[0] === '-h' || argv[0] === 'help') {
+    console.log(HELP);
+    return argv.length === 0 ? 2 : 0;
+  }
+  if (argv[0] === '--version') {
+    console.log(version());
+    return 0;
+  }
+  const two = argv.slice(0, 2).join(' ');
+  const [name, rest] = COMMANDS[two] ? [two, argv.slice(2)] : [argv[0], argv.slice(1)];
+  const command = COMMANDS[name];
+  if (!command) {
+    const group = Object.keys(COMMANDS).filter((n) => n.startsWith(`${argv[0]} `));
+    const hint = group.length ? `; did you mean one of: ${group.join(', ')}` : '';
+    return fail(new UsageError(`unknown command ${JSON.stringify(argv.slice(0, group.length ? 2 : 1).join(' '))}${hint}`), argv);
+  }
+  try {
+    return await command.run(rest);
+  } catch (err) {
+    return fail(err, argv);
+  }
+}
+
+function fail(err: unknown, argv: string[]): number {
+  const e = err as Error & { code?: string };
+  if (err instanceof UsageError) {
+    console.error(`livemig: ${e.message}`);
+    console.error(`Try 'livemig ${argv[0] ?? ''} --help'.`.replace('  ', ' '));
+    return 2;
+  }
+  const code = typeof e.code === 'string' ? ` [${e.code}]` : '';
+  console.error(`livemig: ${e.message}${code}`);
+  if (process.env.LIVEMIG_DEBUG) console.error(e.stack);
+  return 1;
+}
