@@ -29,3 +29,12 @@ export function sizeOption(name: string, value: string): number {
   if (n === null || n <= 0) throw new UsageError(`${name}: not a size: ${JSON.stringify(value)} (examples: 4096, 256MiB, 1GiB)`);
   return n;
 }
+
+/** Runs a parser from a lower layer; its complaint about user text becomes a usage error. */
+export function asUsage<T>(fn: () => T): T {
+  try {
+    return fn();
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+}

@@ -1,6 +1,6 @@
 /** `livemig nbd info URI` and `livemig nbd list URI`: what a server offers, seen through our client. */
-import { NbdClient } from '../../../nbd/index.ts';
-import { parse } from '../parse.ts';
+import { NbdClient, parseNbdUri, type NbdAddress } from '../../../nbd/index.ts';
+import { parse, asUsage } from '../parse.ts';
 import { UsageError } from '../usage-error.ts';
 import { formatBytes } from '../../util/size.ts';
 
@@ -13,9 +13,9 @@ export const listHelp = `Usage: livemig nbd list URI [--json]
 
 List the exports an NBD server offers (NBD_OPT_LIST).`;
 
-function uriArgument(positionals: string[], help: string): string {
+function uriArgument(positionals: string[], help: string): NbdAddress {
   if (positionals.length !== 1) throw new UsageError(`expected one NBD URI\n${help}`);
-  return positionals[0];
+  return asUsage(() => parseNbdUri(positionals[0]));
 }
 
 export async function runInfo(args: string[]): Promise<number> {

@@ -1,7 +1,7 @@
 /** `livemig nbd serve`: the project's own NBD server over files and memory. */
 import { NbdServer, FileExport, MemoryExport, parseListenAddress, type ExportSpec } from '../../../nbd/index.ts';
 import { createLogger } from '../../log/logger.ts';
-import { parse, logLevel, sizeOption } from '../parse.ts';
+import { parse, logLevel, sizeOption, asUsage } from '../parse.ts';
 import { UsageError } from '../usage-error.ts';
 import { formatBytes } from '../../util/size.ts';
 
@@ -80,7 +80,7 @@ export async function run(args: string[]): Promise<number> {
     if (names.has(p.name)) throw new UsageError(`export name ${JSON.stringify(p.name)} given twice`);
     names.add(p.name);
   }
-  const listen = parseListenAddress(values.listen ?? 'tcp://127.0.0.1:10809');
+  const listen = asUsage(() => parseListenAddress(values.listen ?? 'tcp://127.0.0.1:10809'));
   const maxRequest = values['max-request'] ? sizeOption('--max-request', values['max-request']) : undefined;
   const logger = createLogger(logLevel(values['log-level']));
 

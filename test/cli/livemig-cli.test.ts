@@ -1,0 +1,112 @@
+/** The `livemig` command as a user meets it: help, exit codes, one-line errors, nbd serve. */
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { writeFileSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { once } from 'node:events';
+import { livemig, run, tempDir, LIVEMIG, REPO } from '../helpers/processes.ts';
+import { requireTools } from '../helpers/tools.ts';
+
+const dir = tempDir();
+after(() => dir.cleanup());
+
+test('--help lists the commands and exits 0', async () => {
+  const r = await livemig(['--help']);
+  assert.equal(r.code, 0);
+  assert.match(r.stdout, /nbd serve/);
+  assert.match(r.stdout, /Exit codes: 0 success, 1 failure at run time, 2 bad usage/);
+});
+
+test('an unknown command is a usage error: one line and a hint, exit 2', async () => {
+  const r = await livemig(['frobnicate']);
+  assert.equal(r.code, 2);
+  assert.equal(r.stderr.trim().split('\n')[0], 'livemig: unknown command "frobnicate"');
+  assert.doesNotMatch(r.stderr, /at .*\.ts:\d+/, 'no stack trace for a user mistake');
+});
+
+test('nbd serve rejects bad usage with exit 2', async () => {
+  const cases = [
+    [['nbd', 'serve'], /at least one --export/],
+    [['nbd', 'serve', '--export', 'x.img', '--listen', 'bogus'], /expected tcp:\/\/HOST:PORT or unix:PATH/],
+    [['nbd', 'serve', '--memory-export', 'nosize'], /needs NAME=SIZE/],
+    [['nbd', 'serve', '--memory-export', 'a=lots'], /not a size/],
+    [['nbd', 'serve', '--export', 'a=x.img', '--export', 'a=y.img'], /given twice/],
+    [['nbd', 'serve', '--bogus'], /Unknown option '--bogus'/],
+  ] as const;
+  for (const [args, pattern] of cases) {
+    const r = await livemig([...args]);
+    assert.equal(r.code, 2, `${args.join(' ')}: ${r.stderr}`);
+    assert.match(r.stderr, pattern);
+  }
+});
+
+test('nbd serve on a missing file fails at run time with one clear line, exit 1', async () => {
+  const r = await livemig(['nbd', 'serve', '--export', join(dir.path, 'missing.img')]);
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /^livemig: cannot open .*missing\.img: ENOENT \[NBD_EXPORT_CONFIG\]\n$/);
+});
+
+test('nbd serve runs until SIGTERM, serves nbdinfo, and refuses a second read-write export of the file', async (t) => {
+  if (!requireTools(t, 'nbdinfo')) return;
+  const img = join(dir.path, 'served.img');
+  writeFileSync(img, Buffer.alloc(1 << 20, 7));
+  const child = spawn(process.execPath, [LIVEMIG, 'nbd', 'serve', '--export', `vm=${img}`, '--memory-export', 'scratch=8MiB', '--read-only',
+    '--listen', 'tcp://127.0.0.1:0', '--json'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const [line] = (await once(createInterface({ input: child.stdout! }), 'line')) as [string];
+  const info = JSON.parse(line) as { listening: string; exports: { name: string; uri: string; readOnly: boolean; size: number }[] };
+  assert.deepEqual(info.exports.map((e) => [e.name, e.readOnly, e.size]), [['vm', false, 1 << 20], ['scratch', true, 8 << 20]]);
+
+  const ni = await run('nbdinfo', ['--json', info.exports[0].uri]);
+  assert.equal(ni.code, 0, ni.stderr);
+  assert.equal(JSON.parse(ni.stdout).exports[0]['export-size'], 1 << 20);
+
+  const second = await livemig(['nbd', 'serve', '--export', img, '--listen', 'tcp://127.0.0.1:0']);
+  assert.equal(second.code, 1);
+  assert.match(second.stderr, /locked by another process.*\[NBD_EXPORT_LOCKED\]/);
+
+  const ours = await livemig(['nbd', 'info', '--json', info.exports[1].uri]);
+  assert.equal(ours.code, 0, ours.stderr);
+  assert.equal(JSON.parse(ours.stdout).readOnly, true);
+
+  child.kill('SIGTERM');
+  const [code] = await once(child, 'exit');
+  assert.equal(code, 0);
+  assert.ok(readFileSync(img).every((b) => b === 7));
+});
+
+test('nbd list shows the exports of a server', async () => {
+  const child = spawn(process.execPath, [LIVEMIG, 'nbd', 'serve', '--memory-export', 'a=1MiB', '--memory-export', 'b=2MiB',
+    '--listen', `unix:${join(dir.path, 'list.sock')}`, '--json'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const [line] = (await once(createInterface({ input: child.stdout! }), 'line')) as [string];
+  const r = await livemig(['nbd', 'list', '--json', JSON.parse(line).listening]);
+  child.kill('SIGTERM');
+  await once(child, 'exit');
+  assert.equal(r.code, 0, r.stderr);
+  assert.deepEqual(JSON.parse(r.stdout).map((e: { name: string }) => e.name), ['a', 'b']);
+});
+
+test('nbd info on an unreachable server: exit 1, one line with the code', async () => {
+  const r = await livemig(['nbd', 'info', 'nbd://127.0.0.1:1/']);
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /^livemig: cannot connect to nbd:\/\/127\.0\.0\.1:1\/: ECONNREFUSED \[NBD_CONNECT_FAILED\]\n$/);
+});
+
+test('demo does not crash before the engine exists, and says so', async () => {
+  const r = await livemig(['demo', '--json']);
+  assert.equal(r.code, 0);
+  assert.equal(JSON.parse(r.stdout).available, false);
+});
+
+test('p2b is installed as a command and answers --help', async () => {
+  const r = await run(process.execPath, [join(REPO, 'bin/p2b.js'), '--help']);
+  assert.equal(r.code, 0);
+  assert.match(r.stdout, /p2b stats\|dump\|lookup\|verify\|diff/);
+});
+
+test('nbd info with a malformed URI is a usage error, exit 2', async () => {
+  const r = await livemig(['nbd', 'info', 'disk.img']);
+  assert.equal(r.code, 2);
+  assert.match(r.stderr, /^livemig: not an NBD URI: "disk.img"/);
+});
