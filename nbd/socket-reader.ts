@@ -10,7 +10,8 @@ export class SocketReader {
   private readonly queue = new ByteQueue();
   private waiter: { n: number; resolve: () => void; reject: (e: Error) => void } | null = null;
   private ended: Error | null = null;
-  private readonly onData = (chunk: Buffer) => {
+  /** Feeds received bytes; called for 'data' events, or by the owner in manual mode. */
+  readonly push = (chunk: Buffer) => {
     this.queue.push(chunk);
     if (this.queue.length > this.highWater) this.socket.pause();
     this.wake();
@@ -18,8 +19,9 @@ export class SocketReader {
   private readonly onEnd = () => this.finish(new NbdError('NBD_CLOSED', 'connection closed by peer'));
   private readonly onError = (err: Error) => this.finish(new NbdError('NBD_CLOSED', `connection error: ${err.message}`, { cause: err }));
 
-  constructor(private readonly socket: Socket, private readonly highWater = 64 * 1024 * 1024) {
-    socket.on('data', this.onData);
+  /** With `manual`, the owner feeds bytes through push() (for sockets created with `onread`). */
+  constructor(private readonly socket: Socket, private readonly highWater = 64 * 1024 * 1024, manual = false) {
+    if (!manual) socket.on('data', this.push);
     socket.on('end', this.onEnd);
     socket.on('close', this.onEnd);
     socket.on('error', this.onError);
@@ -45,7 +47,7 @@ export class SocketReader {
 
   /** Stops reading: the remaining bytes are returned for another parser to take. */
   detach(): Buffer[] {
-    this.socket.off('data', this.onData);
+    this.socket.off('data', this.push);
     this.socket.off('end', this.onEnd);
     this.socket.off('close', this.onEnd);
     this.socket.off('error', this.onError);

@@ -3,12 +3,19 @@
  * servers from exporting the same file read-write: exclusive for read-write,
  * shared for read-only, both non-blocking so a conflict is an immediate error.
  */
-import { promises as fsp, constants as fsc } from 'node:fs';
+import fs, { promises as fsp, constants as fsc } from 'node:fs';
 import fsExt from 'fs-ext';
 import { NbdError } from '../errors.ts';
 import type { ExportBackend } from './export.ts';
 
 const ZERO_CHUNK = Buffer.alloc(1024 * 1024);
+
+// The callback API costs the event loop less per call than FileHandle.read/write
+// (measured while profiling `npm run bench -- nbd`), and this is the hot path.
+const pread = (fd: number, buf: Buffer, at: number, n: number, pos: number) =>
+  new Promise<number>((resolve, reject) => fs.read(fd, buf, at, n, pos, (err, bytes) => (err ? reject(err) : resolve(bytes))));
+const pwrite = (fd: number, buf: Buffer, at: number, n: number, pos: number) =>
+  new Promise<number>((resolve, reject) => fs.write(fd, buf, at, n, pos, (err, bytes) => (err ? reject(err) : resolve(bytes))));
 
 export class FileExport implements ExportBackend {
   readonly description: string;
@@ -51,7 +58,7 @@ export class FileExport implements ExportBackend {
   async read(target: Buffer, offset: number): Promise<void> {
     let done = 0;
     while (done < target.length) {
-      const { bytesRead } = await this.fh.read(target, done, target.length - done, offset + done);
+      const bytesRead = await pread(this.fh.fd, target, done, target.length - done, offset + done);
       if (bytesRead === 0) {
         target.fill(0, done); // a file shrunk behind our back reads as zeroes, never garbage
         return;
@@ -63,7 +70,7 @@ export class FileExport implements ExportBackend {
   async write(data: Buffer, offset: number): Promise<void> {
     let done = 0;
     while (done < data.length) {
-      const { bytesWritten } = await this.fh.write(data, done, data.length - done, offset + done);
+      const bytesWritten = await pwrite(this.fh.fd, data, done, data.length - done, offset + done);
       done += bytesWritten;
     }
   }

@@ -12,13 +12,16 @@ import { formatNbdUri, type NbdAddress } from '../uri.ts';
 import type { ExportSpec } from './export.ts';
 import type { ListenAddress } from './listen-address.ts';
 import { negotiate } from './negotiation.ts';
+import { BufferPool } from '../buffer-pool.ts';
 import { serveTransmission } from './transmission.ts';
 
 export interface NbdServerOptions {
   /** Largest READ/WRITE accepted, advertised in NBD_INFO_BLOCK_SIZE. */
   maxRequest?: number;
-  /** Requests one connection may have in progress at once. */
+  /** Requests one connection may have in progress at once (default 64). */
   maxInflight?: number;
+  /** Read/write bytes one connection may have in progress at once (default 16 MiB). */
+  maxInflightBytes?: number;
   logger?: Logger;
 }
 
@@ -29,7 +32,9 @@ export class NbdServer {
   private readonly log: Logger;
   private readonly maxRequest: number;
   private readonly maxInflight: number;
+  private readonly maxInflightBytes: number;
   private closing = false;
+  private readonly pool = new BufferPool();
   private listenedOn: ListenAddress | null = null;
   /** Connections accepted since start (for status and tests). */
   connectionsAccepted = 0;
@@ -42,6 +47,7 @@ export class NbdServer {
     this.log = opts.logger ?? silentLogger;
     this.maxRequest = opts.maxRequest ?? DEFAULT_MAX_REQUEST;
     this.maxInflight = opts.maxInflight ?? 64;
+    this.maxInflightBytes = opts.maxInflightBytes ?? 16 * 1024 * 1024;
     this.server = net.createServer((socket) => void this.handle(socket));
   }
 
@@ -112,7 +118,7 @@ export class NbdServer {
       );
       if (!session) return;
       log.info({ peer, export: session.export.name, structured: session.structuredReplies }, 'client connected');
-      await serveTransmission(socket, reader, session, { maxRequest: this.maxRequest, maxInflight: this.maxInflight }, log, () => this.closing);
+      await serveTransmission(socket, reader, session, { maxRequest: this.maxRequest, maxInflight: this.maxInflight, maxInflightBytes: this.maxInflightBytes }, log, () => this.closing, this.pool);
     } catch (err) {
       // A client that vanishes mid-request lands here; only this connection is affected.
       log.debug({ peer, err: (err as Error).message }, 'connection ended');

@@ -12,10 +12,14 @@ import {
 import type { SocketReader } from '../socket-reader.ts';
 import type { Negotiated } from './negotiation.ts';
 import type { Logger } from '../logger.ts';
+import type { BufferPool } from '../buffer-pool.ts';
 
 export interface TransmissionLimits {
   maxRequest: number;
+  /** Requests in progress at once on one connection. */
   maxInflight: number;
+  /** Bytes of read and write data in progress at once on one connection (one request may exceed it alone). */
+  maxInflightBytes: number;
 }
 
 interface Request {
@@ -51,15 +55,22 @@ export async function serveTransmission(
   limits: TransmissionLimits,
   log: Logger,
   shuttingDown: () => boolean,
+  pool: BufferPool,
 ): Promise<void> {
   const backend = session.export.backend;
   const tflags = session.transmissionFlags;
   let inflight = 0;
+  let inflightBytes = 0;
   let slotFree: (() => void) | null = null;
   let allDone: (() => void) | null = null;
 
-  const release = () => {
+  const dataBytes = (req: Request) => (req.type === CMD.READ || req.type === CMD.WRITE ? Math.min(req.length, limits.maxRequest) : 0);
+  const admitted = (bytes: number) =>
+    inflight === 0 || (inflight < limits.maxInflight && inflightBytes + bytes <= limits.maxInflightBytes);
+
+  const release = (bytes: number) => {
     inflight--;
+    inflightBytes -= bytes;
     if (slotFree) {
       const f = slotFree;
       slotFree = null;
@@ -70,20 +81,20 @@ export async function serveTransmission(
   const waitIdle = () => (inflight === 0 ? Promise.resolve() : new Promise<void>((r) => (allDone = r)));
 
   const sendSimple = (handle: Buffer, errno: number, data?: Buffer) => {
-    if (socket.destroyed) return;
+    if (socket.destroyed) return data && pool.put(data);
     const h = Buffer.allocUnsafe(16);
     h.writeUInt32BE(SIMPLE_REPLY_MAGIC, 0);
     h.writeUInt32BE(errno, 4);
     handle.copy(h, 8);
     socket.cork();
     socket.write(h);
-    if (data) socket.write(data);
+    if (data) socket.write(data, () => pool.put(data)); // the buffer is reusable once the kernel has it
     socket.uncork();
   };
 
   const sendReadData = (handle: Buffer, offset: number, data: Buffer) => {
     if (!session.structuredReplies) return sendSimple(handle, 0, data);
-    if (socket.destroyed) return;
+    if (socket.destroyed) return pool.put(data);
     const h = Buffer.allocUnsafe(28);
     h.writeUInt32BE(STRUCTURED_REPLY_MAGIC, 0);
     h.writeUInt16BE(REPLY_FLAG_DONE, 4);
@@ -93,7 +104,7 @@ export async function serveTransmission(
     h.writeBigUInt64BE(BigInt(offset), 20);
     socket.cork();
     socket.write(data.length ? h : h.subarray(0, 20));
-    if (data.length) socket.write(data);
+    if (data.length) socket.write(data, () => pool.put(data));
     socket.uncork();
   };
 
@@ -144,8 +155,13 @@ export async function serveTransmission(
       const fua = (req.flags & CMD_FLAG.FUA) !== 0;
       switch (req.type) {
         case CMD.READ: {
-          const data = Buffer.allocUnsafe(req.length);
-          if (req.length) await backend.read(data, req.offset);
+          const data = pool.get(req.length);
+          try {
+            if (req.length) await backend.read(data, req.offset);
+          } catch (err) {
+            pool.put(data);
+            throw err;
+          }
           sendReadData(req.handle, req.offset, data);
           return;
         }
@@ -172,12 +188,11 @@ export async function serveTransmission(
         sendError(req, e.code === 'ENOSPC' || e.code === 'EDQUOT' || e.code === 'EFBIG' ? ERRNO.ENOSPC : ERRNO.EIO, e.message);
       }
     } finally {
-      release();
+      release(dataBytes(req));
     }
   };
 
   for (;;) {
-    if (inflight >= limits.maxInflight) await new Promise<void>((r) => (slotFree = r));
     const header = await reader.read(REQUEST_HEADER_SIZE);
     if (header.readUInt32BE(0) !== REQUEST_MAGIC) {
       log.warn({ magic: header.readUInt32BE(0) }, 'bad request magic; closing connection');
@@ -196,12 +211,15 @@ export async function serveTransmission(
       await waitIdle(); // the spec: handle all outstanding requests, then close
       return;
     }
+    const bytes = dataBytes(req);
+    while (!admitted(bytes)) await new Promise<void>((r) => (slotFree = r));
     if (req.type === CMD.WRITE) {
       // The payload follows whatever the verdict; an oversized one is drained, not buffered.
       if (req.length > limits.maxRequest) await reader.skip(req.length);
       else req.data = await reader.read(req.length);
     }
     inflight++;
+    inflightBytes += bytes;
     void execute(req);
   }
 }

@@ -1,0 +1,34 @@
+/** `npm run bench -- SCENARIO [options]`: performance goals, measured as ratios in one run. */
+import * as nbd from './scenarios/nbd.ts';
+
+const SCENARIOS: Record<string, { run: (args: string[]) => Promise<void>; summary: string; help: string }> = {
+  nbd: { run: nbd.run, summary: 'our NBD server vs nbdkit, our client vs nbdcopy', help: nbd.help },
+};
+
+const HELP = `Usage: npm run bench -- SCENARIO [options]
+
+Scenarios:
+${Object.entries(SCENARIOS).map(([n, s]) => `  ${n.padEnd(12)} ${s.summary}`).join('\n')}
+
+Results go to bench/results/<date>-<scenario>.json; a table is printed on stdout.`;
+
+const [name, ...rest] = process.argv.slice(2);
+if (!name || name === '--help' || name === '-h') {
+  console.log(HELP);
+  process.exit(name ? 0 : 2);
+}
+const scenario = SCENARIOS[name];
+if (!scenario) {
+  console.error(`bench: unknown scenario ${JSON.stringify(name)} (have: ${Object.keys(SCENARIOS).join(', ')})`);
+  process.exit(2);
+}
+if (rest.includes('--help')) {
+  console.log(scenario.help);
+  process.exit(0);
+}
+try {
+  await scenario.run(rest);
+} catch (err) {
+  console.error(`bench ${name}: ${(err as Error).message}`);
+  process.exit(1);
+}
