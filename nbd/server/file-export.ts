@@ -28,8 +28,11 @@ export class FileExport implements ExportBackend {
     this.description = `file ${path}`;
   }
 
-  static async open(path: string, opts: { readOnly?: boolean } = {}): Promise<FileExport> {
+  /** `lock: false` is for inspection tools that read beside a running owner (never for writing). */
+  static async open(path: string, opts: { readOnly?: boolean; lock?: boolean } = {}): Promise<FileExport> {
     const readOnly = opts.readOnly ?? false;
+    const lock = opts.lock ?? true;
+    if (!lock && !readOnly) throw new NbdError('NBD_EXPORT_CONFIG', `${path}: only a read-only open may skip the lock`);
     let fh: fsp.FileHandle;
     try {
       fh = await fsp.open(path, readOnly ? fsc.O_RDONLY : fsc.O_RDWR);
@@ -38,7 +41,7 @@ export class FileExport implements ExportBackend {
       throw new NbdError('NBD_EXPORT_CONFIG', `cannot open ${path}: ${e.code ?? e.message}`, { cause: err });
     }
     try {
-      fsExt.flockSync(fh.fd, readOnly ? 'shnb' : 'exnb');
+      if (lock) fsExt.flockSync(fh.fd, readOnly ? 'shnb' : 'exnb');
     } catch (err) {
       await fh.close();
       const e = err as NodeJS.ErrnoException;

@@ -4,11 +4,20 @@ import { UsageError } from './usage-error.ts';
 import * as nbdServe from './commands/nbd-serve.ts';
 import * as nbdInfo from './commands/nbd-info.ts';
 import * as demo from './commands/demo.ts';
+import * as runGuest from './commands/run.ts';
+import { verb } from './commands/control.ts';
 
 type Command = (args: string[]) => Promise<number>;
 
 const COMMANDS: Record<string, { run: Command; summary: string }> = {
   demo: { run: demo.run, summary: 'run a whole live migration on this machine (coming with issue #4)' },
+  run: { run: runGuest.run, summary: 'start an emulated guest with a control socket' },
+  status: { run: verb('status'), summary: 'show a guest: state, workload, disk I/O, p2b map' },
+  pause: { run: verb('pause'), summary: 'pause a guest at a safe point (disk flushed, map saved)' },
+  resume: { run: verb('resume'), summary: 'resume a paused guest' },
+  throttle: { run: verb('throttle'), summary: 'slow a guest\'s workload by PERCENT (0-99)' },
+  'dump-memory': { run: verb('dump-memory'), summary: 'write guest memory to an image (for p2b verify)' },
+  stop: { run: verb('stop'), summary: 'stop a guest (map flushed and marked clean)' },
   'nbd serve': { run: nbdServe.run, summary: 'serve files or memory over NBD' },
   'nbd info': { run: nbdInfo.runInfo, summary: 'show an NBD export: size, flags, block sizes' },
   'nbd list': { run: nbdInfo.runList, summary: 'list the exports of an NBD server' },

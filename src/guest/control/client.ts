@@ -1,0 +1,34 @@
+/** Sends one request to a guest's control socket and returns its result. */
+import net from 'node:net';
+import { createInterface } from 'node:readline';
+import type { ControlCommand, ControlReply } from './protocol.ts';
+
+export class ControlError extends Error {
+  constructor(readonly code: string, message: string) {
+    super(message);
+    this.name = 'ControlError';
+  }
+}
+
+export async function controlRequest<T = unknown>(path: string, cmd: ControlCommand, args: Record<string, unknown> = {}, timeoutMs = 120_000): Promise<T> {
+  const socket = net.connect(path);
+  try {
+    await new Promise<void>((resolve, reject) => {
+      socket.once('connect', resolve);
+      socket.once('error', (e: NodeJS.ErrnoException) =>
+        reject(new ControlError('CONTROL_UNREACHABLE', `cannot reach the guest's control socket ${path}: ${e.code ?? e.message}`)),
+      );
+    });
+    socket.write(JSON.stringify({ id: 1, cmd, ...args }) + '\n');
+    const lines = createInterface({ input: socket });
+    const reply = await new Promise<ControlReply>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new ControlError('CONTROL_TIMEOUT', `${cmd}: no answer within ${timeoutMs} ms`)), timeoutMs);
+      lines.once('line', (l) => (clearTimeout(timer), resolve(JSON.parse(l))));
+      socket.once('close', () => (clearTimeout(timer), reject(new ControlError('CONTROL_CLOSED', `${cmd}: the guest closed the control socket`))));
+    });
+    if (!reply.ok) throw new ControlError(reply.error.code, reply.error.message);
+    return reply.result as T;
+  } finally {
+    socket.destroy();
+  }
+}

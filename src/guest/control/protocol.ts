@@ -1,0 +1,18 @@
+/**
+ * The guest's control socket, like QEMU's monitor: JSON lines over a Unix socket.
+ * Request  {"id": 1, "cmd": "status"}            (plus arguments by name)
+ * Reply    {"id": 1, "ok": true, "result": {...}} or {"id": 1, "ok": false, "error": {"code", "message"}}
+ */
+export const CONTROL_COMMANDS = ['status', 'pause', 'resume', 'stop', 'throttle', 'dump-memory'] as const;
+export type ControlCommand = (typeof CONTROL_COMMANDS)[number];
+
+export interface ControlRequest {
+  id: number;
+  cmd: ControlCommand;
+  percent?: number;
+  path?: string;
+}
+
+export type ControlReply =
+  | { id: number; ok: true; result: unknown }
+  | { id: number; ok: false; error: { code: string; message: string } };

@@ -1,0 +1,250 @@
+/**
+ * A running emulated guest, seen from the engine's thread: memory and p2b map in
+ * shared buffers, the workload in a worker, the map persisted to SQLite beside it.
+ */
+import { mkdirSync, existsSync, openSync, writeSync, closeSync, fsyncSync } from 'node:fs';
+import { join } from 'node:path';
+import { once } from 'node:events';
+import type { Worker } from 'node:worker_threads';
+import { GuestMemory } from './memory.ts';
+import { PAGE_SIZE } from './layout.ts';
+import { P2bMap, P2B } from '../p2b/map.ts';
+import { P2bStore } from '../p2b/store.ts';
+import { P2bPersister } from '../p2b/persister.ts';
+import { startTsWorker } from '../util/ts-worker.ts';
+import { WORKLOADS } from './workloads/registry.ts';
+import type { WorkloadOptions } from './workloads/workload.ts';
+import type { DeviceState, WorkerInit, WorkerReply, WorkerEvent, WorkerRequest, WorkerStatus } from './messages.ts';
+
+export class GuestError extends Error {
+  constructor(readonly code: string, message: string) {
+    super(message);
+    this.name = 'GuestError';
+  }
+}
+
+export interface GuestConfig {
+  name: string;
+  memoryBytes: number;
+  disk: string;
+  workload: string;
+  options: WorkloadOptions;
+  stateDir: string;
+  startPaused?: boolean;
+  device?: DeviceState;
+}
+
+export interface GuestStatus {
+  name: string;
+  state: WorkerStatus['state'];
+  memoryBytes: number;
+  regions: number;
+  workload: string;
+  throttle: number;
+  steps: number;
+  progress: Record<string, unknown>;
+  disk: WorkerStatus['disk'];
+  dirtyPages: number;
+  p2b: { path: string; pages: number; mappedPages: number; referenceablePages: number; reloadedUnverified: number; previousRunCrashed: boolean };
+  error?: { code: string; message: string };
+}
+
+type Request = WorkerRequest extends infer R ? (R extends { id: number } ? Omit<R, 'id'> : never) : never;
+
+export class Guest {
+  private nextId = 1;
+  private readonly pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
+  private exited = false;
+  failure: { code: string; message: string } | null = null;
+
+  private constructor(
+    readonly config: GuestConfig,
+    readonly memory: GuestMemory,
+    readonly map: P2bMap,
+    readonly persister: P2bPersister,
+    private readonly worker: Worker,
+    readonly dbPath: string,
+    private readonly reloaded: number,
+    private readonly previousRunCrashed: boolean,
+  ) {
+    worker.on('message', (m: WorkerReply | WorkerEvent) => {
+      if ('event' in m) {
+        if (m.event === 'failed') this.failure = m.error;
+        return;
+      }
+      const p = this.pending.get(m.id);
+      if (!p) return;
+      this.pending.delete(m.id);
+      if (m.ok) p.resolve(m.result);
+      else p.reject(new GuestError(m.error.code, m.error.message));
+    });
+    worker.on('exit', () => {
+      this.exited = true;
+      for (const p of this.pending.values()) p.reject(new GuestError('GUEST_EXITED', 'the guest worker exited'));
+      this.pending.clear();
+    });
+  }
+
+  static async start(config: GuestConfig): Promise<Guest> {
+    const spec = WORKLOADS[config.workload];
+    if (!spec) throw new GuestError('GUEST_CONFIG', `unknown workload ${JSON.stringify(config.workload)} (have: ${Object.keys(WORKLOADS).join(', ')})`);
+    const memory = GuestMemory.allocate(config.memoryBytes);
+    const map = P2bMap.allocate(memory.pages);
+    mkdirSync(config.stateDir, { recursive: true });
+    const dbPath = join(config.stateDir, 'p2b.sqlite');
+
+    // A map left by an earlier run is reloaded only as UNVERIFIED: nothing proves those pages still match.
+    let store: P2bStore | null = null;
+    let reloaded = 0;
+    let previousRunCrashed = false;
+    if (existsSync(dbPath)) {
+      const old = P2bStore.open(dbPath);
+      const meta = old.meta();
+      if (meta.pages === memory.pages && meta.guest === config.name) {
+        previousRunCrashed = !meta.clean;
+        reloaded = old.loadUnverified(map);
+        store = old;
+      } else old.close();
+    }
+    store ??= P2bStore.create(dbPath, {
+      guest: config.name,
+      pages: memory.pages,
+      pageSize: PAGE_SIZE,
+      regions: memory.layout,
+      storage: config.disk,
+      storageSize: 0,
+    });
+    const persister = new P2bPersister(map, store);
+    persister.start();
+
+    const init: WorkerInit = {
+      memory: memory.shared(),
+      p2b: map.shared(),
+      disk: config.disk,
+      workload: config.workload,
+      options: config.options,
+      device: config.device,
+      startPaused: config.startPaused,
+    };
+    const worker = startTsWorker(new URL('./worker.ts', import.meta.url), init);
+    const guest = new Guest(config, memory, map, persister, worker, dbPath, reloaded, previousRunCrashed);
+    const ready = await Promise.race([
+      once(worker, 'message').then(([m]) => m as WorkerEvent),
+      once(worker, 'error').then(([e]) => ({ event: 'failed', error: { code: 'GUEST_START', message: (e as Error).message } }) as WorkerEvent),
+    ]);
+    if (ready.event !== 'ready') {
+      await worker.terminate();
+      persister.close();
+      throw new GuestError(ready.error.code, `guest ${config.name} could not start: ${ready.error.message}`);
+    }
+    store.db.prepare("INSERT OR REPLACE INTO meta (key, value) VALUES ('storage', ?), ('storageSize', ?)").run(
+      JSON.stringify(ready.diskDescription),
+      JSON.stringify(ready.diskSize),
+    );
+    return guest;
+  }
+
+  private request<T>(req: Request): Promise<T> {
+    if (this.exited) return Promise.reject(new GuestError('GUEST_EXITED', 'the guest worker has exited'));
+    const id = this.nextId++;
+    return new Promise<T>((resolve, reject) => {
+      this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject });
+      this.worker.postMessage({ ...req, id });
+    });
+  }
+
+  /** Pauses at a safe point (disk flushed), then writes the map to its database. */
+  async pause(): Promise<GuestStatus> {
+    await this.request<WorkerStatus>({ cmd: 'pause' });
+    this.persister.flush();
+    return this.status();
+  }
+
+  async resume(): Promise<GuestStatus> {
+    await this.request<WorkerStatus>({ cmd: 'resume' });
+    return this.status();
+  }
+
+  async throttle(percent: number): Promise<GuestStatus> {
+    await this.request<WorkerStatus>({ cmd: 'throttle', percent });
+    return this.status();
+  }
+
+  /** Runs exactly `count` workload steps on a paused guest (for determinism checks). */
+  async step(count: number): Promise<GuestStatus> {
+    await this.request<WorkerStatus>({ cmd: 'step', count });
+    this.persister.flush();
+    return this.status();
+  }
+
+  deviceState(): Promise<DeviceState> {
+    return this.request<DeviceState>({ cmd: 'device-state' });
+  }
+
+  async status(): Promise<GuestStatus> {
+    const w = await this.request<WorkerStatus>({ cmd: 'status' });
+    let mapped = 0;
+    let referenceable = 0;
+    const st = this.map.state;
+    for (let p = 0; p < st.length; p++) {
+      if (st[p] !== P2B.NONE) mapped++;
+      if (st[p] === P2B.READ || st[p] === P2B.WRITE_FLUSHED) referenceable++;
+    }
+    return {
+      name: this.config.name,
+      state: w.state,
+      memoryBytes: this.config.memoryBytes,
+      regions: this.memory.layout.length,
+      workload: this.config.workload,
+      throttle: w.throttle,
+      steps: w.steps,
+      progress: w.workload,
+      disk: w.disk,
+      dirtyPages: this.memory.dirty.count(),
+      p2b: {
+        path: this.dbPath,
+        pages: this.memory.pages,
+        mappedPages: mapped,
+        referenceablePages: referenceable,
+        reloadedUnverified: this.reloaded,
+        previousRunCrashed: this.previousRunCrashed,
+      },
+      ...(w.error ? { error: w.error } : {}),
+    };
+  }
+
+  /**
+   * Writes guest memory to a raw image (regions back to back) and, beside it, a
+   * snapshot of the p2b map (`PATH.p2b.sqlite`). A running guest is paused for the
+   * copy and resumed after, so image and snapshot describe the same instant and
+   * `p2b verify SNAPSHOT --memory PATH` holds while the guest runs on.
+   */
+  async dumpMemory(path: string): Promise<{ path: string; bytes: number; map: string }> {
+    const map = `${path}.p2b.sqlite`;
+    const wasRunning = (await this.request<WorkerStatus>({ cmd: 'status' })).state === 'running';
+    if (wasRunning) await this.pause();
+    else this.persister.flush();
+    try {
+      const fd = openSync(path, 'w');
+      try {
+        for (const r of this.memory.regions) for (let at = 0; at < r.length; at += 64 << 20) writeSync(fd, r, at, Math.min(64 << 20, r.length - at));
+        fsyncSync(fd);
+      } finally {
+        closeSync(fd);
+      }
+      this.persister.store.snapshot(map);
+    } finally {
+      if (wasRunning) await this.resume();
+    }
+    return { path, bytes: this.config.memoryBytes, map };
+  }
+
+  /** Stops the workload at a safe point, flushes the map, marks it clean and closes it. */
+  async stop(): Promise<void> {
+    if (!this.exited) {
+      await this.request({ cmd: 'stop' }).catch(() => {});
+      if (!this.exited) await once(this.worker, 'exit');
+    }
+    this.persister.close();
+  }
+}

@@ -1,0 +1,149 @@
+/**
+ * The guest worker: runs a workload over guest memory, with its disk behind the
+ * I/O interceptor. Pauses only between steps (a safe point: the step's I/O has
+ * completed) and flushes the disk before saying it is paused, so every write it
+ * made is on stable storage and its mappings are referenceable.
+ */
+import { parentPort, workerData } from 'node:worker_threads';
+import { setTimeout as delay } from 'node:timers/promises';
+import { GuestMemory } from './memory.ts';
+import { P2bMap } from '../p2b/map.ts';
+import { Interceptor } from '../storage/interceptor.ts';
+import { openBackend } from '../storage/open.ts';
+import { Rng } from '../util/rng.ts';
+import { GuestOs } from './workloads/guest-os.ts';
+import { diskLayout } from './workloads/disk-layout.ts';
+import { WORKLOADS } from './workloads/registry.ts';
+import { PAGE_SIZE } from './layout.ts';
+import type { DeviceState, WorkerInit, WorkerRequest, WorkerReply, WorkerEvent, WorkerStatus } from './messages.ts';
+
+const init = workerData as WorkerInit;
+const port = parentPort!;
+const send = (m: WorkerReply | WorkerEvent) => port.postMessage(m);
+const errorOf = (err: unknown) => {
+  const e = err as Error & { code?: string };
+  return { code: typeof e.code === 'string' ? e.code : 'GUEST_ERROR', message: e.message };
+};
+
+async function main(): Promise<void> {
+  const memory = GuestMemory.fromShared(init.memory);
+  const map = P2bMap.fromShared(init.p2b);
+  const backend = await openBackend(init.disk);
+  const disk = new Interceptor(backend, memory, map);
+  const spec = WORKLOADS[init.workload];
+  const saved = init.device;
+  const rng = new Rng(saved ? saved.rng : init.options.seed);
+  const os = new GuestOs(memory, disk, saved?.os);
+  const layout = diskLayout(init.options.seed, Math.floor(backend.size / PAGE_SIZE), spec.writeShare);
+  const workload = spec.factory({ memory, disk, os, rng, layout, options: init.options }, saved?.workloadState);
+
+  let state: WorkerStatus['state'] = init.startPaused ? 'paused' : 'running';
+  let throttle = 0;
+  let steps = 0;
+  let failure: { code: string; message: string } | undefined;
+  let pauseWaiters: (() => void)[] = [];
+  let resumeSignal: (() => void) | null = null;
+  let stopping = false;
+
+  const deviceState = (): DeviceState => ({
+    version: 1,
+    workload: init.workload,
+    options: init.options,
+    rng: rng.state(),
+    os: os.state(),
+    workloadState: workload.state(),
+  });
+  const status = (): WorkerStatus => ({
+    state,
+    throttle,
+    steps,
+    workload: workload.status(),
+    disk: { ...disk.stats, description: backend.description, size: backend.size },
+    ...(failure ? { error: failure } : {}),
+  });
+
+  port.on('message', async (req: WorkerRequest) => {
+    try {
+      switch (req.cmd) {
+        case 'pause':
+          if (state === 'running') await new Promise<void>((r) => pauseWaiters.push(r));
+          return send({ id: req.id, ok: true, result: status() });
+        case 'resume':
+          if (state === 'error') throw Object.assign(new Error(`guest stopped after an error: ${failure?.message}`), { code: 'GUEST_FAILED' });
+          if (state === 'paused') {
+            state = 'running';
+            resumeSignal?.();
+          }
+          return send({ id: req.id, ok: true, result: status() });
+        case 'throttle':
+          throttle = Math.max(0, Math.min(99, req.percent));
+          return send({ id: req.id, ok: true, result: status() });
+        case 'status':
+          return send({ id: req.id, ok: true, result: status() });
+        case 'step': {
+          // Exactly `count` steps, unpaced, from a paused guest: how determinism is shown.
+          if (state !== 'paused') throw Object.assign(new Error('step needs a paused guest'), { code: 'GUEST_RUNNING' });
+          for (let i = 0; i < req.count; i++) {
+            await workload.step();
+            await os.drain();
+            steps++;
+          }
+          await disk.flush();
+          return send({ id: req.id, ok: true, result: status() });
+        }
+        case 'device-state':
+          if (state === 'running') throw Object.assign(new Error('device state is only consistent while paused'), { code: 'GUEST_RUNNING' });
+          return send({ id: req.id, ok: true, result: deviceState() });
+        case 'stop':
+          stopping = true;
+          if (state === 'running') await new Promise<void>((r) => pauseWaiters.push(r));
+          await backend.close();
+          send({ id: req.id, ok: true, result: status() });
+          return void process.nextTick(() => process.exit(0));
+      }
+    } catch (err) {
+      send({ id: req.id, ok: false, error: errorOf(err) });
+    }
+  });
+
+  send({ event: 'ready', diskSize: backend.size, diskDescription: backend.description });
+
+  for (;;) {
+    if (state !== 'running' || pauseWaiters.length > 0 || stopping) {
+      if (state === 'running') {
+        await disk.flush(); // the safe point: all of this guest's writes are durable
+        state = 'paused';
+      }
+      for (const w of pauseWaiters.splice(0)) w();
+      if (stopping) return;
+      await new Promise<void>((r) => (resumeSignal = r));
+      resumeSignal = null;
+      continue;
+    }
+    const t0 = performance.now();
+    let period: number;
+    try {
+      period = await workload.step();
+      await os.drain(); // a step ends with its writebacks done: every step boundary is a safe point
+      steps++;
+    } catch (err) {
+      // A disk error stops the guest where it is; memory stays intact for inspection or retry.
+      failure = errorOf(err);
+      state = 'error';
+      send({ event: 'failed', error: failure });
+      for (const w of pauseWaiters.splice(0)) w();
+      await new Promise<void>(() => {}); // stay alive to answer status and dump requests
+      return;
+    }
+    const took = performance.now() - t0;
+    // Throttling stretches each step's time the way auto-converge takes CPU time from vCPUs.
+    const sleep = Math.max(0, period - took) + (throttle > 0 ? ((Math.max(period, took) * throttle) / (100 - throttle)) : 0);
+    if (sleep >= 1) await delay(sleep);
+    else await new Promise((r) => setImmediate(r)); // let control messages in between steps
+  }
+}
+
+main().catch((err) => {
+  send({ event: 'failed', error: errorOf(err) });
+  process.exit(1);
+});

@@ -1,0 +1,51 @@
+/**
+ * `dirty` — a compute job rewriting its heap: 45 % page cache, 50 % heap, and
+ * heap pages rewritten at `--dirty-rate` (default 32 MiB/s) with random data,
+ * 80 % of writes going to a hot fifth of the heap. Models the guest that keeps
+ * pre-copy from converging unless it is throttled.
+ */
+import { PAGE_SIZE } from '../layout.ts';
+import { anonFill } from './guest-os.ts';
+import { fillAnon, warmCache } from './phases.ts';
+import type { WorkloadFactory } from './workload.ts';
+
+export const DEFAULT_DIRTY_RATE = 32 * 1024 * 1024;
+const STEP_MS = 10;
+
+export const dirty: WorkloadFactory = (ctx, saved) => {
+  let phase = (saved?.phase as string) ?? 'anon';
+  const cursor = { next: (saved?.cursor as number) ?? 0 };
+  let steps = (saved?.steps as number) ?? 0;
+  let pagesWritten = (saved?.pagesWritten as number) ?? 0;
+  const rate = ctx.options.dirtyRate ?? DEFAULT_DIRTY_RATE;
+  // Fractional pages carry over so the long-run rate is exact.
+  let carry = (saved?.carry as number) ?? 0;
+  ctx.os.cacheCapacity = Math.floor(ctx.memory.pages * 0.45);
+  return {
+    name: 'dirty',
+    async step() {
+      if (phase === 'anon') {
+        if (await fillAnon(ctx, 0.5)) phase = 'warm';
+        return 0;
+      }
+      if (phase === 'warm') {
+        if (await warmCache(ctx, 0.45, cursor)) phase = 'steady';
+        return 0;
+      }
+      steps++;
+      carry += (rate * STEP_MS) / 1000 / PAGE_SIZE;
+      const n = Math.floor(carry);
+      carry -= n;
+      const anon = ctx.os.anon;
+      const hot = Math.max(1, Math.floor(anon.length / 5));
+      for (let i = 0; i < n && anon.length; i++) {
+        const idx = ctx.rng.float() < 0.8 ? ctx.rng.int(hot) : ctx.rng.int(anon.length);
+        ctx.os.rewriteAnon(anon[idx], anonFill(ctx.rng));
+      }
+      pagesWritten += n;
+      return STEP_MS;
+    },
+    state: () => ({ phase, cursor: cursor.next, steps, pagesWritten, carry }),
+    status: () => ({ phase, steps, pagesWritten, dirtyRate: rate }),
+  };
+};

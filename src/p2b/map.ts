@@ -1,0 +1,194 @@
+/**
+ * The page-to-block map's hot path: typed arrays indexed by page, in
+ * SharedArrayBuffers so the guest worker updates them and the engine reads them
+ * without copies. No per-page objects. The worker also keeps a block→pages index
+ * so a write to a block can drop every other page mapped to it.
+ */
+
+/** Per-page state. Only READ and WRITE_FLUSHED may be sent as references. */
+export const P2B = {
+  NONE: 0,
+  READ: 1, // the page was read from the block and not written since
+  WRITE_PENDING: 2, // the page was written to the block; the write is not yet flushed
+  WRITE_FLUSHED: 3, // as above, and a flush completed after the write
+  UNVERIFIED: 4, // reloaded from a database: must be checked before any use
+} as const;
+export type P2bState = (typeof P2B)[keyof typeof P2B];
+export const NO_BLOCK = 0xffffffff;
+
+/** Counters kept with the map (shared, so the engine and `p2b stats` see them). */
+export const COUNTER = {
+  mappedByRead: 0,
+  mappedByWrite: 1,
+  invalidatedByMemoryWrite: 2,
+  invalidatedByBlockWrite: 3, // another page's write changed the block
+  invalidatedByRemap: 4, // the page now holds another block
+  flushedWrites: 5,
+} as const;
+export type CounterName = keyof typeof COUNTER;
+const COUNTERS = Object.keys(COUNTER).length;
+
+export interface SharedP2b {
+  pages: number;
+  block: SharedArrayBuffer;
+  state: SharedArrayBuffer;
+  changed: SharedArrayBuffer;
+  counters: SharedArrayBuffer;
+}
+
+export class P2bMap {
+  readonly block: Uint32Array;
+  readonly state: Uint8Array;
+  /** One bit per page whose entry changed since the persister last looked. */
+  readonly changed: Int32Array;
+  readonly counters: Float64Array;
+  /** block → pages mapped to it; built lazily by the side that mutates (the guest worker). */
+  private byBlock: Map<number, number | number[]> | null = null;
+
+  private constructor(readonly pages: number, s: SharedP2b) {
+    this.block = new Uint32Array(s.block);
+    this.state = new Uint8Array(s.state);
+    this.changed = new Int32Array(s.changed);
+    this.counters = new Float64Array(s.counters);
+  }
+
+  static allocate(pages: number): P2bMap {
+    const m = new P2bMap(pages, {
+      pages,
+      block: new SharedArrayBuffer(pages * 4),
+      state: new SharedArrayBuffer(pages),
+      changed: new SharedArrayBuffer(Math.ceil(pages / 32) * 4),
+      counters: new SharedArrayBuffer(COUNTERS * 8),
+    });
+    m.block.fill(NO_BLOCK);
+    return m;
+  }
+
+  static fromShared(s: SharedP2b): P2bMap {
+    return new P2bMap(s.pages, s);
+  }
+
+  shared(): SharedP2b {
+    return {
+      pages: this.pages,
+      block: this.block.buffer as SharedArrayBuffer,
+      state: this.state.buffer as SharedArrayBuffer,
+      changed: this.changed.buffer as SharedArrayBuffer,
+      counters: this.counters.buffer as SharedArrayBuffer,
+    };
+  }
+
+  /** True when the page may be sent as a block reference now. */
+  referenceable(page: number): boolean {
+    const s = this.state[page];
+    return s === P2B.READ || s === P2B.WRITE_FLUSHED;
+  }
+
+  count(name: CounterName): number {
+    return this.counters[COUNTER[name]];
+  }
+
+  // ---- mutations (guest worker only) ----
+
+  /** A completed read of `block` into `page`. */
+  mapRead(page: number, block: number): void {
+    this.set(page, block, P2B.READ);
+    this.counters[COUNTER.mappedByRead]++;
+  }
+
+  /** A completed write of `page` to `block`: referenceable only after markFlushed. */
+  mapWrite(page: number, block: number): void {
+    this.set(page, block, P2B.WRITE_PENDING);
+    this.counters[COUNTER.mappedByWrite]++;
+  }
+
+  /** A flush completed after this page's write. */
+  markFlushed(page: number, block: number): void {
+    if (this.state[page] !== P2B.WRITE_PENDING || this.block[page] !== block) return;
+    this.state[page] = P2B.WRITE_FLUSHED;
+    this.touch(page);
+    this.counters[COUNTER.flushedWrites]++;
+  }
+
+  /** The page's content changed in memory. */
+  invalidatePage(page: number): void {
+    if (this.state[page] === P2B.NONE) return;
+    this.unlink(page);
+    this.counters[COUNTER.invalidatedByMemoryWrite]++;
+  }
+
+  /** The block's content is changing: no page may claim to equal it any more, except `keep`. */
+  invalidateBlock(block: number, keep = -1): void {
+    const idx = this.index();
+    const entry = idx.get(block);
+    if (entry === undefined) return;
+    const pages = typeof entry === 'number' ? [entry] : [...entry];
+    for (const p of pages) {
+      if (p === keep) continue;
+      this.unlink(p);
+      this.counters[COUNTER.invalidatedByBlockWrite]++;
+    }
+  }
+
+  /** Loads an entry without counting it (restoring from a database). */
+  restore(page: number, block: number, state: P2bState): void {
+    this.set(page, block, state);
+  }
+
+  /** Pages currently mapped to a block (worker side). */
+  pagesOf(block: number): number[] {
+    const e = this.index().get(block);
+    return e === undefined ? [] : typeof e === 'number' ? [e] : [...e];
+  }
+
+  private set(page: number, block: number, state: P2bState): void {
+    const old = this.block[page];
+    if (this.state[page] !== P2B.NONE && old !== block) {
+      this.removeFromIndex(old, page);
+      this.counters[COUNTER.invalidatedByRemap]++;
+    }
+    if (this.state[page] === P2B.NONE || old !== block) this.addToIndex(block, page);
+    this.block[page] = block;
+    this.state[page] = state;
+    this.touch(page);
+  }
+
+  private unlink(page: number): void {
+    this.removeFromIndex(this.block[page], page);
+    this.block[page] = NO_BLOCK;
+    this.state[page] = P2B.NONE;
+    this.touch(page);
+  }
+
+  private touch(page: number): void {
+    Atomics.or(this.changed, page >>> 5, 1 << (page & 31));
+  }
+
+  private index(): Map<number, number | number[]> {
+    if (this.byBlock) return this.byBlock;
+    this.byBlock = new Map();
+    for (let p = 0; p < this.pages; p++) if (this.state[p] !== P2B.NONE) this.addToIndex(this.block[p], p);
+    return this.byBlock;
+  }
+
+  private addToIndex(block: number, page: number): void {
+    const idx = this.index();
+    const e = idx.get(block);
+    if (e === undefined) idx.set(block, page);
+    else if (typeof e === 'number') idx.set(block, [e, page]);
+    else e.push(page);
+  }
+
+  private removeFromIndex(block: number, page: number): void {
+    const idx = this.index();
+    const e = idx.get(block);
+    if (e === undefined) return;
+    if (typeof e === 'number') {
+      if (e === page) idx.delete(block);
+      return;
+    }
+    const i = e.indexOf(page);
+    if (i >= 0) e.splice(i, 1);
+    if (e.length === 1) idx.set(block, e[0]);
+  }
+}

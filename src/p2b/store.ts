@@ -1,0 +1,161 @@
+/**
+ * The p2b map on disk: SQLite through better-sqlite3, WAL mode so `p2b` can read
+ * while the guest runs, changes written in batched transactions off the hot path.
+ * The schema is versioned (PRAGMA user_version) and the file is marked as ours
+ * (PRAGMA application_id) so a foreign database is refused with a clear error.
+ */
+import Database from 'better-sqlite3';
+import { existsSync, rmSync } from 'node:fs';
+import { P2bError } from './errors.ts';
+import { COUNTER, P2B, type P2bMap, type P2bState, type CounterName } from './map.ts';
+
+export const APPLICATION_ID = 0x6c6d6967; // "lmig"
+export const SCHEMA_VERSION = 1;
+
+export interface P2bMeta {
+  guest: string;
+  pages: number;
+  pageSize: number;
+  regions: { index: number; firstPage: number; pages: number }[];
+  storage: string;
+  storageSize: number;
+  createdAt: string;
+  /** 1 when the writer closed the map after a final flush; 0 while it runs or after a crash. */
+  clean: boolean;
+}
+
+const SCHEMA = `
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE mapping (
+  page INTEGER PRIMARY KEY,
+  block INTEGER NOT NULL,
+  state INTEGER NOT NULL,     -- 1 read, 2 write not yet flushed, 3 write flushed, 4 unverified
+  updated_ms INTEGER NOT NULL
+);
+CREATE INDEX mapping_by_block ON mapping (block);
+CREATE TABLE counter (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+`;
+
+export function openDatabase(path: string, opts: { readOnly?: boolean; create?: boolean } = {}): Database.Database {
+  if (!opts.create && !existsSync(path)) throw new P2bError('P2B_NOT_FOUND', `${path}: no such p2b map database`);
+  let db: Database.Database;
+  try {
+    db = new Database(path, { readonly: opts.readOnly ?? false, fileMustExist: !opts.create });
+    const appId = db.pragma('application_id', { simple: true }) as number;
+    const isNew = appId === 0 && (db.prepare("SELECT count(*) AS n FROM sqlite_master").get() as { n: number }).n === 0;
+    if (isNew && opts.create) return db;
+    if (appId !== APPLICATION_ID) throw new P2bError('P2B_FOREIGN_FILE', `${path} is not a livemig p2b map database`);
+    const version = db.pragma('user_version', { simple: true }) as number;
+    if (version !== SCHEMA_VERSION) {
+      throw new P2bError('P2B_SCHEMA_VERSION', `${path} has p2b schema version ${version}; this livemig reads version ${SCHEMA_VERSION}`);
+    }
+    return db;
+  } catch (err) {
+    if (err instanceof P2bError) throw err;
+    const e = err as Error & { code?: string };
+    if (e.code === 'SQLITE_NOTADB') throw new P2bError('P2B_FOREIGN_FILE', `${path} is not a livemig p2b map database (not SQLite)`);
+    throw err;
+  }
+}
+
+export class P2bStore {
+  private readonly upsert: Database.Statement;
+  private readonly remove: Database.Statement;
+  private readonly setCounter: Database.Statement;
+  private readonly setMeta: Database.Statement;
+  rowsWritten = 0;
+
+  private constructor(readonly db: Database.Database, readonly path: string) {
+    this.upsert = db.prepare('INSERT OR REPLACE INTO mapping (page, block, state, updated_ms) VALUES (?, ?, ?, ?)');
+    this.remove = db.prepare('DELETE FROM mapping WHERE page = ?');
+    this.setCounter = db.prepare('INSERT OR REPLACE INTO counter (name, value) VALUES (?, ?)');
+    this.setMeta = db.prepare('INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)');
+  }
+
+  /** Creates a fresh map database (replacing any old one's content) for a guest. */
+  static create(path: string, meta: Omit<P2bMeta, 'createdAt' | 'clean'>): P2bStore {
+    const db = openDatabase(path, { create: true });
+    db.pragma('journal_mode = WAL');
+    db.pragma('synchronous = NORMAL'); // WAL + NORMAL: a killed process loses nothing committed
+    db.exec('DROP TABLE IF EXISTS mapping; DROP TABLE IF EXISTS meta; DROP TABLE IF EXISTS counter;');
+    db.exec(SCHEMA);
+    db.pragma(`application_id = ${APPLICATION_ID}`);
+    db.pragma(`user_version = ${SCHEMA_VERSION}`);
+    const store = new P2bStore(db, path);
+    const full: P2bMeta = { ...meta, createdAt: new Date().toISOString(), clean: false };
+    db.transaction(() => {
+      for (const [k, v] of Object.entries(full)) store.setMeta.run(k, JSON.stringify(v));
+    })();
+    return store;
+  }
+
+  /** Opens an existing map database for writing (a guest restarting on its state dir). */
+  static open(path: string): P2bStore {
+    const db = openDatabase(path);
+    db.pragma('journal_mode = WAL');
+    db.pragma('synchronous = NORMAL');
+    return new P2bStore(db, path);
+  }
+
+  meta(): P2bMeta {
+    return readMeta(this.db);
+  }
+
+  setClean(clean: boolean): void {
+    this.setMeta.run('clean', JSON.stringify(clean));
+  }
+
+  /** Writes every entry whose changed bit is set, in one transaction; returns the rows written. */
+  writeChanges(map: P2bMap): number {
+    const now = Date.now();
+    let rows = 0;
+    this.db.transaction(() => {
+      const changed = map.changed;
+      for (let w = 0; w < changed.length; w++) {
+        if (changed[w] === 0) continue;
+        let word = Atomics.exchange(changed, w, 0);
+        while (word !== 0) {
+          const page = w * 32 + (31 - Math.clz32(word & -word));
+          word &= word - 1;
+          const state = map.state[page];
+          if (state === P2B.NONE) this.remove.run(page);
+          else this.upsert.run(page, map.block[page], state, now);
+          rows++;
+        }
+      }
+      for (const name of Object.keys(COUNTER) as CounterName[]) this.setCounter.run(name, map.count(name));
+    })();
+    this.rowsWritten += rows;
+    return rows;
+  }
+
+  /**
+   * Loads the stored entries into a map as UNVERIFIED: after a restart nothing
+   * proves a page still equals its block until it is checked.
+   */
+  loadUnverified(map: P2bMap): number {
+    let n = 0;
+    for (const row of this.db.prepare('SELECT page, block FROM mapping').iterate() as IterableIterator<{ page: number; block: number }>) {
+      if (row.page >= map.pages) continue;
+      map.restore(row.page, row.block, P2B.UNVERIFIED as P2bState);
+      n++;
+    }
+    return n;
+  }
+
+  /** Writes a consistent copy of the database to `path` (replacing it). */
+  snapshot(path: string): void {
+    rmSync(path, { force: true });
+    this.db.prepare('VACUUM INTO ?').run(path);
+  }
+
+  close(): void {
+    this.db.close();
+  }
+}
+
+export function readMeta(db: Database.Database): P2bMeta {
+  const rows = db.prepare('SELECT key, value FROM meta').all() as { key: string; value: string }[];
+  const m = Object.fromEntries(rows.map((r) => [r.key, JSON.parse(r.value)]));
+  return m as P2bMeta;
+}
