@@ -239,12 +239,18 @@ export class Guest {
     return { path, bytes: this.config.memoryBytes, map };
   }
 
-  /** Stops the workload at a safe point, flushes the map, marks it clean and closes it. */
-  async stop(): Promise<void> {
-    if (!this.exited) {
-      await this.request({ cmd: 'stop' }).catch(() => {});
-      if (!this.exited) await once(this.worker, 'exit');
-    }
-    this.persister.close();
+  private stopping: Promise<void> | null = null;
+
+  /** Stops the workload at a safe point, flushes the map, marks it clean and closes it. Idempotent. */
+  stop(): Promise<void> {
+    this.stopping ??= (async () => {
+      if (!this.exited) {
+        const exit = once(this.worker, 'exit');
+        await this.request({ cmd: 'stop' }).catch(() => {});
+        if (!this.exited) await exit;
+      }
+      this.persister.close();
+    })();
+    return this.stopping;
   }
 }
