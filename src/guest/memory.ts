@@ -50,10 +50,15 @@ export class GuestMemory {
     return region.subarray(at, at + PAGE_SIZE);
   }
 
-  /** Copies a whole page in (a disk read landing, or a migrated page arriving). */
-  setPage(page: number, data: Uint8Array): void {
+  /**
+   * Copies a whole page in (a disk read landing, or a migrated page arriving).
+   * The dirty log is always marked; `notify: false` skips the write hook for a
+   * caller that updates the p2b map itself (the interceptor remaps in one step).
+   */
+  setPage(page: number, data: Uint8Array, notify = true): void {
     this.page(page).set(data.subarray(0, PAGE_SIZE));
-    this.touched(page);
+    this.dirty.mark(page);
+    if (notify) this.onWrite?.(page);
   }
 
   /** Writes bytes at an offset inside a page. */

@@ -1,3 +1,5 @@
+import { BlockIndex } from './block-index.ts';
+
 /**
  * The page-to-block map's hot path: typed arrays indexed by page, in
  * SharedArrayBuffers so the guest worker updates them and the engine reads them
@@ -43,7 +45,7 @@ export class P2bMap {
   readonly changed: Int32Array;
   readonly counters: Float64Array;
   /** block → pages mapped to it; built lazily by the side that mutates (the guest worker). */
-  private byBlock: Map<number, number | number[]> | null = null;
+  private byBlock: BlockIndex | null = null;
 
   private constructor(readonly pages: number, s: SharedP2b) {
     this.block = new Uint32Array(s.block);
@@ -120,13 +122,14 @@ export class P2bMap {
   /** The block's content is changing: no page may claim to equal it any more, except `keep`. */
   invalidateBlock(block: number, keep = -1): void {
     const idx = this.index();
-    const entry = idx.get(block);
-    if (entry === undefined) return;
-    const pages = typeof entry === 'number' ? [entry] : [...entry];
-    for (const p of pages) {
-      if (p === keep) continue;
-      this.unlink(p);
-      this.counters[COUNTER.invalidatedByBlockWrite]++;
+    // A plain walk, no callback: this runs for every block of every guest write.
+    for (let p = idx.first(block); p !== -1; ) {
+      const next = idx.after(p);
+      if (p !== keep) {
+        this.unlink(p);
+        this.counters[COUNTER.invalidatedByBlockWrite]++;
+      }
+      p = next;
     }
   }
 
@@ -137,8 +140,9 @@ export class P2bMap {
 
   /** Pages currently mapped to a block (worker side). */
   pagesOf(block: number): number[] {
-    const e = this.index().get(block);
-    return e === undefined ? [] : typeof e === 'number' ? [e] : [...e];
+    const out: number[] = [];
+    this.index().forEach(block, (p) => out.push(p));
+    return out;
   }
 
   private set(page: number, block: number, state: P2bState): void {
@@ -164,31 +168,18 @@ export class P2bMap {
     Atomics.or(this.changed, page >>> 5, 1 << (page & 31));
   }
 
-  private index(): Map<number, number | number[]> {
+  private index(): BlockIndex {
     if (this.byBlock) return this.byBlock;
-    this.byBlock = new Map();
-    for (let p = 0; p < this.pages; p++) if (this.state[p] !== P2B.NONE) this.addToIndex(this.block[p], p);
+    this.byBlock = new BlockIndex(this.pages);
+    for (let p = 0; p < this.pages; p++) if (this.state[p] !== P2B.NONE) this.byBlock.add(this.block[p], p);
     return this.byBlock;
   }
 
   private addToIndex(block: number, page: number): void {
-    const idx = this.index();
-    const e = idx.get(block);
-    if (e === undefined) idx.set(block, page);
-    else if (typeof e === 'number') idx.set(block, [e, page]);
-    else e.push(page);
+    this.index().add(block, page);
   }
 
   private removeFromIndex(block: number, page: number): void {
-    const idx = this.index();
-    const e = idx.get(block);
-    if (e === undefined) return;
-    if (typeof e === 'number') {
-      if (e === page) idx.delete(block);
-      return;
-    }
-    const i = e.indexOf(page);
-    if (i >= 0) e.splice(i, 1);
-    if (e.length === 1) idx.set(block, e[0]);
+    this.index().remove(block, page);
   }
 }

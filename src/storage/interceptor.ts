@@ -22,8 +22,15 @@ interface IoInFlight {
   tainted: Set<number> | null;
 }
 
-const overlaps = (op: IoInFlight, block: number) => block >= op.first && block < op.first + op.count;
-const taint = (op: IoInFlight, block: number) => (op.tainted ??= new Set()).add(block);
+/** Marks, in both operations, the blocks where their ranges overlap (checked once per pair). */
+function taintOverlap(a: IoInFlight, b: IoInFlight, both: boolean): void {
+  const from = Math.max(a.first, b.first);
+  const to = Math.min(a.first + a.count, b.first + b.count);
+  for (let blk = from; blk < to; blk++) {
+    (a.tainted ??= new Set()).add(blk);
+    if (both) (b.tainted ??= new Set()).add(blk);
+  }
+}
 
 export interface InterceptorStats {
   reads: number;
@@ -40,8 +47,9 @@ export class Interceptor {
   private readonly generation: Uint32Array;
   private readonly reads = new Set<IoInFlight>();
   private readonly writes = new Set<IoInFlight>();
-  /** Pages whose write completed since the last flush began: [page, block]. */
-  private unflushed: [number, number][] = [];
+  /** Pages whose write completed since the last flush began, and their blocks (flat, no tuples). */
+  private unflushedPages: number[] = [];
+  private unflushedBlocks: number[] = [];
   readonly stats: InterceptorStats = { reads: 0, writes: 0, flushes: 0, bytesRead: 0, bytesWritten: 0, readsRaced: 0, writesRaced: 0 };
 
   constructor(readonly backend: BlockBackend, readonly memory: GuestMemory, readonly map: P2bMap) {
@@ -61,7 +69,7 @@ export class Interceptor {
     const count = pages.length;
     this.checkRange(first, count);
     const op: IoInFlight = { first, count, tainted: null };
-    for (const w of this.writes) for (let b = first; b < first + count; b++) if (overlaps(w, b)) taint(op, b);
+    for (const w of this.writes) taintOverlap(op, w, false);
     this.reads.add(op);
     const buf = Buffer.allocUnsafe(count * PAGE_SIZE);
     try {
@@ -71,9 +79,13 @@ export class Interceptor {
     }
     for (let i = 0; i < count; i++) {
       const page = pages[i];
-      this.memory.setPage(page, buf.subarray(i * PAGE_SIZE, (i + 1) * PAGE_SIZE)); // drops the old mapping
-      if (op.tainted?.has(first + i)) this.stats.readsRaced++;
-      else this.map.mapRead(page, first + i);
+      // The page changes: bump its generation, then remap it in one step (or drop it if the read raced).
+      this.memory.setPage(page, buf.subarray(i * PAGE_SIZE, (i + 1) * PAGE_SIZE), false);
+      this.generation[page]++;
+      if (op.tainted?.has(first + i)) {
+        this.stats.readsRaced++;
+        this.map.invalidatePage(page);
+      } else this.map.mapRead(page, first + i);
     }
     this.stats.reads++;
     this.stats.bytesRead += buf.length;
@@ -92,11 +104,9 @@ export class Interceptor {
     // Two writes to one block in flight together leave its content to the server's
     // ordering: neither may map. Reads in flight over the block may see either version.
     const op: IoInFlight = { first, count, tainted: null };
-    for (let b = first; b < first + count; b++) {
-      this.map.invalidateBlock(b);
-      for (const w of this.writes) if (overlaps(w, b)) (taint(w, b), taint(op, b));
-      for (const r of this.reads) if (overlaps(r, b)) taint(r, b);
-    }
+    for (let b = first; b < first + count; b++) this.map.invalidateBlock(b);
+    for (const w of this.writes) taintOverlap(op, w, true);
+    for (const r of this.reads) taintOverlap(r, op, false);
     this.writes.add(op);
     try {
       await this.backend.write(first * PAGE_SIZE, buf);
@@ -108,12 +118,14 @@ export class Interceptor {
       const block = first + i;
       if (this.generation[page] !== gens[i] || op.tainted?.has(block)) {
         this.stats.writesRaced++;
-        this.map.invalidateBlock(block);
         continue;
       }
-      this.map.invalidateBlock(block, page);
+      // No page can have been mapped to this block since the write began (its other
+      // mappings were dropped then; reads and writes overlapping it are tainted), so
+      // mapping the written page needs no second invalidation.
       this.map.mapWrite(page, block);
-      this.unflushed.push([page, block]);
+      this.unflushedPages.push(page);
+      this.unflushedBlocks.push(block);
     }
     this.stats.writes++;
     this.stats.bytesWritten += buf.length;
@@ -121,15 +133,18 @@ export class Interceptor {
 
   /** Flushes the backend; writes completed before the flush began become referenceable. */
   async flush(): Promise<void> {
-    const covered = this.unflushed;
-    this.unflushed = [];
+    const pages = this.unflushedPages;
+    const blocks = this.unflushedBlocks;
+    this.unflushedPages = [];
+    this.unflushedBlocks = [];
     try {
       await this.backend.flush();
     } catch (err) {
-      this.unflushed = covered.concat(this.unflushed);
+      this.unflushedPages = pages.concat(this.unflushedPages);
+      this.unflushedBlocks = blocks.concat(this.unflushedBlocks);
       throw err;
     }
-    for (const [page, block] of covered) this.map.markFlushed(page, block);
+    for (let i = 0; i < pages.length; i++) this.map.markFlushed(pages[i], blocks[i]);
     this.stats.flushes++;
   }
 
