@@ -30,13 +30,28 @@ after(async () => {
   dir.cleanup();
 });
 
-async function startGuest(name: string, workload = 'pagecache', stateDir = join(dir.path, name)): Promise<{ child: ChildProcess; control: string; stateDir: string }> {
+interface GuestProcess {
+  child: ChildProcess;
+  control: string;
+  stateDir: string;
+  /** Resolves with the exit code; made at spawn time, so an early death is never missed. */
+  exited: Promise<number | null>;
+  stderr: () => string;
+}
+
+async function startGuest(name: string, workload = 'pagecache', stateDir = join(dir.path, name)): Promise<GuestProcess> {
   const control = join(dir.path, `${name}.sock`);
   const child = spawn(process.execPath, [LIVEMIG, 'run', '--name', name, '--memory', '24MiB', '--disk', nbd.uri('vm'), '--workload', workload,
-    '--control', control, '--state-dir', stateDir, '--json'], { stdio: ['ignore', 'pipe', 'inherit'] });
-  const [line] = (await once(createInterface({ input: child.stdout! }), 'line')) as [string];
-  assert.equal(JSON.parse(line).control, control);
-  return { child, control, stateDir };
+    '--control', control, '--state-dir', stateDir, '--json'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stderr = '';
+  child.stderr!.on('data', (d) => (stderr += d));
+  const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+  const first = await Promise.race([
+    once(createInterface({ input: child.stdout! }), 'line').then(([l]) => l as string),
+    exited.then((code) => { throw new Error(`livemig run exited with ${code} before starting: ${stderr}`); }),
+  ]);
+  assert.equal(JSON.parse(first).control, control);
+  return { child, control, stateDir, exited, stderr: () => stderr };
 }
 
 async function status(control: string) {
@@ -125,9 +140,8 @@ test('run, status, throttle, pause, dump-memory, p2b verify/stats/lookup/dump/di
   assert.ok(dr.onlyInFirst + dr.onlyInSecond + dr.differentBlock > 0);
 
   const stop = await livemig(['stop', '--control', g.control]);
-  assert.equal(stop.code, 0);
-  const [code] = await once(g.child, 'exit');
-  assert.equal(code, 0);
+  assert.equal(stop.code, 0, `stop failed: ${stop.stderr}; guest stderr: ${g.stderr()}`);
+  assert.equal(await g.exited, 0, g.stderr());
   const closed = JSON.parse((await p2b(['stats', join(g.stateDir, 'p2b.sqlite'), '--json'])).stdout);
   assert.equal(closed.clean, true, 'stop flushes the map and marks it clean');
 });
@@ -137,7 +151,7 @@ test('a guest killed with SIGKILL leaves a readable map; a restart reloads it as
   await waitMapped(g.control, 0.5);
   await delay(600); // let the persister write
   g.child.kill('SIGKILL');
-  await once(g.child, 'exit');
+  await g.exited;
   const db = join(g.stateDir, 'p2b.sqlite');
   const after = await p2b(['stats', db, '--json']);
   assert.equal(after.code, 0, after.stderr);
@@ -150,7 +164,7 @@ test('a guest killed with SIGKILL leaves a readable map; a restart reloads it as
   assert.equal(s.p2b.previousRunCrashed, true);
   assert.equal(s.p2b.reloadedUnverified, st.mappedPages);
   await livemig(['stop', '--control', again.control]);
-  await once(again.child, 'exit');
+  assert.equal(await again.exited, 0, again.stderr());
 });
 
 test('usage and run-time errors: exit 2 or 1, one line', async () => {

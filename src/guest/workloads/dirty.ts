@@ -6,15 +6,14 @@
  */
 import { PAGE_SIZE } from '../layout.ts';
 import { anonFill } from './guest-os.ts';
-import { fillAnon, warmCache } from './phases.ts';
+import { WarmUp } from './phases.ts';
 import type { WorkloadFactory } from './workload.ts';
 
 export const DEFAULT_DIRTY_RATE = 32 * 1024 * 1024;
 const STEP_MS = 10;
 
 export const dirty: WorkloadFactory = (ctx, saved) => {
-  let phase = (saved?.phase as string) ?? 'anon';
-  const cursor = { next: (saved?.cursor as number) ?? 0 };
+  const warm = new WarmUp(ctx, 0.5, 0.45, saved);
   let steps = (saved?.steps as number) ?? 0;
   let pagesWritten = (saved?.pagesWritten as number) ?? 0;
   const rate = ctx.options.dirtyRate ?? DEFAULT_DIRTY_RATE;
@@ -24,14 +23,7 @@ export const dirty: WorkloadFactory = (ctx, saved) => {
   return {
     name: 'dirty',
     async step() {
-      if (phase === 'anon') {
-        if (await fillAnon(ctx, 0.5)) phase = 'warm';
-        return 0;
-      }
-      if (phase === 'warm') {
-        if (await warmCache(ctx, 0.45, cursor)) phase = 'steady';
-        return 0;
-      }
+      if (!warm.done) return (await warm.step(), 0);
       steps++;
       carry += (rate * STEP_MS) / 1000 / PAGE_SIZE;
       const n = Math.floor(carry);
@@ -45,7 +37,7 @@ export const dirty: WorkloadFactory = (ctx, saved) => {
       pagesWritten += n;
       return STEP_MS;
     },
-    state: () => ({ phase, cursor: cursor.next, steps, pagesWritten, carry }),
-    status: () => ({ phase, steps, pagesWritten, dirtyRate: rate }),
+    state: () => ({ ...warm.state(), steps, pagesWritten, carry }),
+    status: () => ({ phase: warm.phase, steps, pagesWritten, dirtyRate: rate }),
   };
 };

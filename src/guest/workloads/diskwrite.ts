@@ -9,7 +9,7 @@
  */
 import { PAGE_SIZE } from '../layout.ts';
 import { anonFill } from './guest-os.ts';
-import { fillAnon, warmCache } from './phases.ts';
+import { WarmUp } from './phases.ts';
 import type { WorkloadFactory } from './workload.ts';
 
 export const DEFAULT_WRITE_RATE = 8 * 1024 * 1024;
@@ -17,8 +17,7 @@ const STEP_MS = 10;
 const RUN = 8;
 
 export const diskwrite: WorkloadFactory = (ctx, saved) => {
-  let phase = (saved?.phase as string) ?? 'anon';
-  const cursor = { next: (saved?.cursor as number) ?? 0 };
+  const warm = new WarmUp(ctx, 0.4, 0.55, saved);
   let steps = (saved?.steps as number) ?? 0;
   let logHead = (saved?.logHead as number) ?? 0; // next block of the log, relative to the write area
   let bufferHead = (saved?.bufferHead as number) ?? 0;
@@ -31,14 +30,7 @@ export const diskwrite: WorkloadFactory = (ctx, saved) => {
   return {
     name: 'diskwrite',
     async step() {
-      if (phase === 'anon') {
-        if (await fillAnon(ctx, 0.4)) phase = 'warm';
-        return 0;
-      }
-      if (phase === 'warm') {
-        if (await warmCache(ctx, 0.55, cursor)) phase = 'steady';
-        return 0;
-      }
+      if (!warm.done) return (await warm.step(), 0);
       steps++;
       carry += (rate * STEP_MS) / 1000 / PAGE_SIZE;
       const buffers = ctx.os.anon;
@@ -70,7 +62,7 @@ export const diskwrite: WorkloadFactory = (ctx, saved) => {
       await Promise.all(ios);
       return STEP_MS;
     },
-    state: () => ({ phase, cursor: cursor.next, steps, logHead, bufferHead, writes, carry }),
-    status: () => ({ phase, steps, writes, writeRate: rate }),
+    state: () => ({ ...warm.state(), steps, logHead, bufferHead, writes, carry }),
+    status: () => ({ phase: warm.phase, steps, writes, writeRate: rate }),
   };
 };

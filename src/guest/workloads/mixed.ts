@@ -9,14 +9,15 @@
  */
 import { Zipf } from '../../util/rng.ts';
 import { anonFill } from './guest-os.ts';
-import { fillAnon } from './phases.ts';
+import { WarmUp } from './phases.ts';
 import type { WorkloadFactory } from './workload.ts';
 
 const STEP_MS = 10;
 const TRANSACTIONS_PER_STEP = 20;
 
 export const mixed: WorkloadFactory = (ctx, saved) => {
-  let phase = (saved?.phase as string) ?? 'anon';
+  const heap = new WarmUp(ctx, 0.1, 0, saved?.heap as Record<string, unknown> | undefined);
+  let phase = (saved?.phase as string) ?? 'heap';
   let steps = (saved?.steps as number) ?? 0;
   let logHead = (saved?.logHead as number) ?? 0;
   let commits = (saved?.commits as number) ?? 0;
@@ -43,8 +44,9 @@ export const mixed: WorkloadFactory = (ctx, saved) => {
   return {
     name: 'mixed',
     async step() {
-      if (phase === 'anon') {
-        if (await fillAnon(ctx, 0.1)) phase = 'warm';
+      if (phase === 'heap') {
+        await heap.step();
+        if (heap.done) phase = 'warm';
         return 0;
       }
       if (phase === 'warm') {
@@ -79,7 +81,7 @@ export const mixed: WorkloadFactory = (ctx, saved) => {
       }
       return STEP_MS;
     },
-    state: () => ({ phase, steps, logHead, commits, warmRank }),
+    state: () => ({ phase, heap: heap.state(), steps, logHead, commits, warmRank }),
     status: () => ({ phase, steps, commits, ...ctx.os.stats }),
   };
 };

@@ -47,3 +47,39 @@ export async function readPopular(ctx: WorkloadContext, zipf: Zipf, count: numbe
 export function zipfOverFiles(ctx: WorkloadContext, s = 0.9): Zipf {
   return new Zipf(ctx.layout.files.length, s);
 }
+
+/**
+ * The warm-up every profile starts with: heap memory up to `anonShare`, then the
+ * page cache up to `cacheShare` (skipped when 0), as fast as the disk allows.
+ */
+export class WarmUp {
+  phase: string;
+  private readonly cursor: { next: number };
+
+  constructor(
+    private readonly ctx: WorkloadContext,
+    private readonly anonShare: number,
+    private readonly cacheShare: number,
+    saved?: Record<string, unknown>,
+  ) {
+    this.phase = (saved?.phase as string) ?? 'anon';
+    this.cursor = { next: (saved?.cursor as number) ?? 0 };
+  }
+
+  get done(): boolean {
+    return this.phase === 'steady';
+  }
+
+  /** One warm-up step; call while !done. */
+  async step(): Promise<void> {
+    if (this.phase === 'anon') {
+      if (await fillAnon(this.ctx, this.anonShare)) this.phase = this.cacheShare > 0 ? 'warm' : 'steady';
+    } else if (this.phase === 'warm') {
+      if (await warmCache(this.ctx, this.cacheShare, this.cursor)) this.phase = 'steady';
+    }
+  }
+
+  state(): Record<string, unknown> {
+    return { phase: this.phase, cursor: this.cursor.next };
+  }
+}
