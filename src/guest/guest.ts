@@ -32,6 +32,13 @@ export interface GuestConfig {
   stateDir: string;
   startPaused?: boolean;
   device?: DeviceState;
+  /** Memory and map that already hold the guest (a migration's destination); allocated if absent. */
+  memory?: GuestMemory;
+  map?: P2bMap;
+  /** Start from a fresh map database even if the state dir has one (a migrated guest's map came with it). */
+  freshMap?: boolean;
+  /** Start the worker now, paused, without disk or workload: loadDevice() brings both (a destination). */
+  deferDevice?: boolean;
 }
 
 export interface GuestStatus {
@@ -88,8 +95,8 @@ export class Guest {
   static async start(config: GuestConfig): Promise<Guest> {
     const spec = WORKLOADS[config.workload];
     if (!spec) throw new GuestError('GUEST_CONFIG', `unknown workload ${JSON.stringify(config.workload)} (have: ${Object.keys(WORKLOADS).join(', ')})`);
-    const memory = GuestMemory.allocate(config.memoryBytes);
-    const map = P2bMap.allocate(memory.pages);
+    const memory = config.memory ?? GuestMemory.allocate(config.memoryBytes);
+    const map = config.map ?? P2bMap.allocate(memory.pages);
     mkdirSync(config.stateDir, { recursive: true });
     const dbPath = join(config.stateDir, 'p2b.sqlite');
 
@@ -97,7 +104,7 @@ export class Guest {
     let store: P2bStore | null = null;
     let reloaded = 0;
     let previousRunCrashed = false;
-    if (existsSync(dbPath)) {
+    if (existsSync(dbPath) && !config.freshMap) {
       const old = P2bStore.open(dbPath);
       const meta = old.meta();
       if (meta.pages === memory.pages && meta.guest === config.name) {
@@ -125,6 +132,7 @@ export class Guest {
       options: config.options,
       device: config.device,
       startPaused: config.startPaused,
+      deferDevice: config.deferDevice,
     };
     const worker = startTsWorker(new URL('./worker.ts', import.meta.url), init);
     const guest = new Guest(config, memory, map, persister, worker, dbPath, reloaded, previousRunCrashed);
@@ -175,6 +183,20 @@ export class Guest {
     await this.request<WorkerStatus>({ cmd: 'step', count });
     this.persister.flush();
     return this.status();
+  }
+
+  /** Releases the disk (lock, connection) of a paused guest, for the destination to take. */
+  async detachDisk(): Promise<void> {
+    await this.request({ cmd: 'detach-disk' });
+  }
+
+  async attachDisk(): Promise<void> {
+    await this.request({ cmd: 'attach-disk' });
+  }
+
+  /** Gives a guest started with deferDevice its device state and disk; it stays paused. */
+  async loadDevice(device: DeviceState): Promise<void> {
+    await this.request({ cmd: 'load-device', device });
   }
 
   deviceState(): Promise<DeviceState> {

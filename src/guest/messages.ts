@@ -24,6 +24,8 @@ export interface WorkerInit {
   device?: DeviceState;
   /** Start paused (a destination waiting for its memory to arrive). */
   startPaused?: boolean;
+  /** Start with no workload and no disk: both come with 'load-device' (a destination started early). */
+  deferDevice?: boolean;
 }
 
 export type WorkerRequest =
@@ -33,6 +35,9 @@ export type WorkerRequest =
   | { id: number; cmd: 'status' }
   | { id: number; cmd: 'device-state' }
   | { id: number; cmd: 'step'; count: number }
+  | { id: number; cmd: 'detach-disk' }
+  | { id: number; cmd: 'attach-disk' }
+  | { id: number; cmd: 'load-device'; device: DeviceState }
   | { id: number; cmd: 'stop' };
 
 export interface WorkerStatus {

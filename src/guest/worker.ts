@@ -16,6 +16,19 @@ import { diskLayout } from './workloads/disk-layout.ts';
 import { WORKLOADS } from './workloads/registry.ts';
 import { PAGE_SIZE } from './layout.ts';
 import type { DeviceState, WorkerInit, WorkerRequest, WorkerReply, WorkerEvent, WorkerStatus } from './messages.ts';
+import type { BlockBackend } from '../storage/backend.ts';
+import type { Workload } from './workloads/workload.ts';
+
+/** Stands in for the disk while it is detached: any I/O then is a bug, and says so. */
+const detachedDisk: BlockBackend = {
+  size: 0,
+  readOnly: true,
+  description: 'detached',
+  readInto: () => Promise.reject(new Error('disk is detached')),
+  write: () => Promise.reject(new Error('disk is detached')),
+  flush: () => Promise.resolve(),
+  close: () => Promise.resolve(),
+};
 
 const init = workerData as WorkerInit;
 const port = parentPort!;
@@ -28,16 +41,23 @@ const errorOf = (err: unknown) => {
 async function main(): Promise<void> {
   const memory = GuestMemory.fromShared(init.memory);
   const map = P2bMap.fromShared(init.p2b);
-  const backend = await openBackend(init.disk);
-  const disk = new Interceptor(backend, memory, map);
   const spec = WORKLOADS[init.workload];
-  const saved = init.device;
-  const rng = new Rng(saved ? saved.rng : init.options.seed);
-  const os = new GuestOs(memory, disk, saved?.os);
-  const layout = diskLayout(init.options.seed, Math.floor(backend.size / PAGE_SIZE), spec.writeShare);
-  const workload = spec.factory({ memory, disk, os, rng, layout, options: init.options }, saved?.workloadState);
+  // A destination started early has neither disk nor workload until 'load-device'.
+  let backend: BlockBackend | null = init.deferDevice ? null : await openBackend(init.disk);
+  const disk = new Interceptor(backend ?? detachedDisk, memory, map);
+  let detached = backend === null;
+  let rng!: Rng;
+  let os!: GuestOs;
+  let workload!: Workload;
+  const build = (saved?: DeviceState) => {
+    rng = new Rng(saved ? saved.rng : init.options.seed);
+    os = new GuestOs(memory, disk, saved?.os);
+    const layout = diskLayout(init.options.seed, Math.floor(disk.backend.size / PAGE_SIZE), spec.writeShare);
+    workload = spec.factory({ memory, disk, os, rng, layout, options: init.options }, saved?.workloadState);
+  };
+  if (!init.deferDevice) build(init.device);
 
-  let state: WorkerStatus['state'] = init.startPaused ? 'paused' : 'running';
+  let state: WorkerStatus['state'] = init.startPaused || init.deferDevice ? 'paused' : 'running';
   let throttle = 0;
   let steps = 0;
   let failure: { code: string; message: string } | undefined;
@@ -57,10 +77,17 @@ async function main(): Promise<void> {
     state,
     throttle,
     steps,
-    workload: workload.status(),
-    disk: { ...disk.stats, description: backend.description, size: backend.size },
+    workload: workload ? workload.status() : { phase: 'waiting for device state' },
+    disk: { ...disk.stats, description: backend?.description ?? 'detached', size: backend?.size ?? 0 },
     ...(failure ? { error: failure } : {}),
   });
+
+  const attach = async () => {
+    if (!detached) return;
+    backend = await openBackend(init.disk);
+    disk.backend = backend;
+    detached = false;
+  };
 
   port.on('message', async (req: WorkerRequest) => {
     try {
@@ -69,6 +96,8 @@ async function main(): Promise<void> {
           if (state === 'running') await new Promise<void>((r) => pauseWaiters.push(r));
           return send({ id: req.id, ok: true, result: status() });
         case 'resume':
+          if (!workload) throw Object.assign(new Error('no device state loaded yet'), { code: 'GUEST_NO_DEVICE' });
+          if (detached) throw Object.assign(new Error('the disk is detached; attach it before resuming'), { code: 'GUEST_DISK_DETACHED' });
           if (state === 'error') throw Object.assign(new Error(`guest stopped after an error: ${failure?.message}`), { code: 'GUEST_FAILED' });
           if (state === 'paused') {
             state = 'running';
@@ -81,6 +110,7 @@ async function main(): Promise<void> {
         case 'status':
           return send({ id: req.id, ok: true, result: status() });
         case 'step': {
+          if (!workload) throw Object.assign(new Error('no device state loaded yet'), { code: 'GUEST_NO_DEVICE' });
           // Exactly `count` steps, unpaced, from a paused guest: how determinism is shown.
           if (state !== 'paused') throw Object.assign(new Error('step needs a paused guest'), { code: 'GUEST_RUNNING' });
           for (let i = 0; i < req.count; i++) {
@@ -91,13 +121,30 @@ async function main(): Promise<void> {
           await disk.flush();
           return send({ id: req.id, ok: true, result: status() });
         }
+        case 'detach-disk':
+          // Hands the disk over (its lock, its connection) while paused: one writer at a time.
+          if (state === 'running') throw Object.assign(new Error('detach-disk needs a paused guest'), { code: 'GUEST_RUNNING' });
+          if (!detached) {
+            await backend!.close();
+            detached = true;
+          }
+          return send({ id: req.id, ok: true, result: status() });
+        case 'attach-disk':
+          await attach();
+          return send({ id: req.id, ok: true, result: status() });
+        case 'load-device':
+          if (workload) throw Object.assign(new Error('this guest already has its device state'), { code: 'GUEST_RUNNING' });
+          await attach();
+          build(req.device);
+          return send({ id: req.id, ok: true, result: status() });
         case 'device-state':
+          if (!workload) throw Object.assign(new Error('no device state loaded yet'), { code: 'GUEST_NO_DEVICE' });
           if (state === 'running') throw Object.assign(new Error('device state is only consistent while paused'), { code: 'GUEST_RUNNING' });
           return send({ id: req.id, ok: true, result: deviceState() });
         case 'stop':
           stopping = true;
           if (state === 'running') await new Promise<void>((r) => pauseWaiters.push(r));
-          await backend.close();
+          if (!detached) await backend!.close();
           send({ id: req.id, ok: true, result: status() });
           return void process.nextTick(() => process.exit(0));
       }
@@ -106,7 +153,7 @@ async function main(): Promise<void> {
     }
   });
 
-  send({ event: 'ready', diskSize: backend.size, diskDescription: backend.description });
+  send({ event: 'ready', diskSize: backend?.size ?? 0, diskDescription: backend?.description ?? init.disk });
 
   for (;;) {
     if (state !== 'running' || pauseWaiters.length > 0 || stopping) {

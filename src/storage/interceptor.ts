@@ -52,7 +52,7 @@ export class Interceptor {
   private unflushedBlocks: number[] = [];
   readonly stats: InterceptorStats = { reads: 0, writes: 0, flushes: 0, bytesRead: 0, bytesWritten: 0, readsRaced: 0, writesRaced: 0 };
 
-  constructor(readonly backend: BlockBackend, readonly memory: GuestMemory, readonly map: P2bMap) {
+  constructor(public backend: BlockBackend, readonly memory: GuestMemory, readonly map: P2bMap) {
     this.generation = new Uint32Array(memory.pages);
     memory.onWrite = (page) => {
       this.generation[page]++;

@@ -1,0 +1,252 @@
+/**
+ * The destination side of a live migration (DESIGN.md, "Data flow", steps 3–5).
+ * States: LISTENING → HANDSHAKE → RECEIVING → DRAINING → VERIFYING → RUNNING, or
+ * FAILED from any of them (docs/protocol.md has the diagram). Full and zero pages
+ * land in memory; references go to the fetch queue. After COMPLETE it drains the
+ * queue (pages whose reference failed come again in full), checks per-region
+ * keyed digests against the source's, and only then starts the guest from its
+ * device state, with a p2b map that starts from the references that arrived.
+ */
+import net from 'node:net';
+import { once } from 'node:events';
+import { PAGE_SIZE } from '../guest/layout.ts';
+import { GuestMemory } from '../guest/memory.ts';
+import { Guest } from '../guest/guest.ts';
+import type { DeviceState } from '../guest/messages.ts';
+import { P2bMap, P2B } from '../p2b/map.ts';
+import { openBackend } from '../storage/open.ts';
+import type { BlockBackend } from '../storage/backend.ts';
+import { Connection, parseJson } from '../wire/connection.ts';
+import { FRAME, ENCODING, WireError } from '../wire/frames.ts';
+import { decodePages, encodePageRequest } from '../wire/pages.ts';
+import { CAPABILITIES, chooseVersion, pageHash, type Hello, type Welcome } from '../wire/handshake.ts';
+import { FetchQueue } from './fetch-queue.ts';
+import type { ResumedReport } from './result.ts';
+
+export type DestinationState = 'listening' | 'handshake' | 'receiving' | 'draining' | 'verifying' | 'running' | 'failed';
+
+export interface IncomingOptions {
+  host: string;
+  port: number;
+  /** The guest's disk as this host sees it; by default the source's spec. */
+  disk?: string;
+  stateDir: (guestName: string) => string;
+  /** Fetch queue tuning. */
+  maxInFlight?: number;
+  maxBlocks?: number;
+}
+
+export interface Incoming {
+  port: number;
+  state: () => DestinationState;
+  /** Resolves with the running guest once a migration has arrived and been verified. */
+  guest: Promise<Guest>;
+  close: () => void;
+}
+
+/** Compares the source's storage sample with what this host reads. */
+async function checkStorage(storage: BlockBackend, key: Buffer, hello: Hello): Promise<{ match: boolean; reason?: string; bytes: number }> {
+  if (storage.size !== hello.storage.size) return { match: false, reason: `size differs: ${storage.size} here, ${hello.storage.size} at the source`, bytes: 0 };
+  const buf = Buffer.allocUnsafe(PAGE_SIZE);
+  let bytes = 0;
+  for (const s of hello.storage.sample) {
+    await storage.readInto(buf, s.block * PAGE_SIZE);
+    bytes += PAGE_SIZE;
+    if (pageHash(key, buf).toString('hex') !== s.hash) return { match: false, reason: `block ${s.block} differs`, bytes };
+  }
+  return { match: true, bytes };
+}
+
+export async function listenIncoming(opts: IncomingOptions): Promise<Incoming> {
+  let state: DestinationState = 'listening';
+  let resolveGuest!: (g: Guest) => void;
+  let rejectGuest!: (e: Error) => void;
+  const guest = new Promise<Guest>((res, rej) => ((resolveGuest = res), (rejectGuest = rej)));
+  guest.catch(() => {});
+  const server = net.createServer();
+  let busy = false;
+  server.on('connection', (socket) => {
+    // One migration per listener; a second peer is told so and dropped.
+    if (busy) {
+      const c = new Connection(socket);
+      void c.sendJson(FRAME.ERROR, { code: 'MIGRATE_BUSY', message: 'this destination is already receiving a guest' }).finally(() => c.close());
+      return;
+    }
+    busy = true;
+    receive(new Connection(socket), opts, (s) => (state = s)).then(
+      (g) => {
+        server.close();
+        resolveGuest(g);
+      },
+      (err) => {
+        state = 'failed';
+        busy = false; // a failed attempt leaves the destination ready for another
+        lastError = err;
+      },
+    );
+  });
+  let lastError: Error | null = null;
+  void lastError;
+  server.listen(opts.port, opts.host);
+  await once(server, 'listening');
+  return {
+    port: (server.address() as net.AddressInfo).port,
+    state: () => state,
+    guest,
+    close: () => {
+      server.close();
+      rejectGuest(new WireError('MIGRATE_CANCELLED', 'the destination stopped waiting'));
+    },
+  };
+}
+
+async function receive(conn: Connection, opts: IncomingOptions, setState: (s: DestinationState) => void): Promise<Guest> {
+  let storage: BlockBackend | null = null;
+  let guest: Guest | null = null;
+  try {
+    setState('handshake');
+    const hello = await conn.readJson<Hello & { storage: { spec: string } }>(FRAME.HELLO);
+    if (hello.protocol !== 'livemig') throw new WireError('MIGRATE_PROTOCOL', 'not a livemig migration');
+    const version = chooseVersion(hello);
+    const missing = ['pages.full', 'pages.zero'].filter((c) => !hello.capabilities.includes(c));
+    if (missing.length) throw new WireError('MIGRATE_CAPABILITY', `source lacks ${missing.join(', ')}`);
+    if (hello.guest.pageSize !== PAGE_SIZE) throw new WireError('MIGRATE_LAYOUT', `page size ${hello.guest.pageSize} is not ${PAGE_SIZE}`);
+    const key = Buffer.from(hello.key, 'hex');
+    if (key.length < 16) throw new WireError('MIGRATE_PROTOCOL', 'the migration key must have at least 128 bits');
+    const memory = GuestMemory.allocate(hello.guest.memoryBytes);
+    const pages = memory.pages;
+    const disk = opts.disk ?? hello.storage.spec;
+    storage = await openBackend(disk, { readOnly: true, lock: false }).catch((e: Error) => {
+      throw new WireError('MIGRATE_STORAGE', `cannot open the guest's disk ${disk} here: ${e.message}`);
+    });
+    const check = await checkStorage(storage, key, hello);
+    const welcome: Welcome = { version, capabilities: [...CAPABILITIES], storageMatch: check.match, ...(check.reason ? { storageReason: check.reason } : {}) };
+    await conn.sendJson(FRAME.WELCOME, welcome);
+
+    // Start the guest's worker now, paused, with no disk and no workload: at the end only
+    // the device state and the disk remain to hand over, which keeps downtime short.
+    const map = P2bMap.allocate(pages);
+    guest = await Guest.start({
+      name: hello.guest.name,
+      memoryBytes: hello.guest.memoryBytes,
+      disk,
+      workload: hello.guest.workload,
+      options: hello.guest.options as unknown as Guest['config']['options'],
+      stateDir: opts.stateDir(hello.guest.name),
+      memory,
+      map,
+      deferDevice: true,
+      freshMap: true,
+    });
+
+    setState('receiving');
+    const lastSeq = new Uint32Array(pages);
+    const awaitingFull = new Set<number>();
+    const requestFull = (list: number[]) => {
+      for (const p of list) awaitingFull.add(p);
+      void conn.send(FRAME.PAGE_REQUEST, encodePageRequest(list)).catch(() => {});
+    };
+    const queue = new FetchQueue(storage, key, memory, lastSeq, requestFull, {
+      maxInFlight: opts.maxInFlight ?? 16, maxBlocks: opts.maxBlocks ?? 256, batch: 1024,
+    });
+    let device: DeviceState | null = null;
+    let complete: { digests: string[]; lastSeq: number } | null = null;
+    let refsReceived = 0;
+    const tStart = performance.now();
+    // Progress on the return path lets the source count the fetch backlog in its downtime estimate.
+    const progress = setInterval(() => {
+      const st = queue.stats;
+      const elapsed = (performance.now() - tStart) / 1000;
+      void conn
+        .sendJson(FRAME.PROGRESS, { refsReceived, pending: st.refs - st.applied - st.stale - st.mismatched, applied: st.applied, bytesRead: st.bytesRead, readRate: st.totalLatencyMs > 0 ? st.bytesRead / elapsed : 0 })
+        .catch(() => {});
+    }, 50);
+
+    const apply = (payload: Buffer) =>
+      decodePages(payload, pages, (e) => {
+        if (e.seq <= lastSeq[e.page]) return; // an older version overtaken by a newer one
+        lastSeq[e.page] = e.seq;
+        if (e.encoding === ENCODING.FULL && 'data' in e) {
+          memory.setPage(e.page, e.data);
+          queue.appliedBlock.delete(e.page);
+          awaitingFull.delete(e.page);
+        } else if (e.encoding === ENCODING.ZERO) {
+          memory.zeroPage(e.page);
+          queue.appliedBlock.delete(e.page);
+          awaitingFull.delete(e.page);
+        } else if (e.encoding === ENCODING.REF && 'block' in e) {
+          refsReceived++;
+          if (!check.match) requestFull([e.page]);
+          else queue.add(e.page, e.block, e.hash, e.seq);
+        } else requestFull([e.page]); // an encoding this side does not know: ask for the bytes
+      });
+
+    const readUntil = async (done: () => boolean) => {
+      while (!done()) {
+        const f = await conn.read();
+        if (f.type === FRAME.PAGES) apply(f.payload);
+        else if (f.type === FRAME.DEVICE_STATE) device = parseJson<DeviceState>(f);
+        else if (f.type === FRAME.COMPLETE) complete = parseJson(f);
+        else if (f.type === FRAME.ERROR) {
+          const e = parseJson<{ code: string; message: string }>(f);
+          throw new WireError(e.code, `source: ${e.message}`);
+        } else throw new WireError('MIGRATE_PROTOCOL', `unexpected frame ${f.type} while receiving`);
+      }
+    };
+    await readUntil(() => complete !== null).finally(() => clearInterval(progress));
+    const tc = performance.now();
+    const trace = (what: string) => process.env.LIVEMIG_TRACE && console.error(`[dest] ${what} +${(performance.now() - tc).toFixed(1)} ms after COMPLETE`);
+
+    setState('draining');
+    // Re-requested pages arrive as PAGES frames after COMPLETE; keep reading until none is owed.
+    for (;;) {
+      await queue.drain().catch((e: Error) => {
+        throw new WireError('MIGRATE_STORAGE', `reading the guest's disk failed: ${e.message}`);
+      });
+      if (awaitingFull.size === 0 && queue.idle) break;
+      await Promise.race([readUntil(() => awaitingFull.size === 0), new Promise((r) => setTimeout(r, 50))]);
+    }
+    if (!device) throw new WireError('MIGRATE_PROTOCOL', 'no device state before COMPLETE');
+
+    trace('drained');
+    setState('verifying');
+    const digests = memory.layout.map((r) => memory.regionDigest(r.index, key));
+    const bad = digests.findIndex((d, i) => d !== complete!.digests[i]);
+    if (bad >= 0 || digests.length !== complete!.digests.length) {
+      throw new WireError('MIGRATE_VERIFY_FAILED', `memory region ${bad} differs from the source after transfer`);
+    }
+
+    trace('verified');
+    // The map travels with the guest: pages that arrived as verified references are mapped.
+    for (const [page, block] of queue.appliedBlock) map.restore(page, block, P2B.READ);
+    memory.dirty.readAndClear();
+    await storage.close();
+    storage = null;
+    await guest.loadDevice(device as DeviceState); // attaches the disk: the source released it at pause
+    await guest.resume();
+    setState('running');
+    trace('guest started');
+    const s = queue.stats;
+    const report: ResumedReport = {
+      verified: true,
+      fetchedBytes: s.bytesRead,
+      sampleBytes: check.bytes,
+      refsApplied: s.applied,
+      refRetried: s.mismatched,
+      reads: s.reads,
+      maxInFlight: s.maxInFlight,
+      meanLatencyMs: s.reads ? Math.round((s.totalLatencyMs / s.reads) * 100) / 100 : 0,
+      stale: s.stale,
+    };
+    await conn.sendJson(FRAME.RESUMED, report);
+    conn.close();
+    return guest;
+  } catch (err) {
+    const e = err as Error & { code?: string };
+    await conn.sendJson(FRAME.ERROR, { code: e.code ?? 'MIGRATE_FAILED', message: e.message }).catch(() => {});
+    conn.destroy();
+    if (storage) await storage.close().catch(() => {});
+    if (guest) await guest.stop().catch(() => {}); // never resumed: the source keeps the guest
+    throw err;
+  }
+}

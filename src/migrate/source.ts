@@ -1,0 +1,293 @@
+/**
+ * The source side of a live migration (DESIGN.md, "Data flow", steps 2 and 4).
+ * Rounds over the dirty log; each page goes as zero, as a block reference (p2b
+ * strategy, storage identical on both sides, mapping referenceable now), or in
+ * full. Stops iterating when the downtime estimated from the averaged bandwidth
+ * fits the limit; then pauses the guest, flushes, sends the rest and the device
+ * state, and keeps the guest until the destination says it runs. Any failure
+ * before that resumes the guest here: nothing is lost.
+ */
+import { randomBytes } from 'node:crypto';
+import { PAGE_SIZE } from '../guest/layout.ts';
+import type { Guest } from '../guest/guest.ts';
+import { openBackend } from '../storage/open.ts';
+import { Connection, parseJson } from '../wire/connection.ts';
+import { FRAME, PROTOCOL_VERSION, PROTOCOL_VERSION_MIN, WireError } from '../wire/frames.ts';
+import { PageBatch, decodePageRequest } from '../wire/pages.ts';
+import { CAPABILITIES, pageHash, sampleBlocks, type Hello, type Welcome } from '../wire/handshake.ts';
+import { RateLimit } from './rate-limit.ts';
+import { BandwidthMeter } from './bandwidth.ts';
+import type { MigrationResult, ResumedReport, RoundStats, Strategy } from './result.ts';
+
+export interface MigrateOptions {
+  host: string;
+  port: number;
+  strategy: Strategy;
+  /** Bytes per second; 0 for no limit. */
+  maxBandwidth: number;
+  downtimeLimitMs: number;
+  maxRounds: number;
+  /** When rounds do not converge: throttle the guest step by step, or give up. */
+  converge: 'throttle' | 'abort';
+  onRound?: (r: RoundStats) => void;
+  /** How long to wait for the destination to verify and resume after stop-and-copy. */
+  completeTimeoutMs?: number;
+}
+
+export class MigrationError extends Error {
+  constructor(readonly code: string, message: string) {
+    super(message);
+    this.name = 'MigrationError';
+  }
+}
+
+/** Storage identity: name, size and keyed digests of sampled blocks (read without taking the guest's lock). */
+async function storageIdentity(spec: string, key: Buffer): Promise<Hello['storage'] & { spec: string }> {
+  const backend = await openBackend(spec, { readOnly: true, lock: false });
+  try {
+    const blocks = Math.floor(backend.size / PAGE_SIZE);
+    const buf = Buffer.allocUnsafe(PAGE_SIZE);
+    const sample: { block: number; hash: string }[] = [];
+    for (const block of sampleBlocks(key, blocks)) {
+      await backend.readInto(buf, block * PAGE_SIZE);
+      sample.push({ block, hash: pageHash(key, buf).toString('hex') });
+    }
+    return { spec, description: backend.description, size: backend.size, sample };
+  } finally {
+    await backend.close();
+  }
+}
+
+export async function migrate(guest: Guest, opts: MigrateOptions): Promise<MigrationResult> {
+  const t0 = performance.now();
+  const key = randomBytes(32);
+  const memory = guest.memory;
+  const map = guest.map;
+  const pages = memory.pages;
+  const conn = await Connection.connect(opts.host, opts.port).catch((e: WireError) => {
+    throw new MigrationError(e.code, e.message);
+  });
+  const limit = new RateLimit(opts.maxBandwidth);
+  const meter = new BandwidthMeter();
+  const totals = { full: 0, zero: 0, ref: 0, refRetried: 0 };
+  const roundStats: RoundStats[] = [];
+  let seq = 0;
+  let throttle = 0;
+  let paused = false;
+  let wasRunning = false;
+  let detached = false;
+  let failure: Error | null = null;
+  const requested = new Set<number>();
+  interface FetchProgress { refsReceived: number; pending: number; readRate: number }
+  let progress: FetchProgress = { refsReceived: 0, pending: 0, readRate: 0 };
+  let refsSent = 0;
+  /** How long the destination still needs for references already sent (its fetch backlog). */
+  const fetchBacklogMs = () => {
+    const backlog = progress.pending + (refsSent - progress.refsReceived);
+    if (backlog <= 0) return 0;
+    return progress.readRate > 0 ? ((backlog * PAGE_SIZE) / progress.readRate) * 1000 : Infinity;
+  };
+  let resumed!: (r: ResumedReport) => void;
+  const resumedReport = new Promise<ResumedReport>((r) => (resumed = r));
+  let failed!: (e: Error) => void;
+  const failedSignal = new Promise<never>((_, reject) => (failed = reject));
+  failedSignal.catch(() => {});
+
+  try {
+    const status = await guest.status();
+    const storage = await storageIdentity(guest.config.disk, key);
+    const hello: Hello & { storage: { spec: string } } = {
+      protocol: 'livemig',
+      versionMin: PROTOCOL_VERSION_MIN,
+      versionMax: PROTOCOL_VERSION,
+      capabilities: [...CAPABILITIES],
+      guest: {
+        name: guest.config.name,
+        workload: guest.config.workload,
+        options: { ...guest.config.options },
+        memoryBytes: memory.memoryBytes,
+        pageSize: PAGE_SIZE,
+        regions: memory.layout.map((r) => ({ firstPage: r.firstPage, pages: r.pages })),
+      },
+      storage,
+      key: key.toString('hex'),
+      strategy: opts.strategy,
+    };
+    if (status.state !== 'running' && status.state !== 'paused') throw new MigrationError('MIGRATE_GUEST_STATE', `guest is ${status.state}`);
+    wasRunning = status.state === 'running';
+    await conn.sendJson(FRAME.HELLO, hello);
+    const welcome = await conn.readJson<Welcome>(FRAME.WELCOME).catch((e: WireError) => {
+      throw new MigrationError(e.code, `destination refused the migration: ${e.message}`);
+    });
+    const useRefs = opts.strategy === 'p2b' && welcome.storageMatch;
+
+    // The return path: page requests, progress, the final word.
+    void (async () => {
+      for (;;) {
+        const f = await conn.read();
+        if (f.type === FRAME.PAGE_REQUEST) {
+          const list = decodePageRequest(f.payload, pages);
+          totals.refRetried += list.length;
+          for (const p of list) requested.add(p);
+          if (paused) await sendPages(list, false); // the guest is still: send now, in full
+        } else if (f.type === FRAME.PROGRESS) progress = parseJson<FetchProgress>(f);
+        else if (f.type === FRAME.RESUMED) return resumed(parseJson<ResumedReport>(f));
+        else if (f.type === FRAME.ERROR) {
+          const e = parseJson<{ code: string; message: string }>(f);
+          throw new MigrationError(e.code, `destination: ${e.message}`);
+        }
+      }
+    })().catch((e: Error) => {
+      failure ??= e instanceof WireError ? new MigrationError(e.code, e.message) : e;
+      failed(failure);
+    });
+
+    const batch = new PageBatch(256);
+    const flushBatch = async () => {
+      if (batch.count === 0) return;
+      const payload = batch.take();
+      await limit.take(payload.length + 8);
+      await conn.send(FRAME.PAGES, payload);
+    };
+    /** Sends pages; `allowRefs` false forces full pages (for re-requested ones). */
+    async function sendPages(list: Iterable<number>, allowRefs: boolean): Promise<{ full: number; zero: number; ref: number; bytes: number }> {
+      const before = { ...batch.counts };
+      const sentBefore = conn.bytesSent;
+      for (const p of list) {
+        if (failure) throw failure;
+        const view = memory.page(p);
+        seq++;
+        if (memory.isZero(p)) batch.addZero(p, seq);
+        else if (allowRefs && useRefs && map.referenceable(p)) {
+          const block = map.block[p];
+          const hash = pageHash(key, view);
+          // The mapping may have been dropped while we hashed: then send the bytes instead.
+          if (map.referenceable(p) && map.block[p] === block) {
+            batch.addRef(p, seq, block, hash);
+            refsSent++;
+          } else batch.addFull(p, seq, view);
+        } else batch.addFull(p, seq, view);
+        if (batch.full) await flushBatch();
+      }
+      await flushBatch();
+      const c = batch.counts;
+      return { full: c.full - before.full, zero: c.zero - before.zero, ref: c.ref - before.ref, bytes: conn.bytesSent - sentBefore };
+    }
+
+    const takeRequested = () => {
+      const list = [...requested];
+      requested.clear();
+      return list;
+    };
+
+    // Round 0 sends everything; the dirty log is cleared first so it records what changes meanwhile.
+    memory.dirty.readAndClear();
+    let toSend: Iterable<number> = { [Symbol.iterator]: function* () { for (let p = 0; p < pages; p++) yield p; } };
+    let round = 0;
+    let slowRounds = 0; // rounds where the link, not the fetch backlog, kept us from stopping
+    for (;;) {
+      if (failure) throw failure;
+      const tr = performance.now();
+      const retry = takeRequested();
+      const sent = await sendPages(toSend, true);
+      const again = await sendPages(retry, false);
+      const ms = performance.now() - tr;
+      meter.record(sent.bytes + again.bytes, ms);
+      const dirty = memory.dirty.readAndClear();
+      const perPage = (sent.bytes + again.bytes) / Math.max(1, sent.full + sent.zero + sent.ref + again.full + again.zero);
+      const linkMs = meter.estimateMs(dirty.length * perPage);
+      const fetchMs = fetchBacklogMs();
+      const estimate = linkMs + fetchMs;
+      const stats: RoundStats = {
+        round, pages: sent.full + sent.zero + sent.ref, full: sent.full + again.full, zero: sent.zero + again.zero, ref: sent.ref,
+        bytes: sent.bytes + again.bytes, ms, dirtyAfter: dirty.length, estimatedDowntimeMs: estimate, throttle,
+      };
+      roundStats.push(stats);
+      opts.onRound?.(stats);
+      round++;
+      toSend = dirty;
+      if (estimate <= opts.downtimeLimitMs) break;
+      if (linkMs <= opts.downtimeLimitMs) {
+        // Only the destination's fetch queue is behind: let it catch up, then send what got dirty.
+        await new Promise((r) => setTimeout(r, Math.min(100, Math.max(10, fetchMs / 4))));
+        if (round < 10_000) continue;
+      }
+      slowRounds++;
+      if (slowRounds >= opts.maxRounds) {
+        if (opts.converge === 'abort') {
+          throw new MigrationError('MIGRATE_NOT_CONVERGED', `not converged after ${round} rounds: ${dirty.length} pages dirty, estimated downtime ${estimate.toFixed(0)} ms > ${opts.downtimeLimitMs} ms`);
+        }
+        break; // auto-converge has done what it could: accept the longer downtime
+      }
+      if (opts.converge === 'throttle' && slowRounds >= 2) {
+        // Auto-converge: the guest dirties faster than we send; take CPU time from it step by step.
+        throttle = Math.min(99, throttle ? throttle + 10 : 20);
+        await guest.throttle(throttle);
+      }
+    }
+
+    // Stop-and-copy.
+    const tPause = performance.now();
+    const trace = (what: string) => process.env.LIVEMIG_TRACE && console.error(`[source] ${what} +${(performance.now() - tPause).toFixed(1)} ms`);
+    await guest.pause(); // waits for a safe point and flushes the disk: write mappings are referenceable now
+    paused = true;
+    trace('paused');
+    await guest.detachDisk(); // the destination will be the disk's one writer from its resume on
+    trace('disk detached');
+    detached = true;
+    const last = new Set<number>([...memory.dirty.readAndClear(), ...(toSend as Uint32Array), ...takeRequested()]);
+    const fin = await sendPages(last, true);
+    roundStats.push({ round, pages: last.size, full: fin.full, zero: fin.zero, ref: fin.ref, bytes: fin.bytes, ms: performance.now() - tPause, dirtyAfter: 0, estimatedDowntimeMs: 0, throttle });
+    opts.onRound?.(roundStats[roundStats.length - 1]);
+    trace('last pages sent');
+    await conn.sendJson(FRAME.DEVICE_STATE, await guest.deviceState());
+    trace('device state sent');
+    const digests = memory.layout.map((r) => memory.regionDigest(r.index, key));
+    await conn.sendJson(FRAME.COMPLETE, { digests, lastSeq: seq });
+    trace('complete sent');
+    const timeout = opts.completeTimeoutMs ?? 120_000;
+    const report = await Promise.race([
+      resumedReport,
+      failedSignal,
+      new Promise<never>((_, reject) => setTimeout(() => reject(new MigrationError('MIGRATE_TIMEOUT', `the destination did not resume within ${timeout} ms`)), timeout).unref()),
+    ]);
+    const downtimeMs = performance.now() - tPause;
+    trace('resumed received');
+    for (const r of roundStats) {
+      totals.full += r.full;
+      totals.zero += r.zero;
+      totals.ref += r.ref;
+    }
+    conn.close();
+    await guest.stop(); // the guest runs on the destination now
+    return {
+      strategy: opts.strategy,
+      workload: guest.config.workload,
+      memoryBytes: memory.memoryBytes,
+      verified: report.verified,
+      totalTimeMs: Math.round(performance.now() - t0),
+      downtimeMs: Math.round(downtimeMs),
+      rounds: roundStats.length,
+      linkBytes: conn.bytesSent + conn.bytesReceived,
+      nasBytes: report.fetchedBytes + report.sampleBytes,
+      pages: totals,
+      storageMatch: welcome.storageMatch,
+      ...(welcome.storageReason ? { storageReason: welcome.storageReason } : {}),
+      downtimeLimitMs: opts.downtimeLimitMs,
+      maxBandwidth: opts.maxBandwidth,
+      averageBandwidth: Math.round(meter.average()),
+      finalThrottle: throttle,
+      roundStats,
+      fetch: { reads: report.reads, maxInFlight: report.maxInFlight, meanLatencyMs: report.meanLatencyMs, stale: report.stale },
+    };
+  } catch (err) {
+    // Before the destination confirmed: the guest goes on here, memory and disk untouched.
+    conn.destroy();
+    if (detached) await guest.attachDisk().catch(() => {});
+    if (throttle) await guest.throttle(0).catch(() => {});
+    if (paused && wasRunning) await guest.resume().catch(() => {});
+    if (err instanceof MigrationError) throw err;
+    if (err instanceof WireError) throw new MigrationError(err.code, err.message);
+    throw err;
+  }
+}

@@ -1,0 +1,49 @@
+/**
+ * The livemig wire protocol: frame header, frame types and page encodings.
+ * docs/protocol.md has the sequence diagram, the destination's state machine and
+ * the rules for changing versions; read it first.
+ *
+ * Every frame: type u16 | flags u16 | length u32 (big endian), then `length` bytes.
+ * Type 0 is invalid, so a zeroed buffer never parses as a frame.
+ */
+export const PROTOCOL_VERSION = 1;
+/** The oldest version this build still speaks. Raise it only with a breaking change. */
+export const PROTOCOL_VERSION_MIN = 1;
+
+export const FRAME_HEADER = 8;
+export const MAX_FRAME = 16 * 1024 * 1024;
+
+export const FRAME = {
+  HELLO: 1, // source → destination, JSON: version window, capabilities, memory layout, storage sample, key
+  WELCOME: 2, // destination → source, JSON: chosen version, storage match
+  PAGES: 3, // source → destination, binary batch of page entries
+  DEVICE_STATE: 4, // source → destination, JSON: the workload's device state
+  COMPLETE: 5, // source → destination, JSON: stop-and-copy done, per-region digests
+  RESUMED: 6, // destination → source, JSON: verified and running
+  ERROR: 7, // either way, JSON {code, message}: the migration is over
+  PAGE_REQUEST: 8, // destination → source, binary: pages whose reference failed
+  PROGRESS: 9, // destination → source, JSON: fetch queue counters
+} as const;
+export type FrameType = (typeof FRAME)[keyof typeof FRAME];
+export const FRAME_NAMES: Record<number, string> = Object.fromEntries(Object.entries(FRAME).map(([k, v]) => [v, k]));
+
+/**
+ * Page entry: page u32 | seq u32 | encoding u8 | reserved u8 | length u16 | body.
+ * The length lets a receiver skip encodings it does not know (it then asks for
+ * the page in full), so adding an encoding does not break the format.
+ */
+export const PAGE_ENTRY_HEADER = 12;
+export const ENCODING = {
+  FULL: 1, // body: the 4096 bytes
+  ZERO: 2, // no body
+  REF: 3, // body: block u64 | keyed hash (16 bytes) of the page's content
+} as const;
+export const REF_BODY = 24;
+export const HASH_BYTES = 16;
+
+export class WireError extends Error {
+  constructor(readonly code: string, message: string) {
+    super(message);
+    this.name = 'WireError';
+  }
+}
