@@ -5,13 +5,15 @@ import * as nbdServe from './commands/nbd-serve.ts';
 import * as nbdInfo from './commands/nbd-info.ts';
 import * as demo from './commands/demo.ts';
 import * as runGuest from './commands/run.ts';
+import * as migrateCmd from './commands/migrate.ts';
 import { verb } from './commands/control.ts';
 
 type Command = (args: string[]) => Promise<number>;
 
 const COMMANDS: Record<string, { run: Command; summary: string }> = {
-  demo: { run: demo.run, summary: 'run a whole live migration on this machine (coming with issue #4)' },
-  run: { run: runGuest.run, summary: 'start an emulated guest with a control socket' },
+  demo: { run: demo.run, summary: 'run a whole live migration on this machine, with a summary' },
+  run: { run: runGuest.run, summary: 'start an emulated guest with a control socket (--incoming: wait for one)' },
+  migrate: { run: migrateCmd.run, summary: 'live-migrate a guest to a destination waiting with run --incoming' },
   status: { run: verb('status'), summary: 'show a guest: state, workload, disk I/O, p2b map' },
   pause: { run: verb('pause'), summary: 'pause a guest at a safe point (disk flushed, map saved)' },
   resume: { run: verb('resume'), summary: 'resume a paused guest' },

@@ -21,6 +21,7 @@ import { FRAME, ENCODING, WireError } from '../wire/frames.ts';
 import { decodePages, encodePageRequest } from '../wire/pages.ts';
 import { CAPABILITIES, chooseVersion, pageHash, type Hello, type Welcome } from '../wire/handshake.ts';
 import { FetchQueue } from './fetch-queue.ts';
+import { HashPool } from './hash-pool.ts';
 import type { ResumedReport } from './result.ts';
 
 export type DestinationState = 'listening' | 'handshake' | 'receiving' | 'draining' | 'verifying' | 'running' | 'failed';
@@ -103,6 +104,7 @@ export async function listenIncoming(opts: IncomingOptions): Promise<Incoming> {
 async function receive(conn: Connection, opts: IncomingOptions, setState: (s: DestinationState) => void): Promise<Guest> {
   let storage: BlockBackend | null = null;
   let guest: Guest | null = null;
+  let hasher: HashPool | null = null;
   try {
     setState('handshake');
     const hello = await conn.readJson<Hello & { storage: { spec: string } }>(FRAME.HELLO);
@@ -146,11 +148,13 @@ async function receive(conn: Connection, opts: IncomingOptions, setState: (s: De
       for (const p of list) awaitingFull.add(p);
       void conn.send(FRAME.PAGE_REQUEST, encodePageRequest(list)).catch(() => {});
     };
-    const queue = new FetchQueue(storage, key, memory, lastSeq, requestFull, {
+    hasher = new HashPool(key);
+    const queue = new FetchQueue(storage, hasher, memory, lastSeq, requestFull, {
       maxInFlight: opts.maxInFlight ?? 16, maxBlocks: opts.maxBlocks ?? 256, batch: 1024,
     });
     let device: DeviceState | null = null;
-    let complete: { digests: string[]; lastSeq: number } | null = null;
+    let complete: { lastSeq: number } | null = null;
+    let sourceDigests: string[] | null = null;
     let refsReceived = 0;
     const tStart = performance.now();
     // Progress on the return path lets the source count the fetch backlog in its downtime estimate.
@@ -158,7 +162,7 @@ async function receive(conn: Connection, opts: IncomingOptions, setState: (s: De
       const st = queue.stats;
       const elapsed = (performance.now() - tStart) / 1000;
       void conn
-        .sendJson(FRAME.PROGRESS, { refsReceived, pending: st.refs - st.applied - st.stale - st.mismatched, applied: st.applied, bytesRead: st.bytesRead, readRate: st.totalLatencyMs > 0 ? st.bytesRead / elapsed : 0 })
+        .sendJson(FRAME.PROGRESS, { refsReceived, pending: queue.backlog + queue.inFlightRefs, applied: st.applied, bytesRead: st.bytesRead, readRate: st.totalLatencyMs > 0 ? st.bytesRead / elapsed : 0 })
         .catch(() => {});
     }, 50);
 
@@ -187,6 +191,7 @@ async function receive(conn: Connection, opts: IncomingOptions, setState: (s: De
         if (f.type === FRAME.PAGES) apply(f.payload);
         else if (f.type === FRAME.DEVICE_STATE) device = parseJson<DeviceState>(f);
         else if (f.type === FRAME.COMPLETE) complete = parseJson(f);
+        else if (f.type === FRAME.DIGESTS) sourceDigests = parseJson<{ digests: string[] }>(f).digests;
         else if (f.type === FRAME.ERROR) {
           const e = parseJson<{ code: string; message: string }>(f);
           throw new WireError(e.code, `source: ${e.message}`);
@@ -211,8 +216,9 @@ async function receive(conn: Connection, opts: IncomingOptions, setState: (s: De
     trace('drained');
     setState('verifying');
     const digests = memory.layout.map((r) => memory.regionDigest(r.index, key));
-    const bad = digests.findIndex((d, i) => d !== complete!.digests[i]);
-    if (bad >= 0 || digests.length !== complete!.digests.length) {
+    await readUntil(() => sourceDigests !== null);
+    const bad = digests.findIndex((d, i) => d !== sourceDigests![i]);
+    if (bad >= 0 || digests.length !== sourceDigests!.length) {
       throw new WireError('MIGRATE_VERIFY_FAILED', `memory region ${bad} differs from the source after transfer`);
     }
 
@@ -240,6 +246,7 @@ async function receive(conn: Connection, opts: IncomingOptions, setState: (s: De
     };
     await conn.sendJson(FRAME.RESUMED, report);
     conn.close();
+    void hasher.close();
     return guest;
   } catch (err) {
     const e = err as Error & { code?: string };
@@ -247,6 +254,7 @@ async function receive(conn: Connection, opts: IncomingOptions, setState: (s: De
     conn.destroy();
     if (storage) await storage.close().catch(() => {});
     if (guest) await guest.stop().catch(() => {}); // never resumed: the source keeps the guest
+    if (hasher) await hasher.close().catch(() => {});
     throw err;
   }
 }

@@ -9,7 +9,8 @@
 import { PAGE_SIZE } from '../guest/layout.ts';
 import type { GuestMemory } from '../guest/memory.ts';
 import type { BlockBackend } from '../storage/backend.ts';
-import { pageHash } from '../wire/handshake.ts';
+import { HASH_BYTES } from '../wire/frames.ts';
+import type { HashPool } from './hash-pool.ts';
 
 interface Ref {
   page: number;
@@ -30,7 +31,11 @@ export interface FetchStats {
 }
 
 export class FetchQueue {
+  /** Arrivals since the last pump, unsorted. */
+  private incoming: Ref[] = [];
+  /** Waiting references sorted by block; pending[head..] are still to read. */
   private pending: Ref[] = [];
+  private head = 0;
   private inFlight = 0;
   private timer: NodeJS.Timeout | null = null;
   private idleWaiters: (() => void)[] = [];
@@ -41,7 +46,7 @@ export class FetchQueue {
 
   constructor(
     private readonly storage: BlockBackend,
-    private readonly key: Buffer,
+    private readonly hasher: HashPool,
     private readonly memory: GuestMemory,
     private readonly lastSeq: Uint32Array,
     private readonly onMismatch: (pages: number[]) => void,
@@ -50,15 +55,20 @@ export class FetchQueue {
 
   add(page: number, block: number, hash: Uint8Array, seq: number): void {
     if (this.failure) throw this.failure;
-    this.pending.push({ page, block, hash: Buffer.from(hash), seq });
+    this.incoming.push({ page, block, hash: Buffer.from(hash), seq });
     this.stats.refs++;
     // Enough for a good sort: go now; otherwise soon, so the queue never idles behind the link.
-    if (this.pending.length >= this.opts.batch) this.pump();
+    if (this.incoming.length >= this.opts.batch) this.pump();
     else this.timer ??= setTimeout(() => ((this.timer = null), this.pump()), 2);
   }
 
   get idle(): boolean {
-    return this.pending.length === 0 && this.inFlight === 0;
+    return this.incoming.length === 0 && this.head === this.pending.length && this.inFlight === 0;
+  }
+
+  /** References waiting for a read (not yet issued). */
+  get backlog(): number {
+    return this.incoming.length + this.pending.length - this.head;
   }
 
   /** Resolves when every reference so far is resolved; rejects if the storage failed. */
@@ -71,45 +81,78 @@ export class FetchQueue {
     if (this.failure) throw this.failure;
   }
 
+  /**
+   * Merges new arrivals (sorted as a batch) into the sorted pending list, dropping
+   * references a newer page version has overtaken, then issues runs of adjacent
+   * blocks from the front. Re-sorting everything on every completion was the
+   * queue's bottleneck: this keeps each pump linear in what it touches.
+   */
   private pump(): void {
-    if (this.failure || this.inFlight >= this.opts.maxInFlight || !this.pending.length) return this.wake();
-    this.pending.sort((a, b) => a.block - b.block);
-    let at = 0;
-    while (this.inFlight < this.opts.maxInFlight && at < this.pending.length) {
+    if (this.failure) return this.wake();
+    if (this.incoming.length) this.merge();
+    while (this.inFlight < this.opts.maxInFlight && this.head < this.pending.length) {
       // One run: consecutive blocks, at most maxBlocks (a block referenced twice is read once).
-      const first = this.pending[at].block;
+      const start = this.head;
+      const first = this.pending[start].block;
       let last = first;
-      const start = at++;
+      let at = start + 1;
       while (at < this.pending.length) {
         const b = this.pending[at].block;
         if (b !== last && (b !== last + 1 || b - first + 1 > this.opts.maxBlocks)) break;
         last = b;
         at++;
       }
+      this.head = at;
       void this.read(this.pending.slice(start, at), first, last - first + 1);
     }
-    this.pending = this.pending.slice(at);
     this.wake();
   }
 
+  private merge(): void {
+    const fresh = (r: Ref) => this.lastSeq[r.page] === r.seq;
+    const add = this.incoming.filter(fresh).sort((a, b) => a.block - b.block);
+    this.stats.stale += this.incoming.length - add.length;
+    this.incoming = [];
+    const out: Ref[] = [];
+    let i = this.head;
+    let j = 0;
+    while (i < this.pending.length || j < add.length) {
+      const a = this.pending[i];
+      if (a && !fresh(a)) {
+        this.stats.stale++;
+        i++;
+      } else if (j >= add.length || (a && a.block <= add[j].block)) out.push(this.pending[i++]);
+      else out.push(add[j++]);
+    }
+    this.pending = out;
+    this.head = 0;
+  }
+
+  /** References in reads that have not completed. */
+  inFlightRefs = 0;
+
   private async read(run: Ref[], first: number, count: number): Promise<void> {
     this.inFlight++;
+    this.inFlightRefs += run.length;
     this.stats.maxInFlight = Math.max(this.stats.maxInFlight, this.inFlight);
     const t0 = performance.now();
-    const buf = Buffer.allocUnsafe(count * PAGE_SIZE);
     try {
-      await this.storage.readInto(buf, first * PAGE_SIZE);
+      const read = Buffer.allocUnsafe(count * PAGE_SIZE);
+      await this.storage.readInto(read, first * PAGE_SIZE);
       this.stats.reads++;
-      this.stats.bytesRead += buf.length;
+      this.stats.bytesRead += read.length;
       this.stats.totalLatencyMs += performance.now() - t0;
+      // Hashing runs on the pool; the sequence check and the copy stay here, where newer versions land.
+      const { buffer: buf, hashes } = await this.hasher.hashBuffer(read, count);
       const mismatched: number[] = [];
       for (const r of run) {
         if (this.lastSeq[r.page] !== r.seq) {
           this.stats.stale++; // a newer version of this page already arrived: this one must not land
           continue;
         }
-        const data = buf.subarray((r.block - first) * PAGE_SIZE, (r.block - first + 1) * PAGE_SIZE);
-        if (!pageHash(this.key, data).equals(r.hash)) {
+        const i = r.block - first;
+        const data = buf.subarray(i * PAGE_SIZE, (i + 1) * PAGE_SIZE);
+        if (Buffer.compare(hashes.subarray(i * HASH_BYTES, (i + 1) * HASH_BYTES), r.hash) !== 0) {
           this.stats.mismatched++;
           mismatched.push(r.page);
           continue;
@@ -123,6 +166,7 @@ export class FetchQueue {
       this.failure ??= err as Error;
     } finally {
       this.inFlight--;
+      this.inFlightRefs -= run.length;
       this.pump();
     }
   }

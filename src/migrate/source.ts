@@ -17,6 +17,7 @@ import { PageBatch, decodePageRequest } from '../wire/pages.ts';
 import { CAPABILITIES, pageHash, sampleBlocks, type Hello, type Welcome } from '../wire/handshake.ts';
 import { RateLimit } from './rate-limit.ts';
 import { BandwidthMeter } from './bandwidth.ts';
+import { HashPool } from './hash-pool.ts';
 import type { MigrationResult, ResumedReport, RoundStats, Strategy } from './result.ts';
 
 export interface MigrateOptions {
@@ -68,6 +69,7 @@ export async function migrate(guest: Guest, opts: MigrateOptions): Promise<Migra
     throw new MigrationError(e.code, e.message);
   });
   const limit = new RateLimit(opts.maxBandwidth);
+  const hasher = new HashPool(key, memory.shared());
   const meter = new BandwidthMeter();
   const totals = { full: 0, zero: 0, ref: 0, refRetried: 0 };
   const roundStats: RoundStats[] = [];
@@ -153,22 +155,39 @@ export async function migrate(guest: Guest, opts: MigrateOptions): Promise<Migra
     async function sendPages(list: Iterable<number>, allowRefs: boolean): Promise<{ full: number; zero: number; ref: number; bytes: number }> {
       const before = { ...batch.counts };
       const sentBefore = conn.bytesSent;
+      // Reference candidates are hashed in batches on the pool, straight from guest memory.
+      let cands: number[] = [];
+      let blocks: number[] = [];
+      const flushCandidates = async () => {
+        if (!cands.length) return;
+        const hashes = await hasher.hashPages(cands);
+        for (let i = 0; i < cands.length; i++) {
+          const p = cands[i];
+          seq++;
+          // The mapping may have been dropped while we hashed: then send the bytes instead.
+          if (map.referenceable(p) && map.block[p] === blocks[i]) {
+            batch.addRef(p, seq, blocks[i], hashes.subarray(i * 16, i * 16 + 16));
+            refsSent++;
+          } else batch.addFull(p, seq, memory.page(p));
+          if (batch.full) await flushBatch();
+        }
+        cands = [];
+        blocks = [];
+      };
       for (const p of list) {
         if (failure) throw failure;
-        const view = memory.page(p);
+        if (allowRefs && useRefs && map.referenceable(p)) {
+          cands.push(p);
+          blocks.push(map.block[p]);
+          if (cands.length === 256) await flushCandidates();
+          continue;
+        }
         seq++;
         if (memory.isZero(p)) batch.addZero(p, seq);
-        else if (allowRefs && useRefs && map.referenceable(p)) {
-          const block = map.block[p];
-          const hash = pageHash(key, view);
-          // The mapping may have been dropped while we hashed: then send the bytes instead.
-          if (map.referenceable(p) && map.block[p] === block) {
-            batch.addRef(p, seq, block, hash);
-            refsSent++;
-          } else batch.addFull(p, seq, view);
-        } else batch.addFull(p, seq, view);
+        else batch.addFull(p, seq, memory.page(p));
         if (batch.full) await flushBatch();
       }
+      await flushCandidates();
       await flushBatch();
       const c = batch.counts;
       return { full: c.full - before.full, zero: c.zero - before.zero, ref: c.ref - before.ref, bytes: conn.bytesSent - sentBefore };
@@ -242,9 +261,12 @@ export async function migrate(guest: Guest, opts: MigrateOptions): Promise<Migra
     trace('last pages sent');
     await conn.sendJson(FRAME.DEVICE_STATE, await guest.deviceState());
     trace('device state sent');
-    const digests = memory.layout.map((r) => memory.regionDigest(r.index, key));
-    await conn.sendJson(FRAME.COMPLETE, { digests, lastSeq: seq });
+    await conn.sendJson(FRAME.COMPLETE, { lastSeq: seq });
     trace('complete sent');
+    // Hashed while the destination drains and hashes its copy: the two overlap in downtime.
+    const digests = memory.layout.map((r) => memory.regionDigest(r.index, key));
+    await conn.sendJson(FRAME.DIGESTS, { digests });
+    trace('digests sent');
     const timeout = opts.completeTimeoutMs ?? 120_000;
     const report = await Promise.race([
       resumedReport,
@@ -259,6 +281,7 @@ export async function migrate(guest: Guest, opts: MigrateOptions): Promise<Migra
       totals.ref += r.ref;
     }
     conn.close();
+    void hasher.close();
     await guest.stop(); // the guest runs on the destination now
     return {
       strategy: opts.strategy,
@@ -283,6 +306,7 @@ export async function migrate(guest: Guest, opts: MigrateOptions): Promise<Migra
   } catch (err) {
     // Before the destination confirmed: the guest goes on here, memory and disk untouched.
     conn.destroy();
+    void hasher.close();
     if (detached) await guest.attachDisk().catch(() => {});
     if (throttle) await guest.throttle(0).catch(() => {});
     if (paused && wasRunning) await guest.resume().catch(() => {});

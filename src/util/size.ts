@@ -28,3 +28,28 @@ export function formatBytes(n: number): string {
   }
   return `${i === 0 ? v : v.toFixed(v >= 100 ? 0 : v >= 10 ? 1 : 2)} ${units[i]}`;
 }
+
+const BIT_UNITS: Record<string, number> = { bit: 1 / 8, kbit: 1000 / 8, mbit: 1e6 / 8, gbit: 1e9 / 8, tbit: 1e12 / 8 };
+
+/** A rate in bytes per second: "1Gbit", "100Mbit", "512MiB" (per second), "0" (no limit). */
+export function parseRate(text: string): number | null {
+  const t = text.trim().replace(/\/s$|ps$/i, '');
+  const m = /^(\d+(?:\.\d+)?)\s*([a-zA-Z]*)$/.exec(t);
+  if (!m) return null;
+  const bit = BIT_UNITS[m[2].toLowerCase()];
+  if (bit !== undefined) return Math.round(Number(m[1]) * bit);
+  return parseSize(t);
+}
+
+/** A duration in milliseconds: "300", "300ms", "1.5s". */
+export function parseDuration(text: string): number | null {
+  const m = /^\s*(\d+(?:\.\d+)?)\s*(ms|s)?\s*$/.exec(text);
+  if (!m) return null;
+  return Number(m[1]) * (m[2] === 's' ? 1000 : 1);
+}
+
+export function formatRate(bytesPerSecond: number): string {
+  if (bytesPerSecond <= 0) return 'unlimited';
+  const bits = bytesPerSecond * 8;
+  return bits >= 1e9 ? `${(bits / 1e9).toFixed(2)} Gbit/s` : `${(bits / 1e6).toFixed(1)} Mbit/s`;
+}

@@ -18,11 +18,13 @@ export const FRAME = {
   WELCOME: 2, // destination → source, JSON: chosen version, storage match
   PAGES: 3, // source → destination, binary batch of page entries
   DEVICE_STATE: 4, // source → destination, JSON: the workload's device state
-  COMPLETE: 5, // source → destination, JSON: stop-and-copy done, per-region digests
+  COMPLETE: 5, // source → destination, JSON: stop-and-copy done (all pages and the device state sent)
   RESUMED: 6, // destination → source, JSON: verified and running
   ERROR: 7, // either way, JSON {code, message}: the migration is over
   PAGE_REQUEST: 8, // destination → source, binary: pages whose reference failed
   PROGRESS: 9, // destination → source, JSON: fetch queue counters
+  DIGESTS: 10, // source → destination, JSON: keyed per-region digests of memory at pause (sent after COMPLETE,
+  //              so both sides hash at the same time)
 } as const;
 export type FrameType = (typeof FRAME)[keyof typeof FRAME];
 export const FRAME_NAMES: Record<number, string> = Object.fromEntries(Object.entries(FRAME).map(([k, v]) => [v, k]));

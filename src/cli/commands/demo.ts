@@ -1,10 +1,21 @@
-/** `livemig demo`: placeholder until the migration engine lands (issue #4). */
-import { parse } from '../parse.ts';
+/** `livemig demo`: a whole live migration on this machine, with embedded defaults and a summary. */
+import { parse, sizeOption } from '../parse.ts';
+import { UsageError } from '../usage-error.ts';
+import { WORKLOADS } from '../../guest/workloads/registry.ts';
+import { runLocalMigration } from '../../migrate/local-run.ts';
+import { STRATEGIES, type Strategy } from '../../migrate/result.ts';
+import { parseRate, parseDuration } from '../../util/size.ts';
+import { formatResult } from './migrate.ts';
 
-export const help = `Usage: livemig demo [--json]
+export const help = `Usage: livemig demo [--memory 256MiB] [--workload pagecache] [--strategy p2b]
+                    [--max-bandwidth 1Gbit] [--downtime-limit 300] [--seed N] [--json]
 
-Runs a whole live migration on this machine with embedded defaults.
-Not built yet: the migration engine arrives with issue #4.`;
+Runs a whole live migration on this machine: livemig's NBD server over a
+generated disk image in a temp dir, an emulated guest warmed up on it, a source
+and a destination agent talking over TCP. Prints a summary; --json prints one
+object with strategy, workload, memoryBytes, verified, totalTimeMs, downtimeMs,
+rounds, linkBytes, nasBytes, pages{full,zero,ref,refRetried} and more.
+Exit 1 if the destination's memory does not verify.`;
 
 export async function run(args: string[]): Promise<number> {
   const { values } = parse(args, {
@@ -12,13 +23,34 @@ export async function run(args: string[]): Promise<number> {
     workload: { type: 'string' },
     strategy: { type: 'string' },
     'max-bandwidth': { type: 'string' },
+    'downtime-limit': { type: 'string' },
+    seed: { type: 'string' },
   });
-  if (values.help) {
-    console.log(help);
-    return 0;
+  if (values.help) return void console.log(help), 0;
+  const memoryBytes = sizeOption('--memory', values.memory ?? '256MiB');
+  if (memoryBytes % 4096) throw new UsageError('--memory must be a multiple of 4 KiB');
+  const workload = values.workload ?? 'pagecache';
+  if (!WORKLOADS[workload]) throw new UsageError(`unknown workload ${JSON.stringify(workload)} (have: ${Object.keys(WORKLOADS).join(', ')})`);
+  const strategy = (values.strategy ?? 'p2b') as Strategy;
+  if (!STRATEGIES.includes(strategy)) throw new UsageError(`--strategy must be one of ${STRATEGIES.join(', ')}`);
+  const maxBandwidth = parseRate(values['max-bandwidth'] ?? '1Gbit');
+  if (maxBandwidth === null) throw new UsageError(`--max-bandwidth: not a rate: ${values['max-bandwidth']}`);
+  const downtimeLimitMs = parseDuration(values['downtime-limit'] ?? '300');
+  if (downtimeLimitMs === null) throw new UsageError(`--downtime-limit: not a duration: ${values['downtime-limit']}`);
+  const seed = values.seed === undefined ? 1 : Number(values.seed);
+
+  const tty = process.stderr.isTTY && !values.json;
+  const say = (m: string) => (tty ? process.stderr.write(`\r\x1b[K${m}`) : undefined);
+  const result = await runLocalMigration({
+    memoryBytes, workload, strategy, maxBandwidth, downtimeLimitMs, seed,
+    onPhase: say,
+    onRound: (r) => say(`round ${r.round}: ${r.pages} pages (${r.ref} references), ${r.dirtyAfter} dirty after, estimated downtime ${Math.round(r.estimatedDowntimeMs)} ms`),
+  });
+  if (tty) process.stderr.write('\r\x1b[K');
+  if (values.json) console.log(JSON.stringify(result));
+  else {
+    console.log(formatResult(result));
+    console.log(`  destination guest ${result.destinationRunning ? 'running' : 'NOT running'} after the switch`);
   }
-  const message = 'the migration demo is not built yet (issue #4); try `livemig nbd serve --help` for what works today';
-  if (values.json) console.log(JSON.stringify({ available: false, message }));
-  else console.log(`livemig demo: ${message}`);
-  return 0;
+  return result.verified && result.destinationRunning ? 0 : 1;
 }

@@ -1,30 +1,52 @@
-/** `livemig run`: starts an emulated guest with a control socket, in the foreground. */
+/** `livemig run`: starts an emulated guest with a control socket, or waits for one (--incoming). */
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { Guest } from '../../guest/guest.ts';
-import { serveControl } from '../../guest/control/server.ts';
+import { serveControl, type ControlTarget } from '../../guest/control/server.ts';
+import type { MigrateArgs } from '../../guest/control/protocol.ts';
 import { WORKLOADS } from '../../guest/workloads/registry.ts';
-import { parse, sizeOption } from '../parse.ts';
+import { listenIncoming } from '../../migrate/destination.ts';
+import { migrate } from '../../migrate/source.ts';
+import type { RoundStats } from '../../migrate/result.ts';
+import { parse, sizeOption, asUsage } from '../parse.ts';
 import { UsageError } from '../usage-error.ts';
 import { formatBytes } from '../../util/size.ts';
+import { parseTcpAddress } from '../tcp-address.ts';
 
 export const help = `Usage: livemig run --name NAME --memory SIZE --disk NBD-URI|PATH
                    --workload PROFILE --control SOCKET [--state-dir DIR]
                    [--seed N] [--dirty-rate SIZE/s] [--write-rate SIZE/s] [--json]
+       livemig run --incoming tcp://HOST:PORT --control SOCKET [--disk NBD-URI|PATH]
+                   [--state-dir DIR] [--json]
 
 Start an emulated guest: memory in shared buffers, a workload in a worker
 thread, its disk behind the I/O interceptor that keeps the p2b map (SQLite in
-the state dir). Runs until 'livemig stop', SIGINT or SIGTERM.
+the state dir). Runs until 'livemig stop', SIGINT or SIGTERM, or until it has
+migrated away ('livemig migrate').
+
+With --incoming it is a destination: it waits for a guest to arrive on that
+address, then runs it with the same control commands. Memory size, workload and
+seed come from the source; --disk says how this host reaches the shared disk
+(default: the source's URI or path).
 
   --memory SIZE        guest memory, e.g. 1GiB (regions of at most 1 GiB)
   --disk URI|PATH      nbd://HOST:PORT/EXPORT, nbd+unix:///EXPORT?socket=S, or a file
   --workload PROFILE   ${Object.entries(WORKLOADS).map(([n, w]) => `${n} (${w.summary})`).join('\n                       ')}
-  --control SOCKET     Unix socket for status|pause|resume|stop|throttle|dump-memory
+  --control SOCKET     Unix socket for status|pause|resume|stop|throttle|dump-memory|migrate
   --state-dir DIR      where p2b.sqlite lives (default: $TMPDIR/livemig-NAME)
   --seed N             workload seed (default 1): same seed, same operations
   --dirty-rate RATE    for 'dirty', e.g. 64MiB (per second; default 32MiB)
   --write-rate RATE    for 'diskwrite' (per second; default 8MiB)
   --json               print {name, control, p2b, ...} as one line once running`;
+
+interface MigrationStatus {
+  state: 'active' | 'completed' | 'failed';
+  to: string;
+  strategy: string;
+  rounds: RoundStats[];
+  result?: unknown;
+  error?: { code: string; message: string };
+}
 
 export async function run(args: string[]): Promise<number> {
   const { values } = parse(args, {
@@ -37,9 +59,73 @@ export async function run(args: string[]): Promise<number> {
     seed: { type: 'string' },
     'dirty-rate': { type: 'string' },
     'write-rate': { type: 'string' },
+    incoming: { type: 'string' },
   });
   if (values.help) return void console.log(help), 0;
-  for (const required of ['name', 'memory', 'disk', 'workload', 'control'] as const) {
+  if (!values.control) throw new UsageError('run needs --control');
+  const control = resolve(values.control);
+  const stateDirFor = (name: string) => resolve(values['state-dir'] ?? join(tmpdir(), `livemig-${name}`));
+
+  let guest: Guest | null = null;
+  let migration: MigrationStatus | null = null;
+  let incoming: { port: number; state: () => string } | null = null;
+  let done!: () => void;
+  const finished = new Promise<void>((r) => (done = r));
+  let stopping: Promise<void> | null = null;
+  const stop = () => (stopping ??= (guest ? guest.stop() : Promise.resolve()).finally(done));
+
+  const target: ControlTarget = {
+    guest: () => guest,
+    statusExtra: () => ({
+      ...(incoming && !guest ? { state: 'incoming', incoming: { port: incoming.port, phase: incoming.state() } } : {}),
+      ...(migration ? { migration: { ...migration, rounds: migration.rounds.length, lastRound: migration.rounds[migration.rounds.length - 1] } } : {}),
+    }),
+    migrate: async (m: MigrateArgs) => {
+      if (migration?.state === 'active') throw Object.assign(new Error('a migration is already running'), { code: 'MIGRATE_BUSY' });
+      const to = parseTcpAddress(m.to);
+      migration = { state: 'active', to: m.to, strategy: m.strategy, rounds: [] };
+      const current = migration;
+      try {
+        const result = await migrate(guest!, { ...m, host: to.host, port: to.port, onRound: (r) => current.rounds.push(r) });
+        current.state = 'completed';
+        current.result = result;
+        setImmediate(() => void stop()); // the guest runs on the destination now
+        return result;
+      } catch (err) {
+        const e = err as Error & { code?: string };
+        current.state = 'failed';
+        current.error = { code: e.code ?? 'MIGRATE_FAILED', message: e.message };
+        throw err;
+      }
+    },
+    onStop: () => void stop(),
+  };
+
+  if (values.incoming) {
+    for (const flag of ['name', 'memory', 'workload', 'seed', 'dirty-rate', 'write-rate'] as const) {
+      if (values[flag] !== undefined) throw new UsageError(`--${flag} comes from the source with --incoming`);
+    }
+    const at = asUsage(() => parseTcpAddress(values.incoming!));
+    const inc = await listenIncoming({ host: at.host, port: at.port, disk: values.disk, stateDir: stateDirFor });
+    incoming = inc;
+    const server = await serveControl(control, target);
+    process.once('SIGINT', () => (inc.close(), void stop()));
+    process.once('SIGTERM', () => (inc.close(), void stop()));
+    if (values.json) console.log(JSON.stringify({ incoming: `tcp://${at.host}:${inc.port}`, control }));
+    else console.log(`waiting for a guest on tcp://${at.host}:${inc.port}\n  control ${control}`);
+    inc.guest.then(
+      (g) => {
+        guest = g;
+        if (!values.json) console.log(`${g.config.name} arrived and runs here: ${formatBytes(g.config.memoryBytes)}, workload ${g.config.workload}`);
+      },
+      () => {},
+    );
+    await finished;
+    server.close();
+    return 0;
+  }
+
+  for (const required of ['name', 'memory', 'disk', 'workload'] as const) {
     if (!values[required]) throw new UsageError(`run needs --${required}`);
   }
   if (!WORKLOADS[values.workload!]) throw new UsageError(`unknown workload ${JSON.stringify(values.workload)} (have: ${Object.keys(WORKLOADS).join(', ')})`);
@@ -54,15 +140,8 @@ export async function run(args: string[]): Promise<number> {
     ...(values['write-rate'] ? { writeRate: sizeOption('--write-rate', strip(values['write-rate'])) } : {}),
   };
   const name = values.name!;
-  const stateDir = resolve(values['state-dir'] ?? join(tmpdir(), `livemig-${name}`));
-  const control = resolve(values.control!);
-
-  const guest = await Guest.start({ name, memoryBytes, disk: values.disk!, workload: values.workload!, options, stateDir });
-  let stopping: Promise<void> | null = null;
-  let done!: () => void;
-  const finished = new Promise<void>((r) => (done = r));
-  const stop = () => (stopping ??= guest.stop().finally(done));
-  const server = await serveControl(control, guest, { onStop: () => void stop() });
+  guest = await Guest.start({ name, memoryBytes, disk: values.disk!, workload: values.workload!, options, stateDir: stateDirFor(name) });
+  const server = await serveControl(control, target);
   process.once('SIGINT', () => void stop());
   process.once('SIGTERM', () => void stop());
 

@@ -22,6 +22,8 @@ export async function controlRequest<T = unknown>(path: string, cmd: ControlComm
     socket.write(JSON.stringify({ id: 1, cmd, ...args }) + '\n');
     const lines = createInterface({ input: socket });
     const reply = await new Promise<ControlReply>((resolve, reject) => {
+      // readline re-emits socket errors (ECONNRESET when a guest exits mid-request): a rejection, not a crash.
+      lines.on('error', (e: NodeJS.ErrnoException) => reject(new ControlError('CONTROL_CLOSED', `${cmd}: the control socket failed: ${e.code ?? e.message}`)));
       const timer = setTimeout(() => reject(new ControlError('CONTROL_TIMEOUT', `${cmd}: no answer within ${timeoutMs} ms`)), timeoutMs);
       lines.once('line', (l) => (clearTimeout(timer), resolve(JSON.parse(l))));
       socket.once('close', () => (clearTimeout(timer), reject(new ControlError('CONTROL_CLOSED', `${cmd}: the guest closed the control socket`))));

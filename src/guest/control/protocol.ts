@@ -3,14 +3,24 @@
  * Request  {"id": 1, "cmd": "status"}            (plus arguments by name)
  * Reply    {"id": 1, "ok": true, "result": {...}} or {"id": 1, "ok": false, "error": {"code", "message"}}
  */
-export const CONTROL_COMMANDS = ['status', 'pause', 'resume', 'stop', 'throttle', 'dump-memory'] as const;
+export const CONTROL_COMMANDS = ['status', 'pause', 'resume', 'stop', 'throttle', 'dump-memory', 'migrate'] as const;
 export type ControlCommand = (typeof CONTROL_COMMANDS)[number];
+
+export interface MigrateArgs {
+  to: string; // tcp://HOST:PORT
+  strategy: 'baseline' | 'p2b';
+  maxBandwidth: number;
+  downtimeLimitMs: number;
+  maxRounds: number;
+  converge: 'throttle' | 'abort';
+}
 
 export interface ControlRequest {
   id: number;
   cmd: ControlCommand;
   percent?: number;
   path?: string;
+  migrate?: MigrateArgs;
 }
 
 export type ControlReply =

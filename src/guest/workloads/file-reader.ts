@@ -11,12 +11,12 @@ import type { WorkloadFactory } from './workload.ts';
 export const CACHE_SHARE = 0.87;
 export const ANON_SHARE = 0.105;
 
-export function fileReader(name: string, filesPerStep: number, periodMs: number): WorkloadFactory {
+export function fileReader(name: string, filesPerStep: number, periodMs: number, zipfExponent = 1.1): WorkloadFactory {
   return (ctx, saved) => {
     const warm = new WarmUp(ctx, ANON_SHARE, CACHE_SHARE, saved);
     let steps = (saved?.steps as number) ?? 0;
     ctx.os.cacheCapacity = Math.floor(ctx.memory.pages * CACHE_SHARE);
-    const zipf = zipfOverFiles(ctx);
+    const zipf = zipfOverFiles(ctx, zipfExponent);
     return {
       name,
       async step() {

@@ -1,0 +1,87 @@
+/** `livemig migrate`: moves a guest started with `livemig run` to a destination waiting with --incoming. */
+import { resolve } from 'node:path';
+import { controlRequest } from '../../guest/control/client.ts';
+import type { MigrateArgs } from '../../guest/control/protocol.ts';
+import { STRATEGIES, type MigrationResult } from '../../migrate/result.ts';
+import { parse, asUsage } from '../parse.ts';
+import { UsageError } from '../usage-error.ts';
+import { parseRate, parseDuration, formatBytes, formatRate } from '../../util/size.ts';
+import { parseTcpAddress } from '../tcp-address.ts';
+
+export const help = `Usage: livemig migrate --control SOCKET --to tcp://HOST:PORT [--strategy p2b|baseline]
+                       [--max-bandwidth RATE] [--downtime-limit MS] [--max-rounds N]
+                       [--converge throttle|abort] [--json]
+
+Live-migrates the guest behind SOCKET to a destination started with
+'livemig run --incoming tcp://HOST:PORT'. The guest keeps running here until
+the destination has verified its memory and resumed it; any failure before
+that leaves it running here, untouched.
+
+  --strategy        p2b (default): mapped pages go as block references the
+                    destination reads from the shared storage; baseline: full
+                    and zero pages only, like stock QEMU pre-copy
+  --max-bandwidth   link limit, e.g. 1Gbit, 500Mbit, 100MiB (per second); default unlimited
+  --downtime-limit  stop iterating once the estimated downtime fits (default 300 ms)
+  --max-rounds      rounds without converging before the policy applies (default 30)
+  --converge        throttle (default: slow the guest step by step, then stop and
+                    copy anyway) or abort (give up; the guest stays here)
+
+'livemig status --control SOCKET' shows the migration while it runs.`;
+
+export function formatResult(r: MigrationResult): string {
+  return [
+    `migrated ${r.workload} guest (${formatBytes(r.memoryBytes)}) with ${r.strategy}: verified ${r.verified}`,
+    `  total ${r.totalTimeMs} ms, downtime ${r.downtimeMs} ms (limit ${r.downtimeLimitMs}), ${r.rounds} rounds`,
+    `  link ${formatBytes(r.linkBytes)} at ${formatRate(r.averageBandwidth)} (limit ${formatRate(r.maxBandwidth)}), storage reads ${formatBytes(r.nasBytes)}`,
+    `  pages: ${r.pages.full} full, ${r.pages.zero} zero, ${r.pages.ref} references (${r.pages.refRetried} re-sent after a failed check)`,
+    `  storage ${r.storageMatch ? 'identical on both hosts' : `differs: ${r.storageReason} (references not used)`}${r.finalThrottle ? `, guest throttled to ${r.finalThrottle} %` : ''}`,
+  ].join('\n');
+}
+
+export async function run(args: string[]): Promise<number> {
+  const { values } = parse(args, {
+    control: { type: 'string' },
+    to: { type: 'string' },
+    strategy: { type: 'string' },
+    'max-bandwidth': { type: 'string' },
+    'downtime-limit': { type: 'string' },
+    'max-rounds': { type: 'string' },
+    converge: { type: 'string' },
+  });
+  if (values.help) return void console.log(help), 0;
+  if (!values.control || !values.to) throw new UsageError('migrate needs --control SOCKET and --to tcp://HOST:PORT');
+  asUsage(() => parseTcpAddress(values.to!));
+  const strategy = (values.strategy ?? 'p2b') as MigrateArgs['strategy'];
+  if (!STRATEGIES.includes(strategy)) throw new UsageError(`--strategy must be one of ${STRATEGIES.join(', ')}`);
+  const maxBandwidth = values['max-bandwidth'] === undefined ? 0 : parseRate(values['max-bandwidth']);
+  if (maxBandwidth === null) throw new UsageError(`--max-bandwidth: not a rate: ${values['max-bandwidth']} (examples: 1Gbit, 500Mbit, 100MiB)`);
+  const downtimeLimitMs = values['downtime-limit'] === undefined ? 300 : parseDuration(values['downtime-limit']);
+  if (downtimeLimitMs === null) throw new UsageError(`--downtime-limit: not a duration: ${values['downtime-limit']} (examples: 300, 300ms, 0.5s)`);
+  const maxRounds = values['max-rounds'] === undefined ? 30 : Number(values['max-rounds']);
+  if (!Number.isInteger(maxRounds) || maxRounds < 1) throw new UsageError('--max-rounds must be a positive integer');
+  const converge = (values.converge ?? 'throttle') as MigrateArgs['converge'];
+  if (converge !== 'throttle' && converge !== 'abort') throw new UsageError('--converge must be throttle or abort');
+
+  const socket = resolve(values.control);
+  const request: MigrateArgs = { to: values.to, strategy, maxBandwidth, downtimeLimitMs, maxRounds, converge };
+  // A progress line on a terminal, read from `status` while the migration runs.
+  const tty = process.stderr.isTTY && !values.json;
+  const ticker = tty
+    ? setInterval(async () => {
+        const s = await controlRequest<{ migration?: { rounds: number; lastRound?: { dirtyAfter: number; estimatedDowntimeMs: number } } }>(socket, 'status').catch(() => null);
+        const m = s?.migration;
+        if (m?.lastRound) process.stderr.write(`\r\x1b[Kround ${m.rounds}: ${m.lastRound.dirtyAfter} pages dirty, estimated downtime ${Math.round(m.lastRound.estimatedDowntimeMs)} ms`);
+      }, 250)
+    : null;
+  try {
+    const result = await controlRequest<MigrationResult>(socket, 'migrate', { migrate: request }, 3_600_000);
+    if (values.json) console.log(JSON.stringify(result));
+    else console.log(formatResult(result));
+    return 0;
+  } finally {
+    if (ticker) {
+      clearInterval(ticker);
+      process.stderr.write('\r\x1b[K');
+    }
+  }
+}
