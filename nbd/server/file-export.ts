@@ -4,7 +4,7 @@
  * shared for read-only, both non-blocking so a conflict is an immediate error.
  */
 import fs, { promises as fsp, constants as fsc } from 'node:fs';
-import fsExt from 'fs-ext';
+import { flock, isLockConflict } from './flock.ts';
 import { NbdError } from '../errors.ts';
 import type { ExportBackend } from './export.ts';
 
@@ -28,11 +28,13 @@ export class FileExport implements ExportBackend {
     this.description = `file ${path}`;
   }
 
-  /** `lock: false` is for inspection tools that read beside a running owner (never for writing). */
+  /**
+   * `lock: false` is for readers beside a running owner (inspection tools) and for
+   * guest workers, whose process's main thread holds the lock (see flock.ts).
+   */
   static async open(path: string, opts: { readOnly?: boolean; lock?: boolean } = {}): Promise<FileExport> {
     const readOnly = opts.readOnly ?? false;
     const lock = opts.lock ?? true;
-    if (!lock && !readOnly) throw new NbdError('NBD_EXPORT_CONFIG', `${path}: only a read-only open may skip the lock`);
     let fh: fsp.FileHandle;
     try {
       fh = await fsp.open(path, readOnly ? fsc.O_RDONLY : fsc.O_RDWR);
@@ -41,11 +43,11 @@ export class FileExport implements ExportBackend {
       throw new NbdError('NBD_EXPORT_CONFIG', `cannot open ${path}: ${e.code ?? e.message}`, { cause: err });
     }
     try {
-      if (lock) fsExt.flockSync(fh.fd, readOnly ? 'shnb' : 'exnb');
+      if (lock) flock(fh.fd, readOnly ? 'shared' : 'exclusive');
     } catch (err) {
       await fh.close();
       const e = err as NodeJS.ErrnoException;
-      if (e.code === 'EAGAIN' || e.code === 'EWOULDBLOCK') {
+      if (isLockConflict(e)) {
         throw new NbdError('NBD_EXPORT_LOCKED', `${path} is locked by another process (already exported${readOnly ? ' read-write' : ''})`);
       }
       throw new NbdError('NBD_EXPORT_CONFIG', `cannot lock ${path}: ${e.code ?? e.message}`, { cause: err });

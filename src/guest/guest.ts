@@ -12,6 +12,7 @@ import { P2bMap, P2B } from '../p2b/map.ts';
 import { P2bStore } from '../p2b/store.ts';
 import { P2bPersister } from '../p2b/persister.ts';
 import { startTsWorker } from '../util/ts-worker.ts';
+import { DiskLock } from '../storage/disk-lock.ts';
 import { WORKLOADS } from './workloads/registry.ts';
 import type { WorkloadOptions } from './workloads/workload.ts';
 import type { DeviceState, WorkerInit, WorkerReply, WorkerEvent, WorkerRequest, WorkerStatus } from './messages.ts';
@@ -73,6 +74,7 @@ export class Guest {
     readonly dbPath: string,
     private readonly reloaded: number,
     private readonly previousRunCrashed: boolean,
+    private diskLock: DiskLock | null,
   ) {
     worker.on('message', (m: WorkerReply | WorkerEvent) => {
       if ('event' in m) {
@@ -95,6 +97,8 @@ export class Guest {
   static async start(config: GuestConfig): Promise<Guest> {
     const spec = WORKLOADS[config.workload];
     if (!spec) throw new GuestError('GUEST_CONFIG', `unknown workload ${JSON.stringify(config.workload)} (have: ${Object.keys(WORKLOADS).join(', ')})`);
+    // The disk's lock is this process's (a deferred destination takes it when the disk is handed over).
+    const diskLock = config.deferDevice ? null : await DiskLock.take(config.disk);
     const memory = config.memory ?? GuestMemory.allocate(config.memoryBytes);
     const map = config.map ?? P2bMap.allocate(memory.pages);
     mkdirSync(config.stateDir, { recursive: true });
@@ -135,7 +139,7 @@ export class Guest {
       deferDevice: config.deferDevice,
     };
     const worker = startTsWorker(new URL('./worker.ts', import.meta.url), init);
-    const guest = new Guest(config, memory, map, persister, worker, dbPath, reloaded, previousRunCrashed);
+    const guest = new Guest(config, memory, map, persister, worker, dbPath, reloaded, previousRunCrashed, diskLock);
     const ready = await Promise.race([
       once(worker, 'message').then(([m]) => m as WorkerEvent),
       once(worker, 'error').then(([e]) => ({ event: 'failed', error: { code: 'GUEST_START', message: (e as Error).message } }) as WorkerEvent),
@@ -143,6 +147,7 @@ export class Guest {
     if (ready.event !== 'ready') {
       await worker.terminate();
       persister.close();
+      await diskLock?.release();
       throw new GuestError(ready.error.code, `guest ${config.name} could not start: ${ready.error.message}`);
     }
     store.db.prepare("INSERT OR REPLACE INTO meta (key, value) VALUES ('storage', ?), ('storageSize', ?)").run(
@@ -188,14 +193,18 @@ export class Guest {
   /** Releases the disk (lock, connection) of a paused guest, for the destination to take. */
   async detachDisk(): Promise<void> {
     await this.request({ cmd: 'detach-disk' });
+    await this.diskLock?.release();
+    this.diskLock = null;
   }
 
   async attachDisk(): Promise<void> {
+    this.diskLock ??= await DiskLock.take(this.config.disk);
     await this.request({ cmd: 'attach-disk' });
   }
 
   /** Gives a guest started with deferDevice its device state and disk; it stays paused. */
   async loadDevice(device: DeviceState): Promise<void> {
+    this.diskLock ??= await DiskLock.take(this.config.disk);
     await this.request({ cmd: 'load-device', device });
   }
 
@@ -272,6 +281,8 @@ export class Guest {
         if (!this.exited) await exit;
       }
       this.persister.close();
+      await this.diskLock?.release();
+      this.diskLock = null;
     })();
     return this.stopping;
   }

@@ -43,7 +43,7 @@ async function main(): Promise<void> {
   const map = P2bMap.fromShared(init.p2b);
   const spec = WORKLOADS[init.workload];
   // A destination started early has neither disk nor workload until 'load-device'.
-  let backend: BlockBackend | null = init.deferDevice ? null : await openBackend(init.disk);
+  let backend: BlockBackend | null = init.deferDevice ? null : await openBackend(init.disk, { lock: false });
   const disk = new Interceptor(backend ?? detachedDisk, memory, map);
   let detached = backend === null;
   let rng!: Rng;
@@ -84,7 +84,7 @@ async function main(): Promise<void> {
 
   const attach = async () => {
     if (!detached) return;
-    backend = await openBackend(init.disk);
+    backend = await openBackend(init.disk, { lock: false });
     disk.backend = backend;
     detached = false;
   };

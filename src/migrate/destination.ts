@@ -18,7 +18,8 @@ import { openBackend } from '../storage/open.ts';
 import type { BlockBackend } from '../storage/backend.ts';
 import { Connection, parseJson } from '../wire/connection.ts';
 import { FRAME, ENCODING, WireError } from '../wire/frames.ts';
-import { decodePages, encodePageRequest } from '../wire/pages.ts';
+import { decodePages, encodePageRequest, decodeMapCorrections } from '../wire/pages.ts';
+import { NO_BLOCK } from '../p2b/map.ts';
 import { CAPABILITIES, chooseVersion, pageHash, type Hello, type Welcome } from '../wire/handshake.ts';
 import { FetchQueue } from './fetch-queue.ts';
 import { HashPool } from './hash-pool.ts';
@@ -155,6 +156,7 @@ async function receive(conn: Connection, opts: IncomingOptions, setState: (s: De
     let device: DeviceState | null = null;
     let complete: { lastSeq: number } | null = null;
     let sourceDigests: string[] | null = null;
+    let corrections: [number, number][] = [];
     let refsReceived = 0;
     const tStart = performance.now();
     // Progress on the return path lets the source count the fetch backlog in its downtime estimate.
@@ -185,45 +187,74 @@ async function receive(conn: Connection, opts: IncomingOptions, setState: (s: De
         } else requestFull([e.page]); // an encoding this side does not know: ask for the bytes
       });
 
-    const readUntil = async (done: () => boolean) => {
-      while (!done()) {
+    // One reader for the whole session (pages answering our requests may follow the digests);
+    // the steps below wait on what it has seen. It ends when the link closes.
+    let readerFailure: Error | null = null;
+    let wake: (() => void) | null = null;
+    const notify = () => {
+      const w = wake;
+      wake = null;
+      w?.();
+    };
+    void (async () => {
+      for (;;) {
         const f = await conn.read();
         if (f.type === FRAME.PAGES) apply(f.payload);
         else if (f.type === FRAME.DEVICE_STATE) device = parseJson<DeviceState>(f);
         else if (f.type === FRAME.COMPLETE) complete = parseJson(f);
+        else if (f.type === FRAME.MAP) corrections = decodeMapCorrections(f.payload, pages);
         else if (f.type === FRAME.DIGESTS) sourceDigests = parseJson<{ digests: string[] }>(f).digests;
         else if (f.type === FRAME.ERROR) {
           const e = parseJson<{ code: string; message: string }>(f);
           throw new WireError(e.code, `source: ${e.message}`);
         } else throw new WireError('MIGRATE_PROTOCOL', `unexpected frame ${f.type} while receiving`);
+        notify();
       }
+    })().catch((e: Error) => {
+      readerFailure = e;
+      notify();
+    });
+    /** Resolves once cond holds (checked after every frame, and every 50 ms for the fetch queue). */
+    const waitFor = async (cond: () => boolean) => {
+      while (!cond()) {
+        if (readerFailure) throw readerFailure;
+        await new Promise<void>((r) => {
+          wake = r;
+          setTimeout(r, 50);
+        });
+      }
+      if (readerFailure && !cond()) throw readerFailure;
     };
-    await readUntil(() => complete !== null).finally(() => clearInterval(progress));
+    await waitFor(() => complete !== null).finally(() => clearInterval(progress));
     const tc = performance.now();
     const trace = (what: string) => process.env.LIVEMIG_TRACE && console.error(`[dest] ${what} +${(performance.now() - tc).toFixed(1)} ms after COMPLETE`);
 
     setState('draining');
-    // Re-requested pages arrive as PAGES frames after COMPLETE; keep reading until none is owed.
+    // Re-requested pages arrive as PAGES frames after COMPLETE; wait until none is owed.
     for (;;) {
       await queue.drain().catch((e: Error) => {
         throw new WireError('MIGRATE_STORAGE', `reading the guest's disk failed: ${e.message}`);
       });
       if (awaitingFull.size === 0 && queue.idle) break;
-      await Promise.race([readUntil(() => awaitingFull.size === 0), new Promise((r) => setTimeout(r, 50))]);
+      await waitFor(() => awaitingFull.size === 0);
     }
     if (!device) throw new WireError('MIGRATE_PROTOCOL', 'no device state before COMPLETE');
 
     trace('drained');
     setState('verifying');
     const digests = memory.layout.map((r) => memory.regionDigest(r.index, key));
-    await readUntil(() => sourceDigests !== null);
+    await waitFor(() => sourceDigests !== null);
     const bad = digests.findIndex((d, i) => d !== sourceDigests![i]);
     if (bad >= 0 || digests.length !== sourceDigests!.length) {
       throw new WireError('MIGRATE_VERIFY_FAILED', `memory region ${bad} differs from the source after transfer`);
     }
 
     trace('verified');
-    // The map travels with the guest: pages that arrived as verified references are mapped.
+    // The map travels with the guest: verified references, corrected by the source's map at pause.
+    for (const [page, block] of corrections) {
+      if (block === NO_BLOCK) queue.appliedBlock.delete(page);
+      else queue.appliedBlock.set(page, block);
+    }
     for (const [page, block] of queue.appliedBlock) map.restore(page, block, P2B.READ);
     memory.dirty.readAndClear();
     await storage.close();
@@ -238,6 +269,7 @@ async function receive(conn: Connection, opts: IncomingOptions, setState: (s: De
       fetchedBytes: s.bytesRead,
       sampleBytes: check.bytes,
       refsApplied: s.applied,
+      mapEntries: queue.appliedBlock.size,
       refRetried: s.mismatched,
       reads: s.reads,
       maxInFlight: s.maxInFlight,

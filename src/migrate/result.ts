@@ -28,6 +28,8 @@ export interface MigrationResult {
   pages: { full: number; zero: number; ref: number; refRetried: number };
   storageMatch: boolean;
   storageReason?: string;
+  /** p2b map entries the destination started with (pages that arrived as verified references). */
+  mapEntries: number;
   downtimeLimitMs: number;
   maxBandwidth: number;
   averageBandwidth: number;
@@ -41,6 +43,7 @@ export interface ResumedReport {
   fetchedBytes: number;
   sampleBytes: number;
   refsApplied: number;
+  mapEntries: number;
   refRetried: number;
   reads: number;
   maxInFlight: number;

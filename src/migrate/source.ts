@@ -13,7 +13,8 @@ import type { Guest } from '../guest/guest.ts';
 import { openBackend } from '../storage/open.ts';
 import { Connection, parseJson } from '../wire/connection.ts';
 import { FRAME, PROTOCOL_VERSION, PROTOCOL_VERSION_MIN, WireError } from '../wire/frames.ts';
-import { PageBatch, decodePageRequest } from '../wire/pages.ts';
+import { PageBatch, decodePageRequest, encodeMapCorrections } from '../wire/pages.ts';
+import { NO_BLOCK } from '../p2b/map.ts';
 import { CAPABILITIES, pageHash, sampleBlocks, type Hello, type Welcome } from '../wire/handshake.ts';
 import { RateLimit } from './rate-limit.ts';
 import { BandwidthMeter } from './bandwidth.ts';
@@ -83,6 +84,8 @@ export async function migrate(guest: Guest, opts: MigrateOptions): Promise<Migra
   interface FetchProgress { refsReceived: number; pending: number; readRate: number }
   let progress: FetchProgress = { refsReceived: 0, pending: 0, readRate: 0 };
   let refsSent = 0;
+  /** The block of the last reference sent for each page (NO_BLOCK after a full or zero send). */
+  const lastRef = new Uint32Array(pages).fill(NO_BLOCK);
   /** How long the destination still needs for references already sent (its fetch backlog). */
   const fetchBacklogMs = () => {
     const backlog = progress.pending + (refsSent - progress.refsReceived);
@@ -167,8 +170,12 @@ export async function migrate(guest: Guest, opts: MigrateOptions): Promise<Migra
           // The mapping may have been dropped while we hashed: then send the bytes instead.
           if (map.referenceable(p) && map.block[p] === blocks[i]) {
             batch.addRef(p, seq, blocks[i], hashes.subarray(i * 16, i * 16 + 16));
+            lastRef[p] = blocks[i];
             refsSent++;
-          } else batch.addFull(p, seq, memory.page(p));
+          } else {
+            batch.addFull(p, seq, memory.page(p));
+            lastRef[p] = NO_BLOCK;
+          }
           if (batch.full) await flushBatch();
         }
         cands = [];
@@ -183,6 +190,7 @@ export async function migrate(guest: Guest, opts: MigrateOptions): Promise<Migra
           continue;
         }
         seq++;
+        lastRef[p] = NO_BLOCK;
         if (memory.isZero(p)) batch.addZero(p, seq);
         else batch.addFull(p, seq, memory.page(p));
         if (batch.full) await flushBatch();
@@ -259,6 +267,17 @@ export async function migrate(guest: Guest, opts: MigrateOptions): Promise<Migra
     roundStats.push({ round, pages: last.size, full: fin.full, zero: fin.zero, ref: fin.ref, bytes: fin.bytes, ms: performance.now() - tPause, dirtyAfter: 0, estimatedDowntimeMs: 0, throttle });
     opts.onRound?.(roundStats[roundStats.length - 1]);
     trace('last pages sent');
+    if (useRefs) {
+      // The destination's map starts from the references it verified; a block written after its
+      // fetch, or a mapping made since, would leave it wrong. Send what differs from the map at pause.
+      const corrections: [number, number][] = [];
+      for (let p = 0; p < pages; p++) {
+        const want = map.referenceable(p) ? map.block[p] : NO_BLOCK;
+        if (want !== lastRef[p]) corrections.push([p, want]);
+      }
+      await conn.send(FRAME.MAP, encodeMapCorrections(corrections));
+      trace(`map corrections sent (${corrections.length})`);
+    }
     await conn.sendJson(FRAME.DEVICE_STATE, await guest.deviceState());
     trace('device state sent');
     await conn.sendJson(FRAME.COMPLETE, { lastSeq: seq });
@@ -295,6 +314,7 @@ export async function migrate(guest: Guest, opts: MigrateOptions): Promise<Migra
       nasBytes: report.fetchedBytes + report.sampleBytes,
       pages: totals,
       storageMatch: welcome.storageMatch,
+      mapEntries: report.mapEntries,
       ...(welcome.storageReason ? { storageReason: welcome.storageReason } : {}),
       downtimeLimitMs: opts.downtimeLimitMs,
       maxBandwidth: opts.maxBandwidth,

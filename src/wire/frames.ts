@@ -23,6 +23,8 @@ export const FRAME = {
   ERROR: 7, // either way, JSON {code, message}: the migration is over
   PAGE_REQUEST: 8, // destination → source, binary: pages whose reference failed
   PROGRESS: 9, // destination → source, JSON: fetch queue counters
+  MAP: 11, // source → destination, binary: p2b map corrections at pause (count u32, then page u32 | block u32;
+  //          block 0xffffffff drops the page's mapping), sent before COMPLETE
   DIGESTS: 10, // source → destination, JSON: keyed per-region digests of memory at pause (sent after COMPLETE,
   //              so both sides hash at the same time)
 } as const;

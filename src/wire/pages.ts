@@ -110,3 +110,26 @@ export function decodePageRequest(payload: Buffer, pages: number): number[] {
   }
   return out;
 }
+
+/** MAP payload: count u32, then page u32 | block u32 pairs. */
+export function encodeMapCorrections(entries: [number, number][]): Buffer {
+  const b = Buffer.allocUnsafe(4 + entries.length * 8);
+  b.writeUInt32BE(entries.length, 0);
+  entries.forEach(([p, blk], i) => {
+    b.writeUInt32BE(p, 4 + i * 8);
+    b.writeUInt32BE(blk, 8 + i * 8);
+  });
+  return b;
+}
+
+export function decodeMapCorrections(payload: Buffer, pages: number): [number, number][] {
+  const count = payload.length >= 4 ? payload.readUInt32BE(0) : -1;
+  if (count < 0 || payload.length !== 4 + count * 8) throw new WireError('MIGRATE_PROTOCOL', 'malformed MAP frame');
+  const out: [number, number][] = [];
+  for (let i = 0; i < count; i++) {
+    const p = payload.readUInt32BE(4 + i * 8);
+    if (p >= pages) throw new WireError('MIGRATE_PROTOCOL', `MAP names page ${p}, outside guest memory`);
+    out.push([p, payload.readUInt32BE(8 + i * 8)]);
+  }
+  return out;
+}

@@ -13,6 +13,7 @@ import { P2bMap, P2B } from '../../src/p2b/map.ts';
 import { Interceptor } from '../../src/storage/interceptor.ts';
 import { NbdBackend } from '../../src/storage/nbd-backend.ts';
 import { FileBackend } from '../../src/storage/file-backend.ts';
+import { DiskLock } from '../../src/storage/disk-lock.ts';
 import { tempDir } from '../helpers/processes.ts';
 import { startOwnServer, type OwnServer } from '../helpers/servers.ts';
 
@@ -133,9 +134,13 @@ test('the file backend locks the image: a second guest cannot open it', async ()
   writeFileSync(path, Buffer.alloc(1 << 20));
   const a = await FileBackend.open(path);
   await assert.rejects(FileBackend.open(path), (e: unknown) => (e as { code: string }).code === 'NBD_EXPORT_LOCKED');
-  // Inspection tools may read beside it without the lock, read-only only.
+  await assert.rejects(DiskLock.take(path), (e: unknown) => (e as { code: string }).code === 'NBD_EXPORT_LOCKED');
+  // Inspection tools read beside it without the lock.
   const peek = await FileBackend.open(path, { readOnly: true, lock: false });
   await peek.close();
-  await assert.rejects(FileBackend.open(path, { lock: false }), /only a read-only open may skip the lock/);
   await a.close();
+  const claim = await DiskLock.take(path);
+  await assert.rejects(FileBackend.open(path), /locked by another process/);
+  await claim!.release();
+  assert.equal(await DiskLock.take('nbd://127.0.0.1:1/x'), null, 'NBD disks are locked by their server');
 });
