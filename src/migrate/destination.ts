@@ -215,9 +215,11 @@ async function receive(conn: Connection, opts: IncomingOptions, setState: (s: De
       notify();
     });
     /** Resolves once cond holds (checked after every frame, and every 50 ms for the fetch queue). */
+    const storageFailed = () => new WireError('MIGRATE_STORAGE', `reading the guest's disk failed: ${queue.error!.message}`);
     const waitFor = async (cond: () => boolean) => {
       while (!cond()) {
         if (readerFailure) throw readerFailure;
+        if (queue.error) throw storageFailed(); // fail now: the source is waiting on this backlog
         await new Promise<void>((r) => {
           wake = r;
           setTimeout(r, 50);
@@ -232,8 +234,8 @@ async function receive(conn: Connection, opts: IncomingOptions, setState: (s: De
     setState('draining');
     // Re-requested pages arrive as PAGES frames after COMPLETE; wait until none is owed.
     for (;;) {
-      await queue.drain().catch((e: Error) => {
-        throw new WireError('MIGRATE_STORAGE', `reading the guest's disk failed: ${e.message}`);
+      await queue.drain().catch(() => {
+        throw storageFailed();
       });
       if (awaitingFull.size === 0 && queue.idle) break;
       await waitFor(() => awaitingFull.size === 0);

@@ -54,12 +54,17 @@ export class FetchQueue {
   ) {}
 
   add(page: number, block: number, hash: Uint8Array, seq: number): void {
-    if (this.failure) throw this.failure;
+    if (this.failure) return; // the destination reports the failure (see `error`); nothing more is read
     this.incoming.push({ page, block, hash: Buffer.from(hash), seq });
     this.stats.refs++;
     // Enough for a good sort: go now; otherwise soon, so the queue never idles behind the link.
     if (this.incoming.length >= this.opts.batch) this.pump();
     else this.timer ??= setTimeout(() => ((this.timer = null), this.pump()), 2);
+  }
+
+  /** The storage error that stopped the queue, if any. */
+  get error(): Error | null {
+    return this.failure;
   }
 
   get idle(): boolean {

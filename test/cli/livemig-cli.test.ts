@@ -93,10 +93,18 @@ test('nbd info on an unreachable server: exit 1, one line with the code', async 
   assert.match(r.stderr, /^livemig: cannot connect to nbd:\/\/127\.0\.0\.1:1\/: ECONNREFUSED \[NBD_CONNECT_FAILED\]\n$/);
 });
 
-test('demo does not crash before the engine exists, and says so', async () => {
-  const r = await livemig(['demo', '--json']);
-  assert.equal(r.code, 0);
-  assert.equal(JSON.parse(r.stdout).available, false);
+test('demo runs a whole migration and prints the contract fields, verified', async () => {
+  const r = await livemig(['demo', '--memory', '48MiB', '--json'], { timeoutMs: 180_000 });
+  assert.equal(r.code, 0, r.stderr);
+  const d = JSON.parse(r.stdout);
+  for (const k of ['strategy', 'workload', 'memoryBytes', 'verified', 'totalTimeMs', 'downtimeMs', 'rounds', 'linkBytes', 'nasBytes', 'pages']) {
+    assert.ok(k in d, `demo --json has ${k}`);
+  }
+  assert.deepEqual(Object.keys(d.pages).sort(), ['full', 'ref', 'refRetried', 'zero']);
+  assert.equal(d.verified, true);
+  assert.equal(d.strategy, 'p2b');
+  assert.ok(d.pages.ref > 0, 'references were used');
+  assert.equal(d.destinationRunning, true);
 });
 
 test('p2b is installed as a command and answers --help', async () => {
