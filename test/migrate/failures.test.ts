@@ -59,7 +59,7 @@ test('a destination killed mid-round: migrate exits 1 with one line, the source 
     await once(createInterface({ input: src.stdout! }), 'line');
     await delay(1500);
     // A slow link keeps the migration in its first round long enough to kill the destination there.
-    const migrating = livemig(['migrate', '--control', srcControl, '--to', JSON.parse(dstLine).incoming, '--max-bandwidth', '40Mbit']);
+    const migrating = livemig(['migrate', '--control', srcControl, '--to', JSON.parse(dstLine).incoming, '--max-bandwidth', '10Mbit']);
     // Kill it once it is receiving pages, however long the migrate command took to start.
     for (let i = 0; i < 600; i++) {
       const st = await livemig(['status', '--control', dstControl, '--json']);
