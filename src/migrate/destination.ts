@@ -172,6 +172,8 @@ async function receive(conn: Connection, opts: IncomingOptions, setState: (s: De
       decodePages(payload, pages, (e) => {
         if (e.seq <= lastSeq[e.page]) return; // an older version overtaken by a newer one
         lastSeq[e.page] = e.seq;
+        // Any newer version settles a request for this page (a reference that fails again re-requests it).
+        awaitingFull.delete(e.page);
         if (e.encoding === ENCODING.FULL && 'data' in e) {
           memory.setPage(e.page, e.data);
           queue.appliedBlock.delete(e.page);

@@ -262,8 +262,14 @@ export async function migrate(guest: Guest, opts: MigrateOptions): Promise<Migra
     await guest.detachDisk(); // the destination will be the disk's one writer from its resume on
     trace('disk detached');
     detached = true;
-    const last = new Set<number>([...memory.dirty.readAndClear(), ...(toSend as Uint32Array), ...takeRequested()]);
+    const retry = takeRequested();
+    const last = new Set<number>([...memory.dirty.readAndClear(), ...(toSend as Uint32Array)]);
+    for (const p of retry) last.delete(p);
     const fin = await sendPages(last, true);
+    const again = await sendPages(retry, false); // a page whose reference failed goes in full
+    fin.full += again.full;
+    fin.zero += again.zero;
+    fin.bytes += again.bytes;
     roundStats.push({ round, pages: last.size, full: fin.full, zero: fin.zero, ref: fin.ref, bytes: fin.bytes, ms: performance.now() - tPause, dirtyAfter: 0, estimatedDowntimeMs: 0, throttle });
     opts.onRound?.(roundStats[roundStats.length - 1]);
     trace('last pages sent');
