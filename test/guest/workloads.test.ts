@@ -8,25 +8,21 @@ import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import { Guest, type GuestStatus } from '../../src/guest/guest.ts';
 import { WORKLOAD_NAMES } from '../../src/guest/workloads/registry.ts';
-import { requireTools, haveTool } from '../helpers/tools.ts';
-import { run, tempDir, startNbdkit, REPO, type Peer } from '../helpers/processes.ts';
-import { randomImage } from '../helpers/disk-image.ts';
-import { startNbdServe, type ServeProcess } from '../helpers/nbd-serve.ts';
+import { requireTools } from '../helpers/tools.ts';
+import { run, tempDir, REPO } from '../helpers/processes.ts';
+import { startSharedDisks, type SharedDisks } from '../helpers/shared-disks.ts';
 
 const MiB = 1024 * 1024;
 const dir = tempDir();
-let ours: ServeProcess;
-let kit: Peer | null = null;
+let disks: SharedDisks;
+const ours = { uri: (name?: string) => disks.ours.uri(name) };
+const kitUri = () => disks.kit!.uri();
 
 before(async () => {
-  randomImage(join(dir.path, 'ours.img'), 128 * MiB);
-  randomImage(join(dir.path, 'kit.img'), 128 * MiB);
-  ours = await startNbdServe(['--export', `disk=${join(dir.path, 'ours.img')}`]);
-  if (haveTool('nbdkit')) kit = await startNbdkit(dir.path, 'file', [join(dir.path, 'kit.img')]);
+  disks = await startSharedDisks(dir.path, 128 * MiB);
 });
 after(async () => {
-  await ours?.stop();
-  await kit?.stop();
+  await disks?.stop();
   dir.cleanup();
 });
 
@@ -59,7 +55,7 @@ for (const server of ['livemig', 'nbdkit'] as const) {
   for (const workload of WORKLOAD_NAMES) {
     test(`${workload} on ${server === 'livemig' ? 'livemig nbd serve' : 'nbdkit file'}: the map is true to the byte`, async (t) => {
       if (server === 'nbdkit' && !requireTools(t, 'nbdkit')) return;
-      const disk = server === 'livemig' ? ours.uri('disk') : kit!.uri();
+      const disk = server === 'livemig' ? ours.uri('disk') : kitUri();
       const guest = await Guest.start({
         name: `${workload}-${server}`,
         memoryBytes: 32 * MiB,

@@ -4,29 +4,24 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import { WORKLOAD_NAMES } from '../../src/guest/workloads/registry.ts';
-import { requireTools, haveTool } from '../helpers/tools.ts';
-import { tempDir, startNbdkit, type Peer } from '../helpers/processes.ts';
-import { randomImage } from '../helpers/disk-image.ts';
-import { startNbdServe, type ServeProcess } from '../helpers/nbd-serve.ts';
+import { requireTools } from '../helpers/tools.ts';
+import { tempDir } from '../helpers/processes.ts';
+import { startSharedDisks, type SharedDisks } from '../helpers/shared-disks.ts';
 import { startWarmGuest, migrateGuest } from '../helpers/migration.ts';
 
 const MiB = 1024 * 1024;
 const dir = tempDir();
-let ours: ServeProcess;
-let kit: Peer | null = null;
+let disks: SharedDisks;
+const ours = { uri: (name?: string) => disks.ours.uri(name) };
+const kitUri = () => disks.kit!.uri();
 
 before(async () => {
-  randomImage(join(dir.path, 'ours.img'), 96 * MiB);
-  randomImage(join(dir.path, 'kit.img'), 96 * MiB);
-  ours = await startNbdServe(['--export', `disk=${join(dir.path, 'ours.img')}`]);
-  if (haveTool('nbdkit')) kit = await startNbdkit(dir.path, 'file', [join(dir.path, 'kit.img')]);
+  disks = await startSharedDisks(dir.path, 96 * MiB);
 });
 after(async () => {
-  await ours?.stop();
-  await kit?.stop();
+  await disks?.stop();
   dir.cleanup();
 });
 
@@ -35,7 +30,7 @@ for (const server of ['livemig', 'nbdkit'] as const) {
     for (const strategy of ['baseline', 'p2b'] as const) {
       test(`${workload} with ${strategy} over ${server === 'livemig' ? 'livemig nbd serve' : 'nbdkit file'}: verified, running, map true`, async (t) => {
         if (server === 'nbdkit' && !requireTools(t, 'nbdkit')) return;
-        const disk = server === 'livemig' ? ours.uri('disk') : kit!.uri();
+        const disk = server === 'livemig' ? ours.uri('disk') : kitUri();
         const source = await startWarmGuest(dir.path, `${workload}-${strategy}-${server}`, disk, workload);
         const m = await migrateGuest(dir.path, source, strategy);
         try {
