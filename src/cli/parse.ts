@@ -2,7 +2,9 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { UsageError } from './usage-error.ts';
 import { LOG_LEVELS, type LogLevel } from '../log/logger.ts';
-import { parseSize } from '../util/size.ts';
+import { parseSize, parseRate, parseDuration } from '../util/size.ts';
+import { WORKLOADS } from '../guest/workloads/registry.ts';
+import { STRATEGIES, type Strategy } from '../migrate/result.ts';
 
 export const COMMON_OPTIONS = {
   help: { type: 'boolean', short: 'h' },
@@ -37,4 +39,26 @@ export function asUsage<T>(fn: () => T): T {
   } catch (err) {
     throw new UsageError((err as Error).message);
   }
+}
+
+export function rateOption(name: string, value: string): number {
+  const n = parseRate(value);
+  if (n === null) throw new UsageError(`${name}: not a rate: ${value} (examples: 1Gbit, 500Mbit, 100MiB)`);
+  return n;
+}
+
+export function durationOption(name: string, value: string): number {
+  const n = parseDuration(value);
+  if (n === null) throw new UsageError(`${name}: not a duration: ${value} (examples: 300, 300ms, 0.5s)`);
+  return n;
+}
+
+export function strategyOption(value: string): Strategy {
+  if (!(STRATEGIES as string[]).includes(value)) throw new UsageError(`--strategy must be one of ${STRATEGIES.join(', ')}`);
+  return value as Strategy;
+}
+
+export function workloadOption(value: string): string {
+  if (!WORKLOADS[value]) throw new UsageError(`unknown workload ${JSON.stringify(value)} (have: ${Object.keys(WORKLOADS).join(', ')})`);
+  return value;
 }

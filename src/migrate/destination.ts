@@ -80,15 +80,12 @@ export async function listenIncoming(opts: IncomingOptions): Promise<Incoming> {
         server.close();
         resolveGuest(g);
       },
-      (err) => {
+      () => {
         state = 'failed';
         busy = false; // a failed attempt leaves the destination ready for another
-        lastError = err;
       },
     );
   });
-  let lastError: Error | null = null;
-  void lastError;
   server.listen(opts.port, opts.host);
   await once(server, 'listening');
   return {

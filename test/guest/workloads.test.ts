@@ -2,7 +2,7 @@
  * Every workload profile runs against `livemig nbd serve` and `nbdkit file`;
  * afterwards every mapping in the map is checked byte for byte by `p2b verify`.
  */
-import { test, before, after } from 'node:test';
+import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
@@ -10,21 +10,12 @@ import { Guest, type GuestStatus } from '../../src/guest/guest.ts';
 import { WORKLOAD_NAMES } from '../../src/guest/workloads/registry.ts';
 import { requireTools } from '../helpers/tools.ts';
 import { run, tempDir, REPO } from '../helpers/processes.ts';
-import { startSharedDisks, type SharedDisks } from '../helpers/shared-disks.ts';
+import { useSharedDisks } from '../helpers/shared-disks.ts';
 
 const MiB = 1024 * 1024;
 const dir = tempDir();
-let disks: SharedDisks;
-const ours = { uri: (name?: string) => disks.ours.uri(name) };
-const kitUri = () => disks.kit!.uri();
-
-before(async () => {
-  disks = await startSharedDisks(dir.path, 128 * MiB);
-});
-after(async () => {
-  await disks?.stop();
-  dir.cleanup();
-});
+const disks = useSharedDisks(dir.path, 128 * MiB);
+after(() => dir.cleanup());
 
 async function waitForSteady(guest: Guest, timeoutMs = 30_000): Promise<GuestStatus> {
   const deadline = Date.now() + timeoutMs;
@@ -55,7 +46,7 @@ for (const server of ['livemig', 'nbdkit'] as const) {
   for (const workload of WORKLOAD_NAMES) {
     test(`${workload} on ${server === 'livemig' ? 'livemig nbd serve' : 'nbdkit file'}: the map is true to the byte`, async (t) => {
       if (server === 'nbdkit' && !requireTools(t, 'nbdkit')) return;
-      const disk = server === 'livemig' ? ours.uri('disk') : kitUri();
+      const disk = server === 'livemig' ? disks.ours() : disks.kit();
       const guest = await Guest.start({
         name: `${workload}-${server}`,
         memoryBytes: 32 * MiB,
@@ -87,7 +78,7 @@ for (const server of ['livemig', 'nbdkit'] as const) {
 }
 
 test('a guest resumed from its device state and memory continues exactly as the original', async () => {
-  const common = { memoryBytes: 16 * MiB, disk: ours.uri('disk'), workload: 'pagecache', options: { seed: 5 } };
+  const common = { memoryBytes: 16 * MiB, disk: disks.ours(), workload: 'pagecache', options: { seed: 5 } };
   const a = await Guest.start({ ...common, name: 'det-a', stateDir: join(dir.path, 'det-a') });
   let b: Guest | null = null;
   try {

@@ -1,4 +1,8 @@
-/** Two random disk images, one behind `livemig nbd serve` and one behind `nbdkit file` (when installed). */
+/**
+ * Two random disk images, one behind `livemig nbd serve` and one behind `nbdkit
+ * file` (when installed), started before a test file's tests and stopped after.
+ */
+import { before, after } from 'node:test';
 import { join } from 'node:path';
 import { haveTool } from './tools.ts';
 import { startNbdkit, type Peer } from './processes.ts';
@@ -6,15 +10,24 @@ import { randomImage } from './disk-image.ts';
 import { startNbdServe, type ServeProcess } from './nbd-serve.ts';
 
 export interface SharedDisks {
-  ours: ServeProcess;
-  kit: Peer | null;
-  stop: () => Promise<void>;
+  /** URI of the export on livemig's server. */
+  ours: () => string;
+  /** URI of nbdkit's export (only when nbdkit is installed). */
+  kit: () => string;
 }
 
-export async function startSharedDisks(dir: string, bytes: number): Promise<SharedDisks> {
-  randomImage(join(dir, 'ours.img'), bytes);
-  randomImage(join(dir, 'kit.img'), bytes);
-  const ours = await startNbdServe(['--export', `disk=${join(dir, 'ours.img')}`]);
-  const kit = haveTool('nbdkit') ? await startNbdkit(dir, 'file', [join(dir, 'kit.img')]) : null;
-  return { ours, kit, stop: async () => (await ours.stop(), await kit?.stop()) };
+export function useSharedDisks(dir: string, bytes: number): SharedDisks {
+  let ours: ServeProcess | undefined;
+  let kit: Peer | null = null;
+  before(async () => {
+    randomImage(join(dir, 'ours.img'), bytes);
+    randomImage(join(dir, 'kit.img'), bytes);
+    ours = await startNbdServe(['--export', `disk=${join(dir, 'ours.img')}`]);
+    if (haveTool('nbdkit')) kit = await startNbdkit(dir, 'file', [join(dir, 'kit.img')]);
+  });
+  after(async () => {
+    await ours?.stop();
+    await kit?.stop();
+  });
+  return { ours: () => ours!.uri('disk'), kit: () => kit!.uri() };
 }

@@ -2,35 +2,26 @@
  * Live migrations for every workload, with both strategies, over both storage
  * kinds (livemig's own NBD server and nbdkit file), all verified.
  */
-import { test, before, after } from 'node:test';
+import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { setTimeout as delay } from 'node:timers/promises';
 import { WORKLOAD_NAMES } from '../../src/guest/workloads/registry.ts';
 import { requireTools } from '../helpers/tools.ts';
 import { tempDir } from '../helpers/processes.ts';
-import { startSharedDisks, type SharedDisks } from '../helpers/shared-disks.ts';
+import { useSharedDisks } from '../helpers/shared-disks.ts';
 import { startWarmGuest, migrateGuest } from '../helpers/migration.ts';
 
 const MiB = 1024 * 1024;
 const dir = tempDir();
-let disks: SharedDisks;
-const ours = { uri: (name?: string) => disks.ours.uri(name) };
-const kitUri = () => disks.kit!.uri();
-
-before(async () => {
-  disks = await startSharedDisks(dir.path, 96 * MiB);
-});
-after(async () => {
-  await disks?.stop();
-  dir.cleanup();
-});
+const disks = useSharedDisks(dir.path, 96 * MiB);
+after(() => dir.cleanup());
 
 for (const server of ['livemig', 'nbdkit'] as const) {
   for (const workload of WORKLOAD_NAMES) {
     for (const strategy of ['baseline', 'p2b'] as const) {
       test(`${workload} with ${strategy} over ${server === 'livemig' ? 'livemig nbd serve' : 'nbdkit file'}: verified, running, map true`, async (t) => {
         if (server === 'nbdkit' && !requireTools(t, 'nbdkit')) return;
-        const disk = server === 'livemig' ? ours.uri('disk') : kitUri();
+        const disk = server === 'livemig' ? disks.ours() : disks.kit();
         const source = await startWarmGuest(dir.path, `${workload}-${strategy}-${server}`, disk, workload);
         const m = await migrateGuest(dir.path, source, strategy);
         try {

@@ -1,10 +1,7 @@
 /** `livemig demo`: a whole live migration on this machine, with embedded defaults and a summary. */
-import { parse, sizeOption } from '../parse.ts';
+import { parse, sizeOption, rateOption, durationOption, strategyOption, workloadOption } from '../parse.ts';
 import { UsageError } from '../usage-error.ts';
-import { WORKLOADS } from '../../guest/workloads/registry.ts';
 import { runLocalMigration } from '../../migrate/local-run.ts';
-import { STRATEGIES, type Strategy } from '../../migrate/result.ts';
-import { parseRate, parseDuration } from '../../util/size.ts';
 import { formatResult } from './migrate.ts';
 
 export const help = `Usage: livemig demo [--memory 256MiB] [--workload pagecache] [--strategy p2b]
@@ -29,14 +26,10 @@ export async function run(args: string[]): Promise<number> {
   if (values.help) return void console.log(help), 0;
   const memoryBytes = sizeOption('--memory', values.memory ?? '256MiB');
   if (memoryBytes % 4096) throw new UsageError('--memory must be a multiple of 4 KiB');
-  const workload = values.workload ?? 'pagecache';
-  if (!WORKLOADS[workload]) throw new UsageError(`unknown workload ${JSON.stringify(workload)} (have: ${Object.keys(WORKLOADS).join(', ')})`);
-  const strategy = (values.strategy ?? 'p2b') as Strategy;
-  if (!STRATEGIES.includes(strategy)) throw new UsageError(`--strategy must be one of ${STRATEGIES.join(', ')}`);
-  const maxBandwidth = parseRate(values['max-bandwidth'] ?? '1Gbit');
-  if (maxBandwidth === null) throw new UsageError(`--max-bandwidth: not a rate: ${values['max-bandwidth']}`);
-  const downtimeLimitMs = parseDuration(values['downtime-limit'] ?? '300');
-  if (downtimeLimitMs === null) throw new UsageError(`--downtime-limit: not a duration: ${values['downtime-limit']}`);
+  const workload = workloadOption(values.workload ?? 'pagecache');
+  const strategy = strategyOption(values.strategy ?? 'p2b');
+  const maxBandwidth = rateOption('--max-bandwidth', values['max-bandwidth'] ?? '1Gbit');
+  const downtimeLimitMs = durationOption('--downtime-limit', values['downtime-limit'] ?? '300');
   const seed = values.seed === undefined ? 1 : Number(values.seed);
 
   const tty = process.stderr.isTTY && !values.json;

@@ -2,10 +2,10 @@
 import { resolve } from 'node:path';
 import { controlRequest } from '../../guest/control/client.ts';
 import type { MigrateArgs } from '../../guest/control/protocol.ts';
-import { STRATEGIES, type MigrationResult } from '../../migrate/result.ts';
-import { parse, asUsage } from '../parse.ts';
+import type { MigrationResult } from '../../migrate/result.ts';
+import { parse, asUsage, rateOption, durationOption, strategyOption } from '../parse.ts';
 import { UsageError } from '../usage-error.ts';
-import { parseRate, parseDuration, formatBytes, formatRate } from '../../util/size.ts';
+import { formatBytes, formatRate } from '../../util/size.ts';
 import { parseTcpAddress } from '../tcp-address.ts';
 
 export const help = `Usage: livemig migrate --control SOCKET --to tcp://HOST:PORT [--strategy p2b|baseline]
@@ -51,12 +51,9 @@ export async function run(args: string[]): Promise<number> {
   if (values.help) return void console.log(help), 0;
   if (!values.control || !values.to) throw new UsageError('migrate needs --control SOCKET and --to tcp://HOST:PORT');
   asUsage(() => parseTcpAddress(values.to!));
-  const strategy = (values.strategy ?? 'p2b') as MigrateArgs['strategy'];
-  if (!STRATEGIES.includes(strategy)) throw new UsageError(`--strategy must be one of ${STRATEGIES.join(', ')}`);
-  const maxBandwidth = values['max-bandwidth'] === undefined ? 0 : parseRate(values['max-bandwidth']);
-  if (maxBandwidth === null) throw new UsageError(`--max-bandwidth: not a rate: ${values['max-bandwidth']} (examples: 1Gbit, 500Mbit, 100MiB)`);
-  const downtimeLimitMs = values['downtime-limit'] === undefined ? 300 : parseDuration(values['downtime-limit']);
-  if (downtimeLimitMs === null) throw new UsageError(`--downtime-limit: not a duration: ${values['downtime-limit']} (examples: 300, 300ms, 0.5s)`);
+  const strategy = strategyOption(values.strategy ?? 'p2b');
+  const maxBandwidth = values['max-bandwidth'] === undefined ? 0 : rateOption('--max-bandwidth', values['max-bandwidth']);
+  const downtimeLimitMs = durationOption('--downtime-limit', values['downtime-limit'] ?? '300');
   const maxRounds = values['max-rounds'] === undefined ? 30 : Number(values['max-rounds']);
   if (!Number.isInteger(maxRounds) || maxRounds < 1) throw new UsageError('--max-rounds must be a positive integer');
   const converge = (values.converge ?? 'throttle') as MigrateArgs['converge'];

@@ -8,7 +8,7 @@ import { WORKLOADS } from '../../guest/workloads/registry.ts';
 import { listenIncoming } from '../../migrate/destination.ts';
 import { migrate } from '../../migrate/source.ts';
 import type { RoundStats } from '../../migrate/result.ts';
-import { parse, sizeOption, asUsage } from '../parse.ts';
+import { parse, sizeOption, asUsage, workloadOption } from '../parse.ts';
 import { UsageError } from '../usage-error.ts';
 import { formatBytes } from '../../util/size.ts';
 import { parseTcpAddress } from '../tcp-address.ts';
@@ -128,7 +128,7 @@ export async function run(args: string[]): Promise<number> {
   for (const required of ['name', 'memory', 'disk', 'workload'] as const) {
     if (!values[required]) throw new UsageError(`run needs --${required}`);
   }
-  if (!WORKLOADS[values.workload!]) throw new UsageError(`unknown workload ${JSON.stringify(values.workload)} (have: ${Object.keys(WORKLOADS).join(', ')})`);
+  workloadOption(values.workload!);
   const memoryBytes = sizeOption('--memory', values.memory!);
   if (memoryBytes % 4096) throw new UsageError('--memory must be a multiple of 4 KiB');
   const seed = values.seed === undefined ? 1 : Number(values.seed);
