@@ -11,11 +11,13 @@ import { PAGE_SIZE } from './layout.ts';
 import { P2bMap, P2B } from '../p2b/map.ts';
 import { P2bStore } from '../p2b/store.ts';
 import { P2bPersister } from '../p2b/persister.ts';
-import { startTsWorker } from '../util/ts-worker.ts';
+import { startTsWorker, spareTsWorker } from '../util/ts-worker.ts';
 import { DiskLock } from '../storage/disk-lock.ts';
 import { WORKLOADS } from './workloads/registry.ts';
 import type { WorkloadOptions } from './workloads/workload.ts';
 import type { DeviceState, WorkerInit, WorkerReply, WorkerEvent, WorkerRequest, WorkerStatus } from './messages.ts';
+
+const WORKER = new URL('./worker.ts', import.meta.url);
 
 export class GuestError extends Error {
   constructor(readonly code: string, message: string) {
@@ -40,6 +42,8 @@ export interface GuestConfig {
   freshMap?: boolean;
   /** Start the worker now, paused, without disk or workload: loadDevice() brings both (a destination). */
   deferDevice?: boolean;
+  /** A worker booted ahead (Guest.spareWorker) to run this guest: saves its boot time now. */
+  spareWorker?: Worker;
 }
 
 export interface GuestStatus {
@@ -94,6 +98,11 @@ export class Guest {
     });
   }
 
+  /** Boots a guest worker ahead of need (about 300 ms of CPU) for a later start(). Terminate it if unused. */
+  static spareWorker(): Worker {
+    return spareTsWorker(WORKER);
+  }
+
   static async start(config: GuestConfig): Promise<Guest> {
     const spec = WORKLOADS[config.workload];
     if (!spec) throw new GuestError('GUEST_CONFIG', `unknown workload ${JSON.stringify(config.workload)} (have: ${Object.keys(WORKLOADS).join(', ')})`);
@@ -138,8 +147,9 @@ export class Guest {
       startPaused: config.startPaused,
       deferDevice: config.deferDevice,
     };
-    const worker = startTsWorker(new URL('./worker.ts', import.meta.url), init);
-    const guest = new Guest(config, memory, map, persister, worker, dbPath, reloaded, previousRunCrashed, diskLock);
+    const worker = startTsWorker(WORKER, init, config.spareWorker);
+    const { spareWorker: _, memory: __, map: ___, ...kept } = config; // config stays plain data
+    const guest = new Guest(kept, memory, map, persister, worker, dbPath, reloaded, previousRunCrashed, diskLock);
     const ready = await Promise.race([
       once(worker, 'message').then(([m]) => m as WorkerEvent),
       once(worker, 'error').then(([e]) => ({ event: 'failed', error: { code: 'GUEST_START', message: (e as Error).message } }) as WorkerEvent),
@@ -168,8 +178,11 @@ export class Guest {
 
   /** Pauses at a safe point (disk flushed), then writes the map to its database. */
   async pause(): Promise<GuestStatus> {
+    const t0 = performance.now();
     await this.request<WorkerStatus>({ cmd: 'pause' });
+    const t1 = performance.now();
     this.persister.flush();
+    if (process.env.LIVEMIG_TRACE) console.error(`[guest] pause: worker ${(t1 - t0).toFixed(1)} ms, map persisted ${(performance.now() - t1).toFixed(1)} ms`);
     return this.status();
   }
 

@@ -4,8 +4,7 @@
  * completed) and flushes the disk before saying it is paused, so every write it
  * made is on stable storage and its mappings are referenceable.
  */
-import { parentPort, workerData } from 'node:worker_threads';
-import { setTimeout as delay } from 'node:timers/promises';
+import { parentPort } from 'node:worker_threads';
 import { GuestMemory } from './memory.ts';
 import { P2bMap } from '../p2b/map.ts';
 import { Interceptor } from '../storage/interceptor.ts';
@@ -30,7 +29,6 @@ const detachedDisk: BlockBackend = {
   close: () => Promise.resolve(),
 };
 
-const init = workerData as WorkerInit;
 const port = parentPort!;
 const send = (m: WorkerReply | WorkerEvent) => port.postMessage(m);
 const errorOf = (err: unknown) => {
@@ -38,7 +36,7 @@ const errorOf = (err: unknown) => {
   return { code: typeof e.code === 'string' ? e.code : 'GUEST_ERROR', message: e.message };
 };
 
-async function main(): Promise<void> {
+async function main(init: WorkerInit): Promise<void> {
   const memory = GuestMemory.fromShared(init.memory);
   const map = P2bMap.fromShared(init.p2b);
   const spec = WORKLOADS[init.workload];
@@ -63,6 +61,8 @@ async function main(): Promise<void> {
   let failure: { code: string; message: string } | undefined;
   let pauseWaiters: (() => void)[] = [];
   let resumeSignal: (() => void) | null = null;
+  /** Ends the pacing sleep between steps early: a pause must not wait out a 100 ms idle period. */
+  let wakeSleep: (() => void) | null = null;
   let stopping = false;
 
   const deviceState = (): DeviceState => ({
@@ -93,7 +93,7 @@ async function main(): Promise<void> {
     try {
       switch (req.cmd) {
         case 'pause':
-          if (state === 'running') await new Promise<void>((r) => pauseWaiters.push(r));
+          if (state === 'running') await new Promise<void>((r) => (pauseWaiters.push(r), wakeSleep?.()));
           return send({ id: req.id, ok: true, result: status() });
         case 'resume':
           if (!workload) throw Object.assign(new Error('no device state loaded yet'), { code: 'GUEST_NO_DEVICE' });
@@ -143,7 +143,7 @@ async function main(): Promise<void> {
           return send({ id: req.id, ok: true, result: deviceState() });
         case 'stop':
           stopping = true;
-          if (state === 'running') await new Promise<void>((r) => pauseWaiters.push(r));
+          if (state === 'running') await new Promise<void>((r) => (pauseWaiters.push(r), wakeSleep?.()));
           if (!detached) await backend!.close();
           send({ id: req.id, ok: true, result: status() });
           return void process.nextTick(() => process.exit(0));
@@ -158,7 +158,9 @@ async function main(): Promise<void> {
   for (;;) {
     if (state !== 'running' || pauseWaiters.length > 0 || stopping) {
       if (state === 'running') {
+        const tf = performance.now();
         await disk.flush(); // the safe point: all of this guest's writes are durable
+        if (process.env.LIVEMIG_TRACE) console.error(`[guest] flush ${(performance.now() - tf).toFixed(1)} ms`);
         state = 'paused';
       }
       for (const w of pauseWaiters.splice(0)) w();
@@ -185,12 +187,20 @@ async function main(): Promise<void> {
     const took = performance.now() - t0;
     // Throttling stretches each step's time the way auto-converge takes CPU time from vCPUs.
     const sleep = Math.max(0, period - took) + (throttle > 0 ? ((Math.max(period, took) * throttle) / (100 - throttle)) : 0);
-    if (sleep >= 1) await delay(sleep);
-    else await new Promise((r) => setImmediate(r)); // let control messages in between steps
+    if (sleep >= 1) {
+      await new Promise<void>((r) => {
+        const t = setTimeout(r, sleep);
+        wakeSleep = () => (clearTimeout(t), r());
+      });
+      wakeSleep = null;
+    } else await new Promise((r) => setImmediate(r)); // let control messages in between steps
   }
 }
 
-main().catch((err) => {
-  send({ event: 'failed', error: errorOf(err) });
-  process.exit(1);
-});
+/** The entry startTsWorker calls with the guest's WorkerInit. */
+export default function run(init: WorkerInit): void {
+  main(init).catch((err) => {
+    send({ event: 'failed', error: errorOf(err) });
+    process.exit(1);
+  });
+}

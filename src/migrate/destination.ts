@@ -9,6 +9,7 @@
  */
 import net from 'node:net';
 import { once } from 'node:events';
+import type { Worker } from 'node:worker_threads';
 import { PAGE_SIZE } from '../guest/layout.ts';
 import { GuestMemory } from '../guest/memory.ts';
 import { Guest } from '../guest/guest.ts';
@@ -23,6 +24,8 @@ import { NO_BLOCK } from '../p2b/map.ts';
 import { CAPABILITIES, chooseVersion, pageHash, type Hello, type Welcome } from '../wire/handshake.ts';
 import { FetchQueue } from './fetch-queue.ts';
 import { HashPool } from './hash-pool.ts';
+import { MemoryDigests } from './memory-digests.ts';
+import { phaseTrace } from '../util/trace.ts';
 import type { ResumedReport } from './result.ts';
 
 export type DestinationState = 'listening' | 'handshake' | 'receiving' | 'draining' | 'verifying' | 'running' | 'failed';
@@ -33,6 +36,12 @@ export interface IncomingOptions {
   /** The guest's disk as this host sees it; by default the source's spec. */
   disk?: string;
   stateDir: (guestName: string) => string;
+  /**
+   * The guest's memory size, if known ahead: memory is allocated and faulted in and
+   * the guest's worker booted before any source connects, out of the migration's way.
+   * A guest of another size is refused.
+   */
+  memoryBytes?: number;
   /** Fetch queue tuning. */
   maxInFlight?: number;
   maxBlocks?: number;
@@ -59,8 +68,22 @@ async function checkStorage(storage: BlockBackend, key: Buffer, hello: Hello): P
   return { match: true, bytes };
 }
 
+/** What a destination prepares before a source connects (IncomingOptions.memoryBytes). Used once. */
+interface Prepared {
+  memory: GuestMemory;
+  map: P2bMap;
+  worker: Worker;
+}
+
+function prepare(memoryBytes: number): Prepared {
+  const memory = GuestMemory.allocate(memoryBytes);
+  memory.faultIn();
+  return { memory, map: P2bMap.allocate(memory.pages), worker: Guest.spareWorker() };
+}
+
 export async function listenIncoming(opts: IncomingOptions): Promise<Incoming> {
   let state: DestinationState = 'listening';
+  let prepared = opts.memoryBytes ? prepare(opts.memoryBytes) : null;
   let resolveGuest!: (g: Guest) => void;
   let rejectGuest!: (e: Error) => void;
   const guest = new Promise<Guest>((res, rej) => ((resolveGuest = res), (rejectGuest = rej)));
@@ -75,7 +98,9 @@ export async function listenIncoming(opts: IncomingOptions): Promise<Incoming> {
       return;
     }
     busy = true;
-    receive(new Connection(socket), opts, (s) => (state = s)).then(
+    const ready = prepared;
+    prepared = null; // a failed attempt may have written it: the next one starts clean
+    receive(new Connection(socket), opts, ready, (s) => (state = s)).then(
       (g) => {
         server.close();
         resolveGuest(g);
@@ -83,6 +108,7 @@ export async function listenIncoming(opts: IncomingOptions): Promise<Incoming> {
       () => {
         state = 'failed';
         busy = false; // a failed attempt leaves the destination ready for another
+        if (opts.memoryBytes) prepared = prepare(opts.memoryBytes);
       },
     );
   });
@@ -94,15 +120,18 @@ export async function listenIncoming(opts: IncomingOptions): Promise<Incoming> {
     guest,
     close: () => {
       server.close();
+      void prepared?.worker.terminate();
       rejectGuest(new WireError('MIGRATE_CANCELLED', 'the destination stopped waiting'));
     },
   };
 }
 
-async function receive(conn: Connection, opts: IncomingOptions, setState: (s: DestinationState) => void): Promise<Guest> {
+async function receive(conn: Connection, opts: IncomingOptions, ready: Prepared | null, setState: (s: DestinationState) => void): Promise<Guest> {
   let storage: BlockBackend | null = null;
   let guest: Guest | null = null;
+  let starting: Promise<Guest> | null = null;
   let hasher: HashPool | null = null;
+  const trace = phaseTrace('dest');
   try {
     setState('handshake');
     const hello = await conn.readJson<Hello & { storage: { spec: string } }>(FRAME.HELLO);
@@ -113,7 +142,10 @@ async function receive(conn: Connection, opts: IncomingOptions, setState: (s: De
     if (hello.guest.pageSize !== PAGE_SIZE) throw new WireError('MIGRATE_LAYOUT', `page size ${hello.guest.pageSize} is not ${PAGE_SIZE}`);
     const key = Buffer.from(hello.key, 'hex');
     if (key.length < 16) throw new WireError('MIGRATE_PROTOCOL', 'the migration key must have at least 128 bits');
-    const memory = GuestMemory.allocate(hello.guest.memoryBytes);
+    if (ready && ready.memory.memoryBytes !== hello.guest.memoryBytes) {
+      throw new WireError('MIGRATE_LAYOUT', `this destination was prepared for ${ready.memory.memoryBytes} bytes of memory; the guest has ${hello.guest.memoryBytes}`);
+    }
+    const memory = ready?.memory ?? GuestMemory.allocate(hello.guest.memoryBytes);
     const pages = memory.pages;
     const disk = opts.disk ?? hello.storage.spec;
     storage = await openBackend(disk, { readOnly: true, lock: false }).catch((e: Error) => {
@@ -122,11 +154,13 @@ async function receive(conn: Connection, opts: IncomingOptions, setState: (s: De
     const check = await checkStorage(storage, key, hello);
     const welcome: Welcome = { version, capabilities: [...CAPABILITIES], storageMatch: check.match, ...(check.reason ? { storageReason: check.reason } : {}) };
     await conn.sendJson(FRAME.WELCOME, welcome);
+    trace('welcome sent');
 
     // Start the guest's worker now, paused, with no disk and no workload: at the end only
-    // the device state and the disk remain to hand over, which keeps downtime short.
-    const map = P2bMap.allocate(pages);
-    guest = await Guest.start({
+    // the device state and the disk remain to hand over, which keeps downtime short. Pages are
+    // received meanwhile: waiting for the worker would stall the source's first round.
+    const map = ready?.map ?? P2bMap.allocate(pages);
+    starting = Guest.start({
       name: hello.guest.name,
       memoryBytes: hello.guest.memoryBytes,
       disk,
@@ -137,7 +171,10 @@ async function receive(conn: Connection, opts: IncomingOptions, setState: (s: De
       map,
       deferDevice: true,
       freshMap: true,
+      spareWorker: ready?.worker,
     });
+    let startFailure: Error | null = null;
+    starting.then((g) => ((guest = g), trace('guest worker ready')), (e: Error) => (startFailure = e));
 
     setState('receiving');
     const lastSeq = new Uint32Array(pages);
@@ -146,7 +183,10 @@ async function receive(conn: Connection, opts: IncomingOptions, setState: (s: De
       for (const p of list) awaitingFull.add(p);
       void conn.send(FRAME.PAGE_REQUEST, encodePageRequest(list)).catch(() => {});
     };
-    hasher = new HashPool(key);
+    hasher = new HashPool(key, memory.shared());
+    // Kept current from this side's dirty log (every page applied marks it) whenever the fetch
+    // queue is idle, so that after COMPLETE only the last pages' chunks need hashing.
+    const digests = new MemoryDigests(hasher, pages, key, true);
     const queue = new FetchQueue(storage, hasher, memory, lastSeq, requestFull, {
       maxInFlight: opts.maxInFlight ?? 16, maxBlocks: opts.maxBlocks ?? 256, batch: 1024,
     });
@@ -156,12 +196,18 @@ async function receive(conn: Connection, opts: IncomingOptions, setState: (s: De
     let corrections: [number, number][] = [];
     let refsReceived = 0;
     const tStart = performance.now();
-    // Progress on the return path lets the source count the fetch backlog in its downtime estimate.
+    // Progress on the return path lets the source count the fetch backlog and the hashing still
+    // owed for verification in its downtime estimate.
     const progress = setInterval(() => {
+      digests.invalidate(memory.dirty.readAndClear());
+      if (queue.idle) void digests.refresh(); // never while references land all over memory
       const st = queue.stats;
       const elapsed = (performance.now() - tStart) / 1000;
       void conn
-        .sendJson(FRAME.PROGRESS, { refsReceived, pending: queue.backlog + queue.inFlightRefs, applied: st.applied, bytesRead: st.bytesRead, readRate: st.totalLatencyMs > 0 ? st.bytesRead / elapsed : 0 })
+        .sendJson(FRAME.PROGRESS, {
+          refsReceived, pending: queue.backlog + queue.inFlightRefs, applied: st.applied, bytesRead: st.bytesRead,
+          readRate: st.totalLatencyMs > 0 ? st.bytesRead / elapsed : 0, verifyMs: digests.estimateMs(),
+        })
         .catch(() => {});
     }, 50);
 
@@ -218,6 +264,7 @@ async function receive(conn: Connection, opts: IncomingOptions, setState: (s: De
     const waitFor = async (cond: () => boolean) => {
       while (!cond()) {
         if (readerFailure) throw readerFailure;
+        if (startFailure) throw startFailure;
         if (queue.error) throw storageFailed(); // fail now: the source is waiting on this backlog
         await new Promise<void>((r) => {
           wake = r;
@@ -227,9 +274,8 @@ async function receive(conn: Connection, opts: IncomingOptions, setState: (s: De
       if (readerFailure && !cond()) throw readerFailure;
     };
     await waitFor(() => complete !== null).finally(() => clearInterval(progress));
-    const tc = performance.now();
-    const trace = (what: string) => process.env.LIVEMIG_TRACE && console.error(`[dest] ${what} +${(performance.now() - tc).toFixed(1)} ms after COMPLETE`);
 
+    trace('complete received');
     setState('draining');
     // Re-requested pages arrive as PAGES frames after COMPLETE; wait until none is owed.
     for (;;) {
@@ -243,24 +289,29 @@ async function receive(conn: Connection, opts: IncomingOptions, setState: (s: De
 
     trace('drained');
     setState('verifying');
-    const digests = memory.layout.map((r) => memory.regionDigest(r.index, key));
+    digests.invalidate(memory.dirty.readAndClear());
+    await digests.settle();
+    const mine = digests.regionDigests(memory.layout);
     await waitFor(() => sourceDigests !== null);
-    const bad = digests.findIndex((d, i) => d !== sourceDigests![i]);
-    if (bad >= 0 || digests.length !== sourceDigests!.length) {
+    const bad = mine.findIndex((d, i) => d !== sourceDigests![i]);
+    if (bad >= 0 || mine.length !== sourceDigests!.length) {
       throw new WireError('MIGRATE_VERIFY_FAILED', `memory region ${bad} differs from the source after transfer`);
     }
 
-    trace('verified');
+    trace(`verified (${digests.hashedChunks} chunks hashed in all)`);
     // The map travels with the guest: verified references, corrected by the source's map at pause.
     for (const [page, block] of corrections) {
       if (block === NO_BLOCK) queue.appliedBlock.delete(page);
       else queue.appliedBlock.set(page, block);
     }
     for (const [page, block] of queue.appliedBlock) map.restore(page, block, P2B.READ);
-    memory.dirty.readAndClear();
+    trace('map restored');
     await storage.close();
     storage = null;
+    trace('storage closed');
+    guest = await starting;
     await guest.loadDevice(device as DeviceState); // attaches the disk: the source released it at pause
+    trace('device loaded');
     await guest.resume();
     setState('running');
     trace('guest started');
@@ -286,7 +337,9 @@ async function receive(conn: Connection, opts: IncomingOptions, setState: (s: De
     await conn.sendJson(FRAME.ERROR, { code: e.code ?? 'MIGRATE_FAILED', message: e.message }).catch(() => {});
     conn.destroy();
     if (storage) await storage.close().catch(() => {});
+    guest ??= starting ? await starting.catch(() => null) : null;
     if (guest) await guest.stop().catch(() => {}); // never resumed: the source keeps the guest
+    else if (ready) await ready.worker.terminate().catch(() => {});
     if (hasher) await hasher.close().catch(() => {});
     throw err;
   }

@@ -1,11 +1,10 @@
 /**
- * Keyed page hashing on worker threads. At about 5 µs per 4 KiB page, hashing on
- * the event loop capped the fetch queue near 150 MB/s and slowed the source's
- * rounds; the pool keeps the loop free for I/O and uses the other cores.
+ * Keyed hashing on worker threads (hash-worker.mjs). At about 5 µs per 4 KiB page,
+ * hashing on the event loop capped the fetch queue near 150 MB/s and slowed the
+ * source's rounds; the pool keeps the loop free for I/O and uses the other cores.
  */
 import os from 'node:os';
-import type { Worker } from 'node:worker_threads';
-import { startTsWorker } from '../util/ts-worker.ts';
+import { Worker } from 'node:worker_threads';
 import type { SharedMemory } from '../guest/memory.ts';
 
 export class HashPool {
@@ -14,15 +13,16 @@ export class HashPool {
   private nextId = 1;
   private readonly waiting = new Map<number, (m: { hashes: Uint8Array; buffer?: ArrayBuffer }) => void>();
 
-  constructor(key: Buffer, memory?: SharedMemory, size = Math.min(4, Math.max(2, os.availableParallelism() - 1))) {
+  constructor(key: Buffer, memory?: SharedMemory, readonly size = Math.min(4, Math.max(2, os.availableParallelism() - 1))) {
     this.workers = Array.from({ length: size }, () => {
-      const w = startTsWorker(new URL('./hash-worker.ts', import.meta.url), { key: key.toString('hex'), memory });
+      const w = new Worker(new URL('./hash-worker.mjs', import.meta.url), { workerData: { key: key.toString('hex'), memory } });
       w.on('message', (m: { id: number; hashes: Uint8Array; buffer?: ArrayBuffer }) => {
         const done = this.waiting.get(m.id);
         this.waiting.delete(m.id);
+        if (this.waiting.size === 0) for (const x of this.workers) x.unref();
         done?.(m);
       });
-      w.unref();
+      w.unref(); // an idle pool keeps nothing alive; a pending job does
       return w;
     });
   }
@@ -30,6 +30,7 @@ export class HashPool {
   private submit(job: object, transfer: ArrayBuffer[]): Promise<{ hashes: Uint8Array; buffer?: ArrayBuffer }> {
     const id = this.nextId++;
     const w = this.workers[this.next++ % this.workers.length];
+    if (this.waiting.size === 0) for (const x of this.workers) x.ref();
     return new Promise((resolve) => {
       this.waiting.set(id, resolve);
       w.postMessage({ ...job, id }, transfer);
@@ -44,10 +45,16 @@ export class HashPool {
     return { buffer: Buffer.from(r.buffer!), hashes: r.hashes };
   }
 
-  /** Hashes pages of the guest memory the pool was created with, read in place. */
+  /** Hashes pages of the guest memory the pool was created with, read in place (16 bytes each). */
   async hashPages(pages: number[]): Promise<Uint8Array> {
     const list = Uint32Array.from(pages);
     return (await this.submit({ pages: list }, [list.buffer as ArrayBuffer])).hashes;
+  }
+
+  /** HMAC-SHA-256 (32 bytes each) of chunks of `chunkPages` pages of that memory, by chunk index. */
+  async digestChunks(chunks: Uint32Array, chunkPages: number): Promise<Uint8Array> {
+    const list = chunks.slice();
+    return (await this.submit({ chunks: list, chunkPages }, [list.buffer as ArrayBuffer])).hashes;
   }
 
   async close(): Promise<void> {

@@ -19,6 +19,8 @@ import { CAPABILITIES, pageHash, sampleBlocks, type Hello, type Welcome } from '
 import { RateLimit } from './rate-limit.ts';
 import { BandwidthMeter } from './bandwidth.ts';
 import { HashPool } from './hash-pool.ts';
+import { MemoryDigests } from './memory-digests.ts';
+import { phaseTrace } from '../util/trace.ts';
 import type { MigrationResult, ResumedReport, RoundStats, Strategy } from './result.ts';
 
 export interface MigrateOptions {
@@ -62,6 +64,7 @@ async function storageIdentity(spec: string, key: Buffer): Promise<Hello['storag
 
 export async function migrate(guest: Guest, opts: MigrateOptions): Promise<MigrationResult> {
   const t0 = performance.now();
+  const trace = phaseTrace('source');
   const key = randomBytes(32);
   const memory = guest.memory;
   const map = guest.map;
@@ -72,6 +75,13 @@ export async function migrate(guest: Guest, opts: MigrateOptions): Promise<Migra
   const limit = new RateLimit(opts.maxBandwidth);
   const hasher = new HashPool(key, memory.shared());
   const meter = new BandwidthMeter();
+  const digests = new MemoryDigests(hasher, pages, key);
+  /** Reads and clears the dirty log; the digests learn of every write through here. */
+  const takeDirty = () => {
+    const d = memory.dirty.readAndClear();
+    digests.invalidate(d);
+    return d;
+  };
   const totals = { full: 0, zero: 0, ref: 0, refRetried: 0 };
   const roundStats: RoundStats[] = [];
   let seq = 0;
@@ -81,7 +91,7 @@ export async function migrate(guest: Guest, opts: MigrateOptions): Promise<Migra
   let detached = false;
   let failure: Error | null = null;
   const requested = new Set<number>();
-  interface FetchProgress { refsReceived: number; pending: number; readRate: number }
+  interface FetchProgress { refsReceived: number; pending: number; readRate: number; verifyMs?: number }
   let progress: FetchProgress = { refsReceived: 0, pending: 0, readRate: 0 };
   let refsSent = 0;
   /** The block of the last reference sent for each page (NO_BLOCK after a full or zero send). */
@@ -121,6 +131,7 @@ export async function migrate(guest: Guest, opts: MigrateOptions): Promise<Migra
     if (status.state !== 'running' && status.state !== 'paused') throw new MigrationError('MIGRATE_GUEST_STATE', `guest is ${status.state}`);
     wasRunning = status.state === 'running';
     await conn.sendJson(FRAME.HELLO, hello);
+    trace('hello sent');
     const welcome = await conn.readJson<Welcome>(FRAME.WELCOME).catch((e: WireError) => {
       throw new MigrationError(e.code, `destination refused the migration: ${e.message}`);
     });
@@ -208,7 +219,8 @@ export async function migrate(guest: Guest, opts: MigrateOptions): Promise<Migra
     };
 
     // Round 0 sends everything; the dirty log is cleared first so it records what changes meanwhile.
-    memory.dirty.readAndClear();
+    trace('welcome received');
+    takeDirty();
     let toSend: Iterable<number> = { [Symbol.iterator]: function* () { for (let p = 0; p < pages; p++) yield p; } };
     let round = 0;
     let slowRounds = 0; // rounds where the link, not the fetch backlog, kept us from stopping
@@ -220,10 +232,12 @@ export async function migrate(guest: Guest, opts: MigrateOptions): Promise<Migra
       const again = await sendPages(retry, false);
       const ms = performance.now() - tr;
       meter.record(sent.bytes + again.bytes, ms);
-      const dirty = memory.dirty.readAndClear();
+      const dirty = takeDirty();
+      void digests.refresh(); // in the background: at pause only chunks written since need hashing
       const perPage = (sent.bytes + again.bytes) / Math.max(1, sent.full + sent.zero + sent.ref + again.full + again.zero);
       const linkMs = meter.estimateMs(dirty.length * perPage);
-      const fetchMs = fetchBacklogMs();
+      // The destination drains its fetch queue, then hashes what it has not hashed yet, then resumes.
+      const fetchMs = fetchBacklogMs() + (progress.verifyMs ?? 0);
       const estimate = linkMs + fetchMs;
       const stats: RoundStats = {
         round, pages: sent.full + sent.zero + sent.ref, full: sent.full + again.full, zero: sent.zero + again.zero, ref: sent.ref,
@@ -255,7 +269,7 @@ export async function migrate(guest: Guest, opts: MigrateOptions): Promise<Migra
 
     // Stop-and-copy.
     const tPause = performance.now();
-    const trace = (what: string) => process.env.LIVEMIG_TRACE && console.error(`[source] ${what} +${(performance.now() - tPause).toFixed(1)} ms`);
+    trace('pausing');
     await guest.pause(); // waits for a safe point and flushes the disk: write mappings are referenceable now
     paused = true;
     trace('paused');
@@ -263,7 +277,7 @@ export async function migrate(guest: Guest, opts: MigrateOptions): Promise<Migra
     trace('disk detached');
     detached = true;
     const retry = takeRequested();
-    const last = new Set<number>([...memory.dirty.readAndClear(), ...(toSend as Uint32Array)]);
+    const last = new Set<number>([...takeDirty(), ...(toSend as Uint32Array)]);
     for (const p of retry) last.delete(p);
     const fin = await sendPages(last, true);
     const again = await sendPages(retry, false); // a page whose reference failed goes in full
@@ -273,6 +287,7 @@ export async function migrate(guest: Guest, opts: MigrateOptions): Promise<Migra
     roundStats.push({ round, pages: last.size, full: fin.full, zero: fin.zero, ref: fin.ref, bytes: fin.bytes, ms: performance.now() - tPause, dirtyAfter: 0, estimatedDowntimeMs: 0, throttle });
     opts.onRound?.(roundStats[roundStats.length - 1]);
     trace('last pages sent');
+    const settled = digests.settle(); // memory is still now: hash what changed while the rest goes out
     if (useRefs) {
       // The destination's map starts from the references it verified; a block written after its
       // fetch, or a mapping made since, would leave it wrong. Send what differs from the map at pause.
@@ -288,17 +303,17 @@ export async function migrate(guest: Guest, opts: MigrateOptions): Promise<Migra
     trace('device state sent');
     await conn.sendJson(FRAME.COMPLETE, { lastSeq: seq });
     trace('complete sent');
-    // Hashed while the destination drains and hashes its copy: the two overlap in downtime.
-    const digests = memory.layout.map((r) => memory.regionDigest(r.index, key));
-    await conn.sendJson(FRAME.DIGESTS, { digests });
-    trace('digests sent');
+    await settled;
+    await conn.sendJson(FRAME.DIGESTS, { digests: digests.regionDigests(memory.layout) });
+    trace(`digests sent (${digests.hashedChunks} chunks hashed in all)`);
     const timeout = opts.completeTimeoutMs ?? 120_000;
     const report = await Promise.race([
       resumedReport,
       failedSignal,
       new Promise<never>((_, reject) => setTimeout(() => reject(new MigrationError('MIGRATE_TIMEOUT', `the destination did not resume within ${timeout} ms`)), timeout).unref()),
     ]);
-    const downtimeMs = performance.now() - tPause;
+    const tEnd = performance.now();
+    const downtimeMs = tEnd - tPause;
     trace('resumed received');
     for (const r of roundStats) {
       totals.full += r.full;
@@ -313,7 +328,7 @@ export async function migrate(guest: Guest, opts: MigrateOptions): Promise<Migra
       workload: guest.config.workload,
       memoryBytes: memory.memoryBytes,
       verified: report.verified,
-      totalTimeMs: Math.round(performance.now() - t0),
+      totalTimeMs: Math.round(tEnd - t0),
       downtimeMs: Math.round(downtimeMs),
       rounds: roundStats.length,
       linkBytes: conn.bytesSent + conn.bytesReceived,

@@ -1,6 +1,11 @@
-// Worker threads do not inherit tsx's loader on Node 20: register it, then load the TypeScript entry.
-import { workerData } from 'node:worker_threads';
+// Worker threads do not inherit tsx's loader on Node 20: register it, load the
+// TypeScript entry, and call its default export with the data, given at start
+// or, for a spare booted ahead, in its first message.
+import { parentPort, workerData } from 'node:worker_threads';
 import { register } from 'tsx/esm/api';
 
 register();
-await import(workerData.entry);
+const loaded = import(workerData.entry);
+const start = workerData.spare ? await new Promise((resolve) => parentPort.once('message', resolve)) : workerData;
+const entry = start.entry === workerData.entry ? await loaded : await import(start.entry);
+entry.default(start.data);

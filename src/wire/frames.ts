@@ -6,9 +6,9 @@
  * Every frame: type u16 | flags u16 | length u32 (big endian), then `length` bytes.
  * Type 0 is invalid, so a zeroed buffer never parses as a frame.
  */
-export const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = 2;
 /** The oldest version this build still speaks. Raise it only with a breaking change. */
-export const PROTOCOL_VERSION_MIN = 1;
+export const PROTOCOL_VERSION_MIN = 2;
 
 export const FRAME_HEADER = 8;
 export const MAX_FRAME = 16 * 1024 * 1024;

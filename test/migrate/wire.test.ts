@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import net from 'node:net';
 import { once } from 'node:events';
 import { PageBatch, decodePages, encodePageRequest, decodePageRequest, type PageEntry } from '../../src/wire/pages.ts';
-import { ENCODING, FRAME, WireError, PAGE_ENTRY_HEADER } from '../../src/wire/frames.ts';
+import { ENCODING, FRAME, WireError, PAGE_ENTRY_HEADER, PROTOCOL_VERSION, PROTOCOL_VERSION_MIN } from '../../src/wire/frames.ts';
 import { chooseVersion, pageHash } from '../../src/wire/handshake.ts';
 import { Connection } from '../../src/wire/connection.ts';
 
@@ -58,8 +58,11 @@ test('page requests round-trip and are bounds-checked', () => {
 });
 
 test('version negotiation takes the highest common version or refuses with both windows', () => {
-  assert.equal(chooseVersion({ versionMin: 1, versionMax: 5 }), 1);
-  assert.throws(() => chooseVersion({ versionMin: 2, versionMax: 9 }), (e: unknown) => e instanceof WireError && e.code === 'MIGRATE_VERSION' && /2\.\.9/.test(e.message));
+  assert.equal(chooseVersion({ versionMin: PROTOCOL_VERSION_MIN, versionMax: PROTOCOL_VERSION + 3 }), PROTOCOL_VERSION);
+  assert.equal(chooseVersion({ versionMin: 1, versionMax: PROTOCOL_VERSION }), PROTOCOL_VERSION);
+  // Version 1 digested whole regions; a peer that speaks only it is refused, naming both windows.
+  assert.throws(() => chooseVersion({ versionMin: 1, versionMax: 1 }), (e: unknown) => e instanceof WireError && e.code === 'MIGRATE_VERSION' && /1\.\.1/.test(e.message) && /2\.\.2/.test(e.message));
+  assert.throws(() => chooseVersion({ versionMin: PROTOCOL_VERSION + 1, versionMax: 9 }), (e: unknown) => e instanceof WireError && e.code === 'MIGRATE_VERSION');
 });
 
 test('page hashes are keyed: another key gives another hash', () => {

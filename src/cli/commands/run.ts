@@ -17,7 +17,7 @@ export const help = `Usage: livemig run --name NAME --memory SIZE --disk NBD-URI
                    --workload PROFILE --control SOCKET [--state-dir DIR]
                    [--seed N] [--dirty-rate SIZE/s] [--write-rate SIZE/s] [--json]
        livemig run --incoming tcp://HOST:PORT --control SOCKET [--disk NBD-URI|PATH]
-                   [--state-dir DIR] [--json]
+                   [--memory SIZE] [--state-dir DIR] [--json]
 
 Start an emulated guest: memory in shared buffers, a workload in a worker
 thread, its disk behind the I/O interceptor that keeps the p2b map (SQLite in
@@ -27,7 +27,10 @@ migrated away ('livemig migrate').
 With --incoming it is a destination: it waits for a guest to arrive on that
 address, then runs it with the same control commands. Memory size, workload and
 seed come from the source; --disk says how this host reaches the shared disk
-(default: the source's URI or path).
+(default: the source's URI or path). --memory, if given, allocates and faults
+in that much memory and boots the guest's thread before the source connects
+(as QEMU's -m with -mem-prealloc), which keeps that work out of the migration;
+a guest of another size is then refused.
 
   --memory SIZE        guest memory, e.g. 1GiB (regions of at most 1 GiB)
   --disk URI|PATH      nbd://HOST:PORT/EXPORT, nbd+unix:///EXPORT?socket=S, or a file
@@ -102,11 +105,13 @@ export async function run(args: string[]): Promise<number> {
   };
 
   if (values.incoming) {
-    for (const flag of ['name', 'memory', 'workload', 'seed', 'dirty-rate', 'write-rate'] as const) {
+    for (const flag of ['name', 'workload', 'seed', 'dirty-rate', 'write-rate'] as const) {
       if (values[flag] !== undefined) throw new UsageError(`--${flag} comes from the source with --incoming`);
     }
     const at = asUsage(() => parseTcpAddress(values.incoming!));
-    const inc = await listenIncoming({ host: at.host, port: at.port, disk: values.disk, stateDir: stateDirFor });
+    const memoryBytes = values.memory === undefined ? undefined : sizeOption('--memory', values.memory);
+    if (memoryBytes !== undefined && memoryBytes % 4096) throw new UsageError('--memory must be a multiple of 4 KiB');
+    const inc = await listenIncoming({ host: at.host, port: at.port, disk: values.disk, stateDir: stateDirFor, memoryBytes });
     incoming = inc;
     const server = await serveControl(control, target);
     process.once('SIGINT', () => (inc.close(), void stop()));
