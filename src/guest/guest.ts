@@ -178,11 +178,8 @@ export class Guest {
 
   /** Pauses at a safe point (disk flushed), then writes the map to its database. */
   async pause(): Promise<GuestStatus> {
-    const t0 = performance.now();
     await this.request<WorkerStatus>({ cmd: 'pause' });
-    const t1 = performance.now();
     this.persister.flush();
-    if (process.env.LIVEMIG_TRACE) console.error(`[guest] pause: worker ${(t1 - t0).toFixed(1)} ms, map persisted ${(performance.now() - t1).toFixed(1)} ms`);
     return this.status();
   }
 

@@ -158,9 +158,7 @@ async function main(init: WorkerInit): Promise<void> {
   for (;;) {
     if (state !== 'running' || pauseWaiters.length > 0 || stopping) {
       if (state === 'running') {
-        const tf = performance.now();
         await disk.flush(); // the safe point: all of this guest's writes are durable
-        if (process.env.LIVEMIG_TRACE) console.error(`[guest] flush ${(performance.now() - tf).toFixed(1)} ms`);
         state = 'paused';
       }
       for (const w of pauseWaiters.splice(0)) w();

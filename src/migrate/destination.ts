@@ -26,6 +26,7 @@ import { FetchQueue } from './fetch-queue.ts';
 import { HashPool } from './hash-pool.ts';
 import { MemoryDigests } from './memory-digests.ts';
 import { phaseTrace } from '../util/trace.ts';
+import { cpuMsSince } from '../util/process-usage.ts';
 import type { ResumedReport } from './result.ts';
 
 export type DestinationState = 'listening' | 'handshake' | 'receiving' | 'draining' | 'verifying' | 'running' | 'failed';
@@ -134,6 +135,7 @@ async function receive(conn: Connection, opts: IncomingOptions, ready: Prepared 
   const trace = phaseTrace('dest');
   try {
     setState('handshake');
+    const cpu0 = process.cpuUsage();
     const hello = await conn.readJson<Hello & { storage: { spec: string } }>(FRAME.HELLO);
     if (hello.protocol !== 'livemig') throw new WireError('MIGRATE_PROTOCOL', 'not a livemig migration');
     const version = chooseVersion(hello);
@@ -195,6 +197,7 @@ async function receive(conn: Connection, opts: IncomingOptions, ready: Prepared 
     let sourceDigests: string[] | null = null;
     let corrections: [number, number][] = [];
     let refsReceived = 0;
+    const backlog = { max: 0, sum: 0, samples: 0 };
     const tStart = performance.now();
     // Progress on the return path lets the source count the fetch backlog and the hashing still
     // owed for verification in its downtime estimate.
@@ -202,6 +205,10 @@ async function receive(conn: Connection, opts: IncomingOptions, ready: Prepared 
       digests.invalidate(memory.dirty.readAndClear());
       if (queue.idle) void digests.refresh(); // never while references land all over memory
       const st = queue.stats;
+      const waiting = queue.backlog + queue.inFlightRefs;
+      backlog.max = Math.max(backlog.max, waiting);
+      backlog.sum += waiting;
+      backlog.samples++;
       const elapsed = (performance.now() - tStart) / 1000;
       void conn
         .sendJson(FRAME.PROGRESS, {
@@ -323,10 +330,19 @@ async function receive(conn: Connection, opts: IncomingOptions, ready: Prepared 
       refsApplied: s.applied,
       mapEntries: queue.appliedBlock.size,
       refRetried: s.mismatched,
-      reads: s.reads,
-      maxInFlight: s.maxInFlight,
-      meanLatencyMs: s.reads ? Math.round((s.totalLatencyMs / s.reads) * 100) / 100 : 0,
-      stale: s.stale,
+      fetch: {
+        reads: s.reads,
+        maxInFlight: s.maxInFlight,
+        meanLatencyMs: s.reads ? Math.round((s.totalLatencyMs / s.reads) * 100) / 100 : 0,
+        stale: s.stale,
+        busyMs: Math.round(s.busyMs),
+        readRate: s.busyMs > 0 ? Math.round(s.bytesRead / (s.busyMs / 1000)) : 0,
+        maxBacklog: backlog.max,
+        meanBacklog: backlog.samples ? Math.round(backlog.sum / backlog.samples) : 0,
+      },
+      cpuMs: cpuMsSince(cpu0),
+      peakRss: process.resourceUsage().maxRSS * 1024,
+      digestChunks: digests.hashedChunks,
     };
     await conn.sendJson(FRAME.RESUMED, report);
     conn.close();

@@ -28,6 +28,8 @@ export interface FetchStats {
   bytesRead: number;
   maxInFlight: number;
   totalLatencyMs: number;
+  /** Time with at least one read outstanding: storage throughput is bytesRead over this. */
+  busyMs: number;
 }
 
 export class FetchQueue {
@@ -40,7 +42,8 @@ export class FetchQueue {
   private timer: NodeJS.Timeout | null = null;
   private idleWaiters: (() => void)[] = [];
   private failure: Error | null = null;
-  readonly stats: FetchStats = { refs: 0, applied: 0, stale: 0, mismatched: 0, reads: 0, bytesRead: 0, maxInFlight: 0, totalLatencyMs: 0 };
+  readonly stats: FetchStats = { refs: 0, applied: 0, stale: 0, mismatched: 0, reads: 0, bytesRead: 0, maxInFlight: 0, totalLatencyMs: 0, busyMs: 0 };
+  private busySince = 0;
   /** Pages applied from a reference, with their blocks: where the destination's p2b map starts. */
   readonly appliedBlock: Map<number, number> = new Map();
 
@@ -140,7 +143,7 @@ export class FetchQueue {
   inFlightRefs = 0;
 
   private async read(run: Ref[], first: number, count: number): Promise<void> {
-    this.inFlight++;
+    if (this.inFlight++ === 0) this.busySince = performance.now();
     this.inFlightRefs += run.length;
     this.stats.maxInFlight = Math.max(this.stats.maxInFlight, this.inFlight);
     const t0 = performance.now();
@@ -173,7 +176,7 @@ export class FetchQueue {
     } catch (err) {
       this.failure ??= err as Error;
     } finally {
-      this.inFlight--;
+      if (--this.inFlight === 0) this.stats.busyMs += performance.now() - this.busySince;
       this.inFlightRefs -= run.length;
       this.pump();
     }

@@ -6,7 +6,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
-import { mkdtempSync, rmSync, openSync, writeSync, closeSync, fsyncSync, readFileSync, readdirSync } from 'node:fs';
+import { mkdtempSync, rmSync, openSync, writeSync, closeSync, fsyncSync, existsSync } from 'node:fs';
 import { randomFillSync } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -14,6 +14,7 @@ import { setTimeout as delay } from 'node:timers/promises';
 import { controlRequest } from '../guest/control/client.ts';
 import type { GuestStatus } from '../guest/guest.ts';
 import type { MigrationResult, RoundStats, Strategy } from './result.ts';
+import { processUsage } from '../util/process-usage.ts';
 
 const LIVEMIG = new URL('../../bin/livemig.js', import.meta.url).pathname;
 
@@ -30,7 +31,31 @@ export interface LocalRunOptions {
   diskImage?: string;
   onPhase?: (phase: string) => void;
   onRound?: (r: RoundStats) => void;
+  /** Where each process runs and how they reach each other; default: all on loopback. */
+  placement?: Placement;
+  /** The NBD server for the disk: livemig's own, or nbdkit's file plugin, optionally behind its rate filter (bytes/s). */
+  storage?: { server: 'livemig' | 'nbdkit'; rate?: number };
+  /** Called once the guest is warm, just before migrating: a benchmark measures its references here. */
+  beforeMigrate?: (env: { disk: (role: 'source' | 'destination') => string; wrap: Placement['wrap'] }) => Promise<void>;
 }
+
+export type Role = 'storage' | 'source' | 'destination';
+
+/** Hosts on one machine: separate network namespaces (bench/lib/netns.ts), or plain loopback. */
+export interface Placement {
+  /** The command prefix that runs a process as that host, e.g. ['ip', 'netns', 'exec', 'lmb-src']. */
+  wrap: (role: Role) => string[];
+  /** The address each server listens on. */
+  listen: { storage: string; destination: string };
+  /** The storage server's address as the source and the destination reach it. */
+  storageFrom: { source: string; destination: string };
+}
+
+export const LOOPBACK: Placement = {
+  wrap: () => [],
+  listen: { storage: '127.0.0.1', destination: '127.0.0.1' },
+  storageFrom: { source: '127.0.0.1', destination: '127.0.0.1' },
+};
 
 export const diskBytesFor = (memoryBytes: number) => Math.max(256 << 20, memoryBytes * 2);
 
@@ -44,20 +69,11 @@ export function makeDiskImage(path: string, bytes: number): string {
   return path;
 }
 
-/** CPU time (user + system, all threads) a child process has used so far, from /proc. */
-function cpuMs(child: ChildProcess): number {
-  try {
-    const stat = readFileSync(`/proc/${child.pid}/stat`, 'utf8');
-    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return ((Number(f[11]) + Number(f[12])) * 1000) / 100; // utime, stime in USER_HZ ticks
-  } catch {
-    return NaN;
-  }
-}
-
-/** Starts a livemig process and returns it with the JSON line it prints when ready. */
-async function startProcess(args: string[], children: ChildProcess[]): Promise<{ child: ChildProcess; info: Record<string, string> }> {
-  const child = spawn(process.execPath, [...(process.env.LIVEMIG_PROF ? ['--cpu-prof', '--cpu-prof-dir=' + process.env.LIVEMIG_PROF] : []), LIVEMIG, ...args, '--json'], { stdio: ['ignore', 'pipe', 'pipe'] });
+/** Starts a livemig process (as `wrap` says) and returns it with the JSON line it prints when ready. */
+async function startProcess(wrap: string[], args: string[], children: ChildProcess[]): Promise<{ child: ChildProcess; info: Record<string, string> }> {
+  const profile = process.env.LIVEMIG_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.LIVEMIG_PROF}`] : [];
+  const command = [...wrap, process.execPath, ...profile, LIVEMIG, ...args, '--json'];
+  const child = spawn(command[0], command.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });
   children.push(child);
   let stderr = '';
   child.stderr!.on('data', (d) => {
@@ -73,7 +89,38 @@ async function startProcess(args: string[], children: ChildProcess[]): Promise<{
   return { child, info: JSON.parse(line) };
 }
 
-export async function runLocalMigration(o: LocalRunOptions): Promise<MigrationResult & { destinationRunning: boolean }> {
+/** Starts the storage server as its host; resolves with its pid and port once it accepts connections. */
+async function startStorage(o: NonNullable<LocalRunOptions['storage']>, image: string, at: Placement, dir: string, children: ChildProcess[]): Promise<{ pid: number; port: number }> {
+  if (o.server === 'livemig') {
+    if (o.rate) throw new Error('a storage rate limit needs nbdkit (its rate filter)');
+    const nbd = await startProcess(at.wrap('storage'), ['nbd', 'serve', '--export', `disk=${image}`, '--listen', `tcp://${at.listen.storage}:0`], children);
+    const uri = (nbd.info as unknown as { exports: { uri: string }[] }).exports[0].uri;
+    return { pid: nbd.child.pid!, port: Number(new URL(uri).port) };
+  }
+  // nbdkit writes its pid file once it listens: that is the readiness signal.
+  const port = 20000 + Math.floor(Math.random() * 40000);
+  const pidFile = join(dir, 'nbdkit.pid');
+  const rate = o.rate ? ['--filter=rate'] : [];
+  const command = [...at.wrap('storage'), 'nbdkit', '--foreground', '--exit-with-parent', '-P', pidFile, '-i', at.listen.storage, '-p', String(port),
+    '-e', 'disk', ...rate, 'file', image, ...(o.rate ? [`rate=${Math.round(o.rate * 8)}`] : [])];
+  const child = spawn(command[0], command.slice(1), { stdio: ['ignore', 'ignore', 'pipe'] });
+  children.push(child);
+  let stderr = '';
+  child.stderr!.on('data', (d) => (stderr += d));
+  for (let i = 0; !existsSync(pidFile); i++) {
+    if (child.exitCode !== null || i > 200) throw new Error(`nbdkit did not start: ${stderr.trim() || `exit ${child.exitCode}`}`);
+    await delay(25);
+  }
+  return { pid: child.pid!, port };
+}
+
+export type LocalMigrationResult = MigrationResult & {
+  destinationRunning: boolean;
+  /** The NBD server process over the migration. */
+  storageServer: { cpuMs: number; peakRss: number };
+};
+
+export async function runLocalMigration(o: LocalRunOptions): Promise<LocalMigrationResult> {
   const dir = mkdtempSync(join(tmpdir(), 'livemig-demo-'));
   const phase = o.onPhase ?? (() => {});
   const children: ChildProcess[] = [];
@@ -83,13 +130,15 @@ export async function runLocalMigration(o: LocalRunOptions): Promise<MigrationRe
       phase(`writing a ${diskBytesFor(o.memoryBytes) >> 20} MiB disk image`);
       image = makeDiskImage(join(dir, 'disk.img'), diskBytesFor(o.memoryBytes));
     }
-    const nbd = await startProcess(['nbd', 'serve', '--export', `disk=${image}`, '--listen', 'tcp://127.0.0.1:0'], children);
-    const disk = (nbd.info as unknown as { exports: { uri: string }[] }).exports[0].uri;
+    const at = o.placement ?? LOOPBACK;
+    const storage = await startStorage(o.storage ?? { server: 'livemig' }, image, at, dir, children);
+    const disk = (role: 'source' | 'destination') => `nbd://${at.storageFrom[role]}:${storage.port}/disk`;
     const dstControl = join(dir, 'destination.sock');
-    const dst = await startProcess(['run', '--incoming', 'tcp://127.0.0.1:0', '--memory', String(o.memoryBytes), '--control', dstControl, '--state-dir', join(dir, 'destination')], children);
+    const dst = await startProcess(at.wrap('destination'), ['run', '--incoming', `tcp://${at.listen.destination}:0`, '--disk', disk('destination'),
+      '--memory', String(o.memoryBytes), '--control', dstControl, '--state-dir', join(dir, 'destination')], children);
     phase('starting the source guest');
     const srcControl = join(dir, 'source.sock');
-    await startProcess(['run', '--name', 'demo', '--memory', String(o.memoryBytes), '--disk', disk, '--workload', o.workload,
+    await startProcess(at.wrap('source'), ['run', '--name', 'demo', '--memory', String(o.memoryBytes), '--disk', disk('source'), '--workload', o.workload,
       '--seed', String(o.seed ?? 1), '--control', srcControl, '--state-dir', join(dir, 'source')], children);
     for (;;) {
       const s = await controlRequest<GuestStatus>(srcControl, 'status');
@@ -99,6 +148,7 @@ export async function runLocalMigration(o: LocalRunOptions): Promise<MigrationRe
       await delay(100);
     }
     await delay(o.warmMs ?? 1000);
+    await o.beforeMigrate?.({ disk, wrap: at.wrap });
 
     phase(`migrating with ${o.strategy}`);
     let seen = 0;
@@ -111,7 +161,7 @@ export async function runLocalMigration(o: LocalRunOptions): Promise<MigrationRe
       }
     }, 100);
     let result: MigrationResult;
-    const cpu0 = children.map(cpuMs);
+    const storageCpu0 = processUsage(storage.pid)?.cpuMs ?? 0;
     try {
       result = await controlRequest<MigrationResult>(srcControl, 'migrate', {
         migrate: { to: dst.info.incoming, strategy: o.strategy, maxBandwidth: o.maxBandwidth, downtimeLimitMs: o.downtimeLimitMs, maxRounds: 30, converge: 'throttle' },
@@ -119,22 +169,15 @@ export async function runLocalMigration(o: LocalRunOptions): Promise<MigrationRe
     } finally {
       clearInterval(ticker);
     }
-    const cpu = children.map((c, i) => cpuMs(c) - cpu0[i]);
-    if (process.env.LIVEMIG_TRACE) console.error(`[cpu] nbd ${cpu[0]} ms, destination ${cpu[1]} ms, source ${cpu[2]} ms`);
-    if (process.env.LIVEMIG_TRACE) {
-      for (const [i, c] of children.entries()) {
-        const tasks = readdirSync(`/proc/${c.pid}/task`).map((t) => {
-          const st = readFileSync(`/proc/${c.pid}/task/${t}/stat`, 'utf8');
-          const f = st.slice(st.lastIndexOf(')') + 2).split(' ');
-          return `${st.slice(st.indexOf('(') + 1, st.lastIndexOf(')'))}:${(Number(f[11]) + Number(f[12])) * 10}`;
-        });
-        console.error(`[cpu] ${['nbd', 'destination', 'source'][i]} threads ${tasks.filter((t) => !t.endsWith(':0')).join(' ')}`);
-      }
-    }
+    const storageUsage = processUsage(storage.pid);
     await delay(200);
     const d = await controlRequest<GuestStatus>(dstControl, 'status');
     await controlRequest(dstControl, 'stop').catch(() => {});
-    return { ...result, destinationRunning: d.state === 'running' && !d.error };
+    return {
+      ...result,
+      destinationRunning: d.state === 'running' && !d.error,
+      storageServer: { cpuMs: (storageUsage?.cpuMs ?? NaN) - storageCpu0, peakRss: storageUsage?.peakRss ?? NaN },
+    };
   } finally {
     for (const c of children) if (c.exitCode === null) c.kill('SIGTERM');
     await Promise.all(children.map((c) => (c.exitCode === null ? new Promise((r) => c.once('exit', r)) : null)));

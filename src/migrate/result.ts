@@ -35,7 +35,27 @@ export interface MigrationResult {
   averageBandwidth: number;
   finalThrottle: number;
   roundStats: RoundStats[];
-  fetch: { reads: number; maxInFlight: number; meanLatencyMs: number; stale: number };
+  fetch: FetchReport;
+  /** CPU time of each agent's process (all threads, its guest's included) over the migration. */
+  cpu: { sourceMs: number; destinationMs: number };
+  /** Peak resident memory of each agent's process. */
+  peakRss: { source: number; destination: number };
+  /** Memory digest chunks (64 KiB) hashed on each side, over the whole migration. */
+  digestChunks: { source: number; destination: number };
+}
+
+/** The destination's fetch queue over the migration. */
+export interface FetchReport {
+  reads: number;
+  maxInFlight: number;
+  meanLatencyMs: number;
+  stale: number;
+  /** Time with a read outstanding, and the storage read rate within it (bytes/s). */
+  busyMs: number;
+  readRate: number;
+  /** References waiting to be read, sampled every 50 ms. */
+  maxBacklog: number;
+  meanBacklog: number;
 }
 
 export interface ResumedReport {
@@ -45,8 +65,8 @@ export interface ResumedReport {
   refsApplied: number;
   mapEntries: number;
   refRetried: number;
-  reads: number;
-  maxInFlight: number;
-  meanLatencyMs: number;
-  stale: number;
+  fetch: FetchReport;
+  cpuMs: number;
+  peakRss: number;
+  digestChunks: number;
 }

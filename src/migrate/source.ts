@@ -22,6 +22,7 @@ import { HashPool } from './hash-pool.ts';
 import { MemoryDigests } from './memory-digests.ts';
 import { phaseTrace } from '../util/trace.ts';
 import type { MigrationResult, ResumedReport, RoundStats, Strategy } from './result.ts';
+import { cpuMsSince } from '../util/process-usage.ts';
 
 export interface MigrateOptions {
   host: string;
@@ -64,6 +65,7 @@ async function storageIdentity(spec: string, key: Buffer): Promise<Hello['storag
 
 export async function migrate(guest: Guest, opts: MigrateOptions): Promise<MigrationResult> {
   const t0 = performance.now();
+  const cpu0 = process.cpuUsage();
   const trace = phaseTrace('source');
   const key = randomBytes(32);
   const memory = guest.memory;
@@ -313,6 +315,7 @@ export async function migrate(guest: Guest, opts: MigrateOptions): Promise<Migra
       new Promise<never>((_, reject) => setTimeout(() => reject(new MigrationError('MIGRATE_TIMEOUT', `the destination did not resume within ${timeout} ms`)), timeout).unref()),
     ]);
     const tEnd = performance.now();
+    const cpuMs = cpuMsSince(cpu0);
     const downtimeMs = tEnd - tPause;
     trace('resumed received');
     for (const r of roundStats) {
@@ -342,7 +345,10 @@ export async function migrate(guest: Guest, opts: MigrateOptions): Promise<Migra
       averageBandwidth: Math.round(meter.average()),
       finalThrottle: throttle,
       roundStats,
-      fetch: { reads: report.reads, maxInFlight: report.maxInFlight, meanLatencyMs: report.meanLatencyMs, stale: report.stale },
+      fetch: report.fetch,
+      cpu: { sourceMs: cpuMs, destinationMs: report.cpuMs },
+      peakRss: { source: process.resourceUsage().maxRSS * 1024, destination: report.peakRss },
+      digestChunks: { source: digests.hashedChunks, destination: report.digestChunks },
     };
   } catch (err) {
     // Before the destination confirmed: the guest goes on here, memory and disk untouched.

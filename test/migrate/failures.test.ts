@@ -204,3 +204,20 @@ test('a destination that sees other storage refuses references: full pages, stil
     await otherServer.stop();
   }
 });
+
+test('a destination prepared for another memory size refuses the guest with MIGRATE_LAYOUT; one prepared for its size takes it', async () => {
+  const g = await startWarmGuest(dir.path, 'prepared', nbd.uri('disk'), 'pagecache'); // 32 MiB
+  const wrong = await listenIncoming({ host: '127.0.0.1', port: 0, stateDir: () => join(dir.path, 'prep-wrong'), memoryBytes: 64 * MiB });
+  const right = await listenIncoming({ host: '127.0.0.1', port: 0, stateDir: () => join(dir.path, 'prep-right'), memoryBytes: 32 * MiB });
+  try {
+    await assert.rejects(migrate(g, { ...base, host: '127.0.0.1', port: wrong.port }), (e: unknown) => e instanceof MigrationError && e.code === 'MIGRATE_LAYOUT' && /67108864/.test(e.message));
+    assert.equal((await g.status()).state, 'running', 'the source keeps its guest');
+    const r = await migrate(g, { ...base, strategy: 'p2b', host: '127.0.0.1', port: right.port });
+    assert.equal(r.verified, true);
+    assert.ok(r.pages.ref > 0);
+    await (await right.guest).stop();
+  } finally {
+    wrong.close();
+    right.close();
+  }
+});
