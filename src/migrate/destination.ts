@@ -205,14 +205,14 @@ async function receive(conn: Connection, opts: IncomingOptions, ready: Prepared 
       digests.invalidate(memory.dirty.readAndClear());
       if (queue.idle) void digests.refresh(); // never while references land all over memory
       const st = queue.stats;
-      const waiting = queue.backlog + queue.inFlightRefs;
+      const waiting = queue.backlog + queue.inFlightPages;
       backlog.max = Math.max(backlog.max, waiting);
       backlog.sum += waiting;
       backlog.samples++;
       const elapsed = (performance.now() - tStart) / 1000;
       void conn
         .sendJson(FRAME.PROGRESS, {
-          refsReceived, pending: queue.backlog + queue.inFlightRefs, applied: st.applied, bytesRead: st.bytesRead,
+          refsReceived, pending: queue.backlog + queue.inFlightPages, applied: st.applied, bytesRead: st.bytesRead,
           readRate: st.totalLatencyMs > 0 ? st.bytesRead / elapsed : 0, verifyMs: digests.estimateMs(),
         })
         .catch(() => {});
@@ -220,6 +220,18 @@ async function receive(conn: Connection, opts: IncomingOptions, ready: Prepared 
 
     const apply = (payload: Buffer) =>
       decodePages(payload, pages, (e) => {
+        if (e.encoding === ENCODING.REF_RUN && 'count' in e) {
+          // Page by page as for single entries; the queue applies only pages whose version is still this one.
+          for (let i = 0; i < e.count; i++) {
+            if (e.seq + i <= lastSeq[e.page + i]) continue;
+            lastSeq[e.page + i] = e.seq + i;
+            awaitingFull.delete(e.page + i);
+          }
+          refsReceived += e.count;
+          if (!check.match) requestFull(Array.from({ length: e.count }, (_, i) => e.page + i));
+          else queue.add(e.page, e.block, e.hash, e.seq, e.count);
+          return;
+        }
         if (e.seq <= lastSeq[e.page]) return; // an older version overtaken by a newer one
         lastSeq[e.page] = e.seq;
         // Any newer version settles a request for this page (a reference that fails again re-requests it).

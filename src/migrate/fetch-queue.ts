@@ -1,10 +1,11 @@
 /**
  * The destination's fetch queue (DESIGN.md, step 3): block references wait here
  * while the migration goes on; they are sorted by block and coalesced into large
- * reads of adjacent blocks (at most `maxBlocks` per read), with up to
- * `maxInFlight` reads outstanding. Each block read is checked against the keyed
- * hash its reference carries and applied only if no newer version of the page
- * arrived meanwhile (sequence numbers); a mismatch asks the source for the page.
+ * reads of adjacent blocks (about `maxBlocks` per read), with up to `maxInFlight`
+ * reads outstanding. A reference covers a run of `count` pages on as many
+ * consecutive blocks (1 for a plain REF). Each is checked against the keyed hash it
+ * carries, and each of its pages is applied only if no newer version of that page
+ * arrived meanwhile (sequence numbers); a mismatch asks the source for the pages.
  */
 import { PAGE_SIZE } from '../guest/layout.ts';
 import type { GuestMemory } from '../guest/memory.ts';
@@ -15,12 +16,14 @@ import type { HashPool } from './hash-pool.ts';
 interface Ref {
   page: number;
   block: number;
+  count: number;
   hash: Uint8Array;
+  /** The first page's sequence number; page + i has seq + i. */
   seq: number;
 }
 
 export interface FetchStats {
-  refs: number;
+  refs: number; // pages referenced
   applied: number;
   stale: number; // a newer version of the page arrived before the block did
   mismatched: number;
@@ -39,6 +42,8 @@ export class FetchQueue {
   private pending: Ref[] = [];
   private head = 0;
   private inFlight = 0;
+  /** Pages in `incoming` and `pending[head..]`. */
+  private waitingPages = 0;
   private timer: NodeJS.Timeout | null = null;
   private idleWaiters: (() => void)[] = [];
   private failure: Error | null = null;
@@ -46,6 +51,8 @@ export class FetchQueue {
   private busySince = 0;
   /** Pages applied from a reference, with their blocks: where the destination's p2b map starts. */
   readonly appliedBlock: Map<number, number> = new Map();
+  /** Pages in reads that have not completed. */
+  inFlightPages = 0;
 
   constructor(
     private readonly storage: BlockBackend,
@@ -56,10 +63,12 @@ export class FetchQueue {
     private readonly opts = { maxInFlight: 16, maxBlocks: 256, batch: 1024 },
   ) {}
 
-  add(page: number, block: number, hash: Uint8Array, seq: number): void {
+  /** Pages page..page+count-1 are blocks block.., with sequence numbers seq..; `hash` covers them all. */
+  add(page: number, block: number, hash: Uint8Array, seq: number, count = 1): void {
     if (this.failure) return; // the destination reports the failure (see `error`); nothing more is read
-    this.incoming.push({ page, block, hash: Buffer.from(hash), seq });
-    this.stats.refs++;
+    this.incoming.push({ page, block, count, hash: Buffer.from(hash), seq });
+    this.stats.refs += count;
+    this.waitingPages += count;
     // Enough for a good sort: go now; otherwise soon, so the queue never idles behind the link.
     if (this.incoming.length >= this.opts.batch) this.pump();
     else this.timer ??= setTimeout(() => ((this.timer = null), this.pump()), 2);
@@ -74,9 +83,9 @@ export class FetchQueue {
     return this.incoming.length === 0 && this.head === this.pending.length && this.inFlight === 0;
   }
 
-  /** References waiting for a read (not yet issued). */
+  /** Referenced pages waiting for a read (not yet issued). */
   get backlog(): number {
-    return this.incoming.length + this.pending.length - this.head;
+    return this.waitingPages;
   }
 
   /** Resolves when every reference so far is resolved; rejects if the storage failed. */
@@ -89,9 +98,20 @@ export class FetchQueue {
     if (this.failure) throw this.failure;
   }
 
+  /** Whether any page of the reference is still its newest version. */
+  private fresh(r: Ref): boolean {
+    for (let i = 0; i < r.count; i++) if (this.lastSeq[r.page + i] === r.seq + i) return true;
+    return false;
+  }
+
+  private drop(r: Ref): void {
+    this.stats.stale += r.count;
+    this.waitingPages -= r.count;
+  }
+
   /**
    * Merges new arrivals (sorted as a batch) into the sorted pending list, dropping
-   * references a newer page version has overtaken, then issues runs of adjacent
+   * references newer page versions have overtaken, then issues runs of adjacent
    * blocks from the front. Re-sorting everything on every completion was the
    * queue's bottleneck: this keeps each pump linear in what it touches.
    */
@@ -102,35 +122,41 @@ export class FetchQueue {
     const waiting = this.pending.length - this.head;
     if (this.incoming.length && (waiting < this.opts.maxBlocks || this.incoming.length >= waiting >> 2)) this.merge();
     while (this.inFlight < this.opts.maxInFlight && this.head < this.pending.length) {
-      // One run: consecutive blocks, at most maxBlocks (a block referenced twice is read once).
+      // One read: references on adjacent or shared blocks, about maxBlocks (a reference is never split).
       const start = this.head;
       const first = this.pending[start].block;
-      let last = first;
+      let end = first + this.pending[start].count;
       let at = start + 1;
       while (at < this.pending.length) {
-        const b = this.pending[at].block;
-        if (b !== last && (b !== last + 1 || b - first + 1 > this.opts.maxBlocks)) break;
-        last = b;
+        const r = this.pending[at];
+        const e = Math.max(end, r.block + r.count);
+        if (r.block > end || e - first > this.opts.maxBlocks) break;
+        end = e;
         at++;
       }
       this.head = at;
-      void this.read(this.pending.slice(start, at), first, last - first + 1);
+      const run = this.pending.slice(start, at);
+      for (const r of run) this.waitingPages -= r.count;
+      void this.read(run, first, end - first);
     }
     this.wake();
   }
 
   private merge(): void {
-    const fresh = (r: Ref) => this.lastSeq[r.page] === r.seq;
-    const add = this.incoming.filter(fresh).sort((a, b) => a.block - b.block);
-    this.stats.stale += this.incoming.length - add.length;
+    const add: Ref[] = [];
+    for (const r of this.incoming) {
+      if (this.fresh(r)) add.push(r);
+      else this.drop(r);
+    }
+    add.sort((a, b) => a.block - b.block);
     this.incoming = [];
     const out: Ref[] = [];
     let i = this.head;
     let j = 0;
     while (i < this.pending.length || j < add.length) {
       const a = this.pending[i];
-      if (a && !fresh(a)) {
-        this.stats.stale++;
+      if (a && !this.fresh(a)) {
+        this.drop(a);
         i++;
       } else if (j >= add.length || (a && a.block <= add[j].block)) out.push(this.pending[i++]);
       else out.push(add[j++]);
@@ -139,12 +165,10 @@ export class FetchQueue {
     this.head = 0;
   }
 
-  /** References in reads that have not completed. */
-  inFlightRefs = 0;
-
   private async read(run: Ref[], first: number, count: number): Promise<void> {
     if (this.inFlight++ === 0) this.busySince = performance.now();
-    this.inFlightRefs += run.length;
+    const pages = run.reduce((n, r) => n + r.count, 0);
+    this.inFlightPages += pages;
     this.stats.maxInFlight = Math.max(this.stats.maxInFlight, this.inFlight);
     const t0 = performance.now();
     try {
@@ -154,30 +178,33 @@ export class FetchQueue {
       this.stats.bytesRead += read.length;
       this.stats.totalLatencyMs += performance.now() - t0;
       // Hashing runs on the pool; the sequence check and the copy stay here, where newer versions land.
-      const { buffer: buf, hashes } = await this.hasher.hashBuffer(read, count);
+      const ranges = new Uint32Array(run.length * 2);
+      run.forEach((r, i) => ((ranges[2 * i] = r.block - first), (ranges[2 * i + 1] = r.count)));
+      const { buffer: buf, hashes } = await this.hasher.hashBuffer(read, ranges);
       const mismatched: number[] = [];
-      for (const r of run) {
-        if (this.lastSeq[r.page] !== r.seq) {
-          this.stats.stale++; // a newer version of this page already arrived: this one must not land
-          continue;
+      run.forEach((r, k) => {
+        const ok = Buffer.compare(hashes.subarray(k * HASH_BYTES, (k + 1) * HASH_BYTES), r.hash) === 0;
+        for (let i = 0; i < r.count; i++) {
+          const page = r.page + i;
+          if (this.lastSeq[page] !== r.seq + i) {
+            this.stats.stale++; // a newer version of this page already arrived: this one must not land
+          } else if (!ok) {
+            this.stats.mismatched++;
+            mismatched.push(page);
+          } else {
+            const at = (r.block - first + i) * PAGE_SIZE;
+            this.memory.setPage(page, buf.subarray(at, at + PAGE_SIZE));
+            this.appliedBlock.set(page, r.block + i);
+            this.stats.applied++;
+          }
         }
-        const i = r.block - first;
-        const data = buf.subarray(i * PAGE_SIZE, (i + 1) * PAGE_SIZE);
-        if (Buffer.compare(hashes.subarray(i * HASH_BYTES, (i + 1) * HASH_BYTES), r.hash) !== 0) {
-          this.stats.mismatched++;
-          mismatched.push(r.page);
-          continue;
-        }
-        this.memory.setPage(r.page, data);
-        this.appliedBlock.set(r.page, r.block);
-        this.stats.applied++;
-      }
+      });
       if (mismatched.length) this.onMismatch(mismatched);
     } catch (err) {
       this.failure ??= err as Error;
     } finally {
       if (--this.inFlight === 0) this.stats.busyMs += performance.now() - this.busySince;
-      this.inFlightRefs -= run.length;
+      this.inFlightPages -= pages;
       this.pump();
     }
   }

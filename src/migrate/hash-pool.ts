@@ -37,24 +37,24 @@ export class HashPool {
     });
   }
 
-  /** Hashes the pages of a buffer it owns (moved to the worker and back). Returns the buffer and hashes. */
-  async hashBuffer(buf: Buffer, count: number): Promise<{ buffer: Buffer; hashes: Uint8Array }> {
+  /**
+   * Keyed hashes of ranges of pages in a buffer it owns (moved to a worker and back),
+   * `ranges` holding [firstPage, count] pairs. Returns the buffer and 16 bytes per range.
+   */
+  async hashBuffer(buf: Buffer, ranges: Uint32Array): Promise<{ buffer: Buffer; hashes: Uint8Array }> {
     // Only a buffer that owns its whole ArrayBuffer can be moved; others are copied once.
     const own = buf.byteOffset === 0 && buf.buffer.byteLength === buf.length ? (buf.buffer as ArrayBuffer) : Uint8Array.prototype.slice.call(buf).buffer;
-    const r = await this.submit({ buffer: own, count }, [own]);
+    const r = await this.submit({ buffer: own, ranges, bytes: 16 }, [own]);
     return { buffer: Buffer.from(r.buffer!), hashes: r.hashes };
   }
 
-  /** Hashes pages of the guest memory the pool was created with, read in place (16 bytes each). */
-  async hashPages(pages: number[]): Promise<Uint8Array> {
-    const list = Uint32Array.from(pages);
-    return (await this.submit({ pages: list }, [list.buffer as ArrayBuffer])).hashes;
-  }
-
-  /** HMAC-SHA-256 (32 bytes each) of chunks of `chunkPages` pages of that memory, by chunk index. */
-  async digestChunks(chunks: Uint32Array, chunkPages: number): Promise<Uint8Array> {
-    const list = chunks.slice();
-    return (await this.submit({ chunks: list, chunkPages }, [list.buffer as ArrayBuffer])).hashes;
+  /**
+   * Keyed hashes of ranges of the guest memory the pool was created with, read in place;
+   * `ranges` holds [firstPage, count] pairs, none across a region. 16 bytes per range
+   * (page references) or 32 (memory digests).
+   */
+  async hashMemory(ranges: Uint32Array, bytes: 16 | 32 = 16): Promise<Uint8Array> {
+    return (await this.submit({ ranges, bytes }, [])).hashes;
   }
 
   async close(): Promise<void> {

@@ -24,6 +24,7 @@ const JOB_CHUNKS = 256;
 
 export class MemoryDigests {
   private readonly chunks: number;
+  private readonly pages: number;
   private readonly digests: Uint8Array;
   private readonly version: Uint32Array;
   private readonly stale: Uint8Array;
@@ -42,6 +43,7 @@ export class MemoryDigests {
     zeroed = false,
   ) {
     if ((MAX_REGION_BYTES / PAGE_SIZE) % DIGEST_CHUNK_PAGES !== 0) throw new Error('digest chunks must not span regions');
+    this.pages = pages;
     this.chunks = Math.ceil(pages / DIGEST_CHUNK_PAGES);
     this.digests = new Uint8Array(this.chunks * DIGEST_BYTES);
     this.version = new Uint32Array(this.chunks);
@@ -108,7 +110,12 @@ export class MemoryDigests {
         const list = Uint32Array.from(todo.slice(next, next + JOB_CHUNKS));
         next += list.length;
         const seen = list.map((c) => this.version[c]);
-        const out = await this.pool.digestChunks(list, DIGEST_CHUNK_PAGES);
+        const ranges = new Uint32Array(list.length * 2);
+        list.forEach((c, i) => {
+          ranges[2 * i] = c * DIGEST_CHUNK_PAGES;
+          ranges[2 * i + 1] = Math.min(DIGEST_CHUNK_PAGES, this.pages - c * DIGEST_CHUNK_PAGES); // the last may be short
+        });
+        const out = await this.pool.hashMemory(ranges, DIGEST_BYTES);
         this.hashedChunks += list.length;
         for (let i = 0; i < list.length; i++) {
           const c = list[i];

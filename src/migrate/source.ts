@@ -12,7 +12,7 @@ import { PAGE_SIZE } from '../guest/layout.ts';
 import type { Guest } from '../guest/guest.ts';
 import { openBackend } from '../storage/open.ts';
 import { Connection, parseJson } from '../wire/connection.ts';
-import { FRAME, PROTOCOL_VERSION, PROTOCOL_VERSION_MIN, WireError } from '../wire/frames.ts';
+import { FRAME, MAX_REF_RUN, PROTOCOL_VERSION, PROTOCOL_VERSION_MIN, WireError } from '../wire/frames.ts';
 import { PageBatch, decodePageRequest, encodeMapCorrections } from '../wire/pages.ts';
 import { NO_BLOCK } from '../p2b/map.ts';
 import { CAPABILITIES, pageHash, sampleBlocks, type Hello, type Welcome } from '../wire/handshake.ts';
@@ -138,6 +138,7 @@ export async function migrate(guest: Guest, opts: MigrateOptions): Promise<Migra
       throw new MigrationError(e.code, `destination refused the migration: ${e.message}`);
     });
     const useRefs = opts.strategy === 'p2b' && welcome.storageMatch;
+    const maxRun = welcome.capabilities.includes('pages.ref-run') ? MAX_REF_RUN : 1;
 
     // The return path: page requests, progress, the final word.
     void (async () => {
@@ -171,35 +172,54 @@ export async function migrate(guest: Guest, opts: MigrateOptions): Promise<Migra
     async function sendPages(list: Iterable<number>, allowRefs: boolean): Promise<{ full: number; zero: number; ref: number; bytes: number }> {
       const before = { ...batch.counts };
       const sentBefore = conn.bytesSent;
-      // Reference candidates are hashed in batches on the pool, straight from guest memory.
-      let cands: number[] = [];
-      let blocks: number[] = [];
+      // Reference candidates are hashed in batches on the pool, straight from guest memory, as
+      // runs: consecutive pages on consecutive blocks share one reference and one hash.
+      const runs: number[] = []; // firstPage, count pairs
+      const runBlocks: number[] = [];
+      let candidates = 0;
+      const addCandidate = (p: number, block: number) => {
+        const n = runs.length;
+        const extend = n > 0 && runs[n - 2] + runs[n - 1] === p && runBlocks[(n >> 1) - 1] + runs[n - 1] === block && runs[n - 1] < maxRun && (p & 0x3ffff) !== 0; // not across a 1 GiB region
+        if (extend) runs[n - 1]++;
+        else {
+          runs.push(p, 1);
+          runBlocks.push(block);
+        }
+        candidates++;
+      };
       const flushCandidates = async () => {
-        if (!cands.length) return;
-        const hashes = await hasher.hashPages(cands);
-        for (let i = 0; i < cands.length; i++) {
-          const p = cands[i];
-          seq++;
-          // The mapping may have been dropped while we hashed: then send the bytes instead.
-          if (map.referenceable(p) && map.block[p] === blocks[i]) {
-            batch.addRef(p, seq, blocks[i], hashes.subarray(i * 16, i * 16 + 16));
-            lastRef[p] = blocks[i];
-            refsSent++;
+        if (!candidates) return;
+        const hashes = await hasher.hashMemory(Uint32Array.from(runs));
+        for (let r = 0; r < runBlocks.length; r++) {
+          const [first, count, block] = [runs[2 * r], runs[2 * r + 1], runBlocks[r]];
+          // A mapping may have been dropped while we hashed: then the run goes as bytes.
+          let intact = true;
+          for (let i = 0; i < count && intact; i++) intact = map.referenceable(first + i) && map.block[first + i] === block + i;
+          if (intact) {
+            const hash = hashes.subarray(r * 16, r * 16 + 16);
+            if (count === 1) batch.addRef(first, seq + 1, block, hash);
+            else batch.addRefRun(first, seq + 1, block, count, hash);
+            seq += count;
+            for (let i = 0; i < count; i++) lastRef[first + i] = block + i;
+            refsSent += count;
           } else {
-            batch.addFull(p, seq, memory.page(p));
-            lastRef[p] = NO_BLOCK;
+            for (let i = 0; i < count; i++) {
+              batch.addFull(first + i, ++seq, memory.page(first + i));
+              lastRef[first + i] = NO_BLOCK;
+              if (batch.full) await flushBatch();
+            }
           }
           if (batch.full) await flushBatch();
         }
-        cands = [];
-        blocks = [];
+        runs.length = 0;
+        runBlocks.length = 0;
+        candidates = 0;
       };
       for (const p of list) {
         if (failure) throw failure;
         if (allowRefs && useRefs && map.referenceable(p)) {
-          cands.push(p);
-          blocks.push(map.block[p]);
-          if (cands.length === 256) await flushCandidates();
+          addCandidate(p, map.block[p]);
+          if (candidates >= 1024) await flushCandidates();
           continue;
         }
         seq++;

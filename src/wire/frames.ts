@@ -41,8 +41,15 @@ export const ENCODING = {
   FULL: 1, // body: the 4096 bytes
   ZERO: 2, // no body
   REF: 3, // body: block u64 | keyed hash (16 bytes) of the page's content
+  // Pages page..page+count-1 are blocks block..block+count-1, seq..seq+count-1 their
+  // sequence numbers; body: block u64 | count u32 | keyed hash (16 bytes) of all of them.
+  // One hash for a run halves hashing: most of the cost of a 4 KiB HMAC is per call.
+  REF_RUN: 4,
 } as const;
 export const REF_BODY = 24;
+export const REF_RUN_BODY = 28;
+/** The longest run: a run whose block changed is re-sent whole, so keep it bounded (256 KiB). */
+export const MAX_REF_RUN = 64;
 export const HASH_BYTES = 16;
 
 export class WireError extends Error {

@@ -2,7 +2,7 @@
 import { createHmac } from 'node:crypto';
 import { PROTOCOL_VERSION, PROTOCOL_VERSION_MIN, HASH_BYTES, WireError } from './frames.ts';
 
-export const CAPABILITIES = ['pages.full', 'pages.zero', 'pages.ref', 'return-path'] as const;
+export const CAPABILITIES = ['pages.full', 'pages.zero', 'pages.ref', 'pages.ref-run', 'return-path'] as const;
 
 export interface Hello {
   protocol: 'livemig';

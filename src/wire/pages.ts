@@ -1,11 +1,12 @@
 /** Encoding and decoding of PAGES batches (see frames.ts for the entry layout). */
 import { PAGE_SIZE } from '../guest/layout.ts';
-import { ENCODING, PAGE_ENTRY_HEADER, REF_BODY, HASH_BYTES, WireError } from './frames.ts';
+import { ENCODING, PAGE_ENTRY_HEADER, REF_BODY, REF_RUN_BODY, MAX_REF_RUN, HASH_BYTES, WireError } from './frames.ts';
 
 export type PageEntry =
   | { page: number; seq: number; encoding: typeof ENCODING.FULL; data: Uint8Array }
   | { page: number; seq: number; encoding: typeof ENCODING.ZERO }
   | { page: number; seq: number; encoding: typeof ENCODING.REF; block: number; hash: Uint8Array }
+  | { page: number; seq: number; encoding: typeof ENCODING.REF_RUN; block: number; count: number; hash: Uint8Array }
   | { page: number; seq: number; encoding: number; unknown: true };
 
 /** Builds one PAGES payload; entries are appended into one buffer, no per-page objects. */
@@ -54,6 +55,16 @@ export class PageBatch {
     this.counts.ref++;
   }
 
+  /** Pages page.. as blocks block.., `count` of them, sequence numbers seq..; one hash for all. */
+  addRefRun(page: number, seq: number, block: number, count: number, hash: Uint8Array): void {
+    this.header(page, seq, ENCODING.REF_RUN, REF_RUN_BODY);
+    this.buf.writeBigUInt64BE(BigInt(block), this.at);
+    this.buf.writeUInt32BE(count, this.at + 8);
+    this.buf.set(hash.subarray(0, HASH_BYTES), this.at + 12);
+    this.at += REF_RUN_BODY;
+    this.counts.ref += count;
+  }
+
   /** The payload to send; the batch starts over empty. */
   take(): Buffer {
     this.buf.writeUInt32BE(this.count, 0);
@@ -90,6 +101,11 @@ export function decodePages(payload: Buffer, pages: number, fn: (e: PageEntry) =
     else if (encoding === ENCODING.REF) {
       if (length !== REF_BODY) throw new WireError('MIGRATE_PROTOCOL', `reference of ${length} bytes`);
       fn({ page, seq, encoding, block: Number(body.readBigUInt64BE(0)), hash: body.subarray(8, 8 + HASH_BYTES) });
+    } else if (encoding === ENCODING.REF_RUN) {
+      if (length !== REF_RUN_BODY) throw new WireError('MIGRATE_PROTOCOL', `reference run of ${length} bytes`);
+      const count = body.readUInt32BE(8);
+      if (count < 1 || count > MAX_REF_RUN || page + count > pages) throw new WireError('MIGRATE_PROTOCOL', `reference run of ${count} pages from page ${page}`);
+      fn({ page, seq, encoding, block: Number(body.readBigUInt64BE(0)), count, hash: body.subarray(12, 12 + HASH_BYTES) });
     } else fn({ page, seq, encoding, unknown: true });
   }
 }

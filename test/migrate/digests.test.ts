@@ -23,19 +23,24 @@ function expected(memory: GuestMemory): string[] {
   });
 }
 
-test('the hash workers agree with pageHash, in both regions of a guest over 1 GiB', async () => {
+test('the hash workers agree with pageHash, for pages and runs, in both regions of a guest over 1 GiB', async () => {
   const memory = GuestMemory.allocate(1024 * 1024 * 1024 + 64 * 1024); // sparse: only written pages cost
   const pages = [0, 5, 262143, 262144, 262159];
   for (const p of pages) memory.setPage(p, randomBytes(PAGE_SIZE));
   const pool = new HashPool(key, memory.shared());
   try {
-    const hashes = await pool.hashPages(pages);
+    const hashes = await pool.hashMemory(Uint32Array.from(pages.flatMap((p) => [p, 1])));
     pages.forEach((p, i) => assert.deepEqual(Buffer.from(hashes.subarray(i * 16, i * 16 + 16)), pageHash(key, memory.page(p)), `page ${p}`));
+    // A run is one hash over its pages, as a REF_RUN carries it.
+    const run = await pool.hashMemory(Uint32Array.from([262144, 16]));
+    const first = memory.page(262144);
+    assert.deepEqual(Buffer.from(run), pageHash(key, new Uint8Array(first.buffer, first.byteOffset, 16 * PAGE_SIZE)));
     const buf = randomBytes(3 * PAGE_SIZE);
     const copy = Buffer.from(buf);
-    const { buffer, hashes: h2 } = await pool.hashBuffer(buf, 3);
+    const { buffer, hashes: h2 } = await pool.hashBuffer(buf, Uint32Array.from([0, 1, 1, 1, 2, 1, 0, 3]));
     assert.deepEqual(buffer, copy, 'the buffer comes back intact');
     for (let i = 0; i < 3; i++) assert.deepEqual(Buffer.from(h2.subarray(i * 16, i * 16 + 16)), pageHash(key, copy.subarray(i * PAGE_SIZE, (i + 1) * PAGE_SIZE)));
+    assert.deepEqual(Buffer.from(h2.subarray(48, 64)), pageHash(key, copy));
   } finally {
     await pool.close();
   }

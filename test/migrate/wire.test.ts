@@ -13,13 +13,26 @@ test('a page batch decodes to what was added, in order', () => {
   b.addFull(3, 10, data);
   b.addZero(4, 11);
   b.addRef(5, 12, 123456789012, Buffer.alloc(16, 9));
-  assert.equal(b.count, 3);
+  b.addRefRun(6, 13, 5000, 64, Buffer.alloc(16, 8));
+  assert.equal(b.count, 4);
+  assert.deepEqual(b.counts, { full: 1, zero: 1, ref: 65 }, 'a run counts its pages');
   const out: PageEntry[] = [];
-  decodePages(b.take(), 100, (e) => out.push(e));
-  assert.equal(b.count, 0, 'take() empties the batch');
-  assert.deepEqual(out.map((e) => [e.page, e.seq, e.encoding]), [[3, 10, ENCODING.FULL], [4, 11, ENCODING.ZERO], [5, 12, ENCODING.REF]]);
+  const payload = b.take();
+  b.addZero(1, 1); // the next batch must not overwrite the payload handed out
+  decodePages(payload, 100, (e) => out.push(e));
+  assert.deepEqual(out.map((e) => [e.page, e.seq, e.encoding]), [[3, 10, ENCODING.FULL], [4, 11, ENCODING.ZERO], [5, 12, ENCODING.REF], [6, 13, ENCODING.REF_RUN]]);
   assert.ok(Buffer.from((out[0] as { data: Uint8Array }).data).equals(data));
   assert.equal((out[2] as { block: number }).block, 123456789012);
+  const run = out[3] as { block: number; count: number; hash: Uint8Array };
+  assert.deepEqual([run.block, run.count, Buffer.from(run.hash).equals(Buffer.alloc(16, 8))], [5000, 64, true]);
+});
+
+test('a reference run longer than the limit, empty, or past the end of memory is a protocol error', () => {
+  for (const [page, count] of [[0, 65], [0, 0], [90, 11]]) {
+    const b = new PageBatch(1);
+    b.addRefRun(page, 1, 0, count, Buffer.alloc(16));
+    assert.throws(() => decodePages(b.take(), 100, () => {}), (e: unknown) => e instanceof WireError && e.code === 'MIGRATE_PROTOCOL' && /reference run/.test((e as Error).message));
+  }
 });
 
 test('an unknown encoding is skipped by its length, and later entries still decode', () => {
