@@ -11,7 +11,11 @@ import { PAGE_SIZE } from '../guest/layout.ts';
 import type { GuestMemory } from '../guest/memory.ts';
 import type { BlockBackend } from '../storage/backend.ts';
 import { HASH_BYTES } from '../wire/frames.ts';
+import { BufferPool } from '../../nbd/buffer-pool.ts';
 import type { HashPool } from './hash-pool.ts';
+
+/** Reads from this size on come from the buffer pool (nbd/buffer-pool.ts pools from 64 KiB). */
+const POOLED = 64 * 1024;
 
 interface Ref {
   page: number;
@@ -53,6 +57,8 @@ export class FetchQueue {
   readonly appliedBlock: Map<number, number> = new Map();
   /** Pages in reads that have not completed. */
   inFlightPages = 0;
+  /** Read buffers are reused: a fresh 1 MiB per read made the garbage collector a main cost. */
+  private readonly buffers = new BufferPool(32);
 
   constructor(
     private readonly storage: BlockBackend,
@@ -172,7 +178,7 @@ export class FetchQueue {
     this.stats.maxInFlight = Math.max(this.stats.maxInFlight, this.inFlight);
     const t0 = performance.now();
     try {
-      const read = Buffer.allocUnsafe(count * PAGE_SIZE);
+      const read = this.buffers.get(count * PAGE_SIZE);
       await this.storage.readInto(read, first * PAGE_SIZE);
       this.stats.reads++;
       this.stats.bytesRead += read.length;
@@ -180,7 +186,7 @@ export class FetchQueue {
       // Hashing runs on the pool; the sequence check and the copy stay here, where newer versions land.
       const ranges = new Uint32Array(run.length * 2);
       run.forEach((r, i) => ((ranges[2 * i] = r.block - first), (ranges[2 * i + 1] = r.count)));
-      const { buffer: buf, hashes } = await this.hasher.hashBuffer(read, ranges);
+      const { buffer: buf, hashes } = await this.hasher.hashBuffer(read, ranges, read.length >= POOLED);
       const mismatched: number[] = [];
       run.forEach((r, k) => {
         const ok = Buffer.compare(hashes.subarray(k * HASH_BYTES, (k + 1) * HASH_BYTES), r.hash) === 0;
@@ -199,6 +205,7 @@ export class FetchQueue {
           }
         }
       });
+      if (buf.length >= POOLED) this.buffers.put(buf);
       if (mismatched.length) this.onMismatch(mismatched);
     } catch (err) {
       this.failure ??= err as Error;

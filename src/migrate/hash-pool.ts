@@ -40,12 +40,16 @@ export class HashPool {
   /**
    * Keyed hashes of ranges of pages in a buffer it owns (moved to a worker and back),
    * `ranges` holding [firstPage, count] pairs. Returns the buffer and 16 bytes per range.
+   * `ownsArrayBuffer`: all of buf's ArrayBuffer is the caller's (a BufferPool buffer).
    */
-  async hashBuffer(buf: Buffer, ranges: Uint32Array): Promise<{ buffer: Buffer; hashes: Uint8Array }> {
-    // Only a buffer that owns its whole ArrayBuffer can be moved; others are copied once.
-    const own = buf.byteOffset === 0 && buf.buffer.byteLength === buf.length ? (buf.buffer as ArrayBuffer) : Uint8Array.prototype.slice.call(buf).buffer;
+  async hashBuffer(buf: Buffer, ranges: Uint32Array, ownsArrayBuffer = false): Promise<{ buffer: Buffer; hashes: Uint8Array }> {
+    // The ArrayBuffer moves whole when the caller owns all of it (never Node's shared small-buffer
+    // pool, which a view at offset 0 may also be); otherwise the view is copied once.
+    const movable = buf.byteOffset === 0 && (ownsArrayBuffer || buf.buffer.byteLength === buf.length);
+    const own = movable ? (buf.buffer as ArrayBuffer) : Uint8Array.prototype.slice.call(buf).buffer;
+    const length = buf.length; // moving the ArrayBuffer empties every view of it, buf included
     const r = await this.submit({ buffer: own, ranges, bytes: 16 }, [own]);
-    return { buffer: Buffer.from(r.buffer!), hashes: r.hashes };
+    return { buffer: Buffer.from(r.buffer!, 0, length), hashes: r.hashes };
   }
 
   /**

@@ -41,6 +41,14 @@ test('the hash workers agree with pageHash, for pages and runs, in both regions 
     assert.deepEqual(buffer, copy, 'the buffer comes back intact');
     for (let i = 0; i < 3; i++) assert.deepEqual(Buffer.from(h2.subarray(i * 16, i * 16 + 16)), pageHash(key, copy.subarray(i * PAGE_SIZE, (i + 1) * PAGE_SIZE)));
     assert.deepEqual(Buffer.from(h2.subarray(48, 64)), pageHash(key, copy));
+    // A pooled buffer is a view at the start of a larger ArrayBuffer it owns: it moves whole, keeps its length.
+    const big = Buffer.allocUnsafeSlow(8 * PAGE_SIZE);
+    const view = randomBytes(2 * PAGE_SIZE).copy(big) && big.subarray(0, 2 * PAGE_SIZE);
+    const expectedView = Buffer.from(view);
+    const moved = await pool.hashBuffer(view, Uint32Array.from([1, 1]), true);
+    assert.equal(moved.buffer.length, 2 * PAGE_SIZE);
+    assert.deepEqual(moved.buffer, expectedView);
+    assert.deepEqual(Buffer.from(moved.hashes), pageHash(key, expectedView.subarray(PAGE_SIZE)));
   } finally {
     await pool.close();
   }
