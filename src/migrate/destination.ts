@@ -74,12 +74,13 @@ interface Prepared {
   memory: GuestMemory;
   map: P2bMap;
   worker: Worker;
+  hasher: HashPool;
 }
 
 function prepare(memoryBytes: number): Prepared {
   const memory = GuestMemory.allocate(memoryBytes);
   memory.faultIn();
-  return { memory, map: P2bMap.allocate(memory.pages), worker: Guest.spareWorker() };
+  return { memory, map: P2bMap.allocate(memory.pages), worker: Guest.spareWorker(), hasher: new HashPool(null, memory.shared()) };
 }
 
 export async function listenIncoming(opts: IncomingOptions): Promise<Incoming> {
@@ -122,6 +123,7 @@ export async function listenIncoming(opts: IncomingOptions): Promise<Incoming> {
     close: () => {
       server.close();
       void prepared?.worker.terminate();
+      void prepared?.hasher.close();
       rejectGuest(new WireError('MIGRATE_CANCELLED', 'the destination stopped waiting'));
     },
   };
@@ -185,7 +187,8 @@ async function receive(conn: Connection, opts: IncomingOptions, ready: Prepared 
       for (const p of list) awaitingFull.add(p);
       void conn.send(FRAME.PAGE_REQUEST, encodePageRequest(list)).catch(() => {});
     };
-    hasher = new HashPool(key, memory.shared());
+    hasher = ready?.hasher ?? new HashPool(null, memory.shared());
+    hasher.setKey(key);
     // Kept current from this side's dirty log (every page applied marks it) whenever the fetch
     // queue is idle, so that after COMPLETE only the last pages' chunks need hashing.
     const digests = new MemoryDigests(hasher, pages, key, true);
@@ -323,7 +326,7 @@ async function receive(conn: Connection, opts: IncomingOptions, ready: Prepared 
       if (block === NO_BLOCK) queue.appliedBlock.delete(page);
       else queue.appliedBlock.set(page, block);
     }
-    for (const [page, block] of queue.appliedBlock) map.restore(page, block, P2B.READ);
+    map.restoreAll(queue.appliedBlock, P2B.READ);
     trace('map restored');
     await storage.close();
     storage = null;
@@ -368,6 +371,7 @@ async function receive(conn: Connection, opts: IncomingOptions, ready: Prepared 
     guest ??= starting ? await starting.catch(() => null) : null;
     if (guest) await guest.stop().catch(() => {}); // never resumed: the source keeps the guest
     else if (ready) await ready.worker.terminate().catch(() => {});
+    if (ready && !hasher) await ready.hasher.close().catch(() => {});
     if (hasher) await hasher.close().catch(() => {});
     throw err;
   }

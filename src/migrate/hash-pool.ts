@@ -13,9 +13,10 @@ export class HashPool {
   private nextId = 1;
   private readonly waiting = new Map<number, (m: { hashes: Uint8Array; buffer?: ArrayBuffer }) => void>();
 
-  constructor(key: Buffer, memory?: SharedMemory, readonly size = Math.min(4, Math.max(2, os.availableParallelism() - 1))) {
+  /** `key` may be null and given later with setKey: a pool can boot before its migration. */
+  constructor(key: Buffer | null, memory?: SharedMemory, readonly size = Math.min(4, Math.max(2, os.availableParallelism() - 1))) {
     this.workers = Array.from({ length: size }, () => {
-      const w = new Worker(new URL('./hash-worker.mjs', import.meta.url), { workerData: { key: key.toString('hex'), memory } });
+      const w = new Worker(new URL('./hash-worker.mjs', import.meta.url), { workerData: { key: key?.toString('hex'), memory } });
       w.on('message', (m: { id: number; hashes: Uint8Array; buffer?: ArrayBuffer }) => {
         const done = this.waiting.get(m.id);
         this.waiting.delete(m.id);
@@ -25,6 +26,11 @@ export class HashPool {
       w.unref(); // an idle pool keeps nothing alive; a pending job does
       return w;
     });
+  }
+
+  /** The key for every job from now on (messages to a worker keep their order). */
+  setKey(key: Buffer): void {
+    for (const w of this.workers) w.postMessage({ key: key.toString('hex') });
   }
 
   private submit(job: object, transfer: ArrayBuffer[]): Promise<{ hashes: Uint8Array; buffer?: ArrayBuffer }> {

@@ -17,7 +17,8 @@ import { createHmac } from 'node:crypto';
 const PAGE_SIZE = 4096; // src/guest/layout.ts
 const REGION_SHIFT = 18; // 2^18 pages per 1 GiB region (src/guest/layout.ts)
 
-const key = Buffer.from(workerData.key, 'hex');
+// The key may come later ({ key }): a pool boots before the migration that brings the key.
+let key = workerData.key ? Buffer.from(workerData.key, 'hex') : null;
 const regions = (workerData.memory?.regions ?? []).map((b) => new Uint8Array(b));
 
 /** Pages first..first+count of guest memory; a range never spans regions. */
@@ -29,6 +30,7 @@ function pagesOf(first, count) {
 const hmac = (data) => createHmac('sha256', key).update(data).digest();
 
 parentPort.on('message', (job) => {
+  if (job.key) return void (key = Buffer.from(job.key, 'hex'));
   const { ranges, bytes } = job;
   const out = new Uint8Array((ranges.length / 2) * bytes);
   for (let i = 0; i < ranges.length; i += 2) {

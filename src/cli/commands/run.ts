@@ -6,7 +6,7 @@ import { serveControl, type ControlTarget } from '../../guest/control/server.ts'
 import type { MigrateArgs } from '../../guest/control/protocol.ts';
 import { WORKLOADS } from '../../guest/workloads/registry.ts';
 import { listenIncoming } from '../../migrate/destination.ts';
-import { migrate } from '../../migrate/source.ts';
+import { migrate, prepareMigration } from '../../migrate/source.ts';
 import type { RoundStats } from '../../migrate/result.ts';
 import { parse, sizeOption, asUsage, workloadOption } from '../parse.ts';
 import { UsageError } from '../usage-error.ts';
@@ -146,6 +146,7 @@ export async function run(args: string[]): Promise<number> {
   };
   const name = values.name!;
   guest = await Guest.start({ name, memoryBytes, disk: values.disk!, workload: values.workload!, options, stateDir: stateDirFor(name) });
+  prepareMigration(guest); // hashing threads idle until a migration, instead of booting inside it
   const server = await serveControl(control, target);
   process.once('SIGINT', () => void stop());
   process.once('SIGTERM', () => void stop());
