@@ -11,7 +11,7 @@ import { parseArgs } from 'node:util';
 import { mkdtempSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, basename } from 'node:path';
-import { runLocalMigration, makeDiskImage, diskBytesFor, LOOPBACK, type LocalMigrationResult, type Placement } from '../../src/migrate/local-run.ts';
+import { runLocalMigration, makeDiskImage, diskBytesFor, killAll, LOOPBACK, type LocalMigrationResult, type Placement } from '../../src/migrate/local-run.ts';
 import { STRATEGIES, type Strategy } from '../../src/migrate/result.ts';
 import { WORKLOADS } from '../../src/guest/workloads/registry.ts';
 import { parseSize, parseRate, formatBytes, formatRate } from '../../src/util/size.ts';
@@ -121,6 +121,15 @@ export async function run(args: string[]): Promise<void> {
 
   const dir = mkdtempSync(join(tmpdir(), 'livemig-bench-migrate-'));
   let topology: Topology | null = null;
+  // Interrupted: leave no namespaces, processes or images behind.
+  const interrupted = () => {
+    killAll();
+    (topology as Topology | null)?.destroy();
+    rmSync(dir, { recursive: true, force: true });
+    process.exit(130);
+  };
+  process.once('SIGINT', interrupted);
+  process.once('SIGTERM', interrupted);
   const references: Record<string, number> = {};
   const runs: Record<string, Run[]> = {};
   const scalingRuns: Run[] = [];
@@ -190,6 +199,8 @@ export async function run(args: string[]): Promise<void> {
       references.engineStream = med(engine);
     }
   } finally {
+    process.off('SIGINT', interrupted);
+    process.off('SIGTERM', interrupted);
     progressDone();
     (topology as Topology | null)?.destroy();
     rmSync(dir, { recursive: true, force: true });

@@ -75,6 +75,8 @@ async function startProcess(wrap: string[], args: string[], children: ChildProce
   const command = [...wrap, process.execPath, ...profile, LIVEMIG, ...args, '--json'];
   const child = spawn(command[0], command.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });
   children.push(child);
+  live.add(child);
+  child.once('exit', () => live.delete(child));
   let stderr = '';
   child.stderr!.on('data', (d) => {
     stderr += d;
@@ -105,6 +107,8 @@ async function startStorage(o: NonNullable<LocalRunOptions['storage']>, image: s
     '-e', 'disk', ...rate, 'file', image, ...(o.rate ? [`rate=${Math.round(o.rate * 8)}`] : [])];
   const child = spawn(command[0], command.slice(1), { stdio: ['ignore', 'ignore', 'pipe'] });
   children.push(child);
+  live.add(child);
+  child.once('exit', () => live.delete(child));
   let stderr = '';
   child.stderr!.on('data', (d) => (stderr += d));
   for (let i = 0; !existsSync(pidFile); i++) {
@@ -112,6 +116,14 @@ async function startStorage(o: NonNullable<LocalRunOptions['storage']>, image: s
     await delay(25);
   }
   return { pid: child.pid!, port };
+}
+
+/** Every process a local run has started and not yet reaped, for killAll on an interrupt. */
+const live = new Set<ChildProcess>();
+
+/** Kills whatever local runs have running (a benchmark interrupted by a signal). */
+export function killAll(): void {
+  for (const c of live) c.kill('SIGKILL');
 }
 
 export type LocalMigrationResult = MigrationResult & {
