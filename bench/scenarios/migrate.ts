@@ -75,7 +75,7 @@ const spread = (xs: number[]) => {
   const s = summarize(xs);
   return s.runs.length > 1 ? ` (${fmt(s.min)}–${fmt(s.max)})` : '';
 };
-const fmt = (x: number) => (Math.abs(x) >= 100 ? String(Math.round(x)) : x.toFixed(x >= 10 ? 1 : 2));
+const fmt = (x: number) => (Number.isInteger(x) || Math.abs(x) >= 100 ? String(Math.round(x)) : x.toFixed(Math.abs(x) >= 10 ? 1 : 2));
 const mib = (b: number) => b / (1 << 20);
 
 export async function run(args: string[]): Promise<void> {
@@ -354,7 +354,7 @@ async function writeReport(name: string, jsonPath: string, command: string, para
 Command: \`${command}\`
 Raw figures: [${basename(jsonPath)}](${basename(jsonPath)}) (machine, commit, every run).
 Link: ${linkText}. Storage: ${p.storage.server === 'nbdkit' ? `nbdkit file${p.storage.rate ? `, rate filter ${formatRate(p.storage.rate)}` : ''}` : 'livemig nbd serve'}.
-Every figure is the median of ${p.repeat} runs, with the range in brackets; every run verified the destination's memory against the source's.
+Every figure is the median of ${p.repeat} run${p.repeat === 1 ? '' : 's'}, with the range in brackets; every run verified the destination's memory against the source's.
 
 ## p2b against baseline
 
