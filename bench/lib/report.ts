@@ -1,14 +1,14 @@
-/** Writes a benchmark's raw figures to bench/results/<date>-<name>.json and prints a table. */
+/** Writes a benchmark's raw figures to bench/results/<date>-<name>.json (or another dir) and prints a table. */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describeMachine } from './machine.ts';
 
 export const RESULTS_DIR = new URL('../results/', import.meta.url).pathname;
 
-export function saveResult(name: string, command: string, data: object): string {
-  mkdirSync(RESULTS_DIR, { recursive: true });
+export function saveResult(name: string, command: string, data: object, dir = RESULTS_DIR): string {
+  mkdirSync(dir, { recursive: true });
   const date = new Date().toISOString().slice(0, 10);
-  const path = join(RESULTS_DIR, `${date}-${name}.json`);
+  const path = join(dir, `${date}-${name}.json`);
   writeFileSync(path, JSON.stringify({ name, command, date: new Date().toISOString(), machine: describeMachine(), ...data }, null, 2) + '\n');
   return path;
 }

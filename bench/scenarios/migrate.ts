@@ -10,7 +10,7 @@
 import { parseArgs } from 'node:util';
 import { mkdtempSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, basename } from 'node:path';
+import { join, basename, dirname } from 'node:path';
 import { runLocalMigration, makeDiskImage, diskBytesFor, killAll, LOOPBACK, type LocalMigrationResult, type Placement } from '../../src/migrate/local-run.ts';
 import { STRATEGIES, type Strategy } from '../../src/migrate/result.ts';
 import { WORKLOADS } from '../../src/guest/workloads/registry.ts';
@@ -47,6 +47,7 @@ figures), <name>.md (tables) and <name>-charts/*.svg.
   --quick               pagecache, 128 MiB, 2 repeats, engine link, small references:
                         under 3 minutes, for checking a change
   --name NAME           results name, default migrate (migrate-quick with --quick)
+  --out DIR             where results go, default bench/results
   --json                print the goal ratios and paths as JSON
 
 Goals (ratios within one run): pagecache and idle at 1 Gbit/s, p2b link bytes
@@ -95,6 +96,7 @@ export async function run(args: string[]): Promise<void> {
       'no-references': { type: 'boolean' },
       quick: { type: 'boolean' },
       name: { type: 'string' },
+      out: { type: 'string' },
       json: { type: 'boolean' },
     },
   });
@@ -208,7 +210,7 @@ export async function run(args: string[]): Promise<void> {
 
   const goals = computeGoals(runs, strategies, workloads, bandwidths, sizes, references);
   const parameters = { workloads, strategies, bandwidths, memoryBytes: sizes, repeat, link, storageLink, storage, scaling, quick };
-  const path = saveResult(name, command, { parameters, elapsedMs: Math.round(performance.now() - t0), references, goals, runs, scalingRuns });
+  const path = saveResult(name, command, { parameters, elapsedMs: Math.round(performance.now() - t0), references, goals, runs, scalingRuns }, values.out ?? RESULTS_DIR);
   const md = await writeReport(name, path, command, parameters, runs, scalingRuns, references, goals);
   if (values.json) return void console.log(JSON.stringify({ goals, path, report: md }));
   console.log(headline(runs, workloads, bandwidths, sizes));
@@ -312,7 +314,7 @@ function scalingSection(scalingRuns: Run[]): string {
 }
 
 async function writeReport(name: string, jsonPath: string, command: string, parameters: Record<string, unknown>, runs: Record<string, Run[]>, scalingRuns: Run[], refs: Record<string, number>, goals: Record<string, Goal>): Promise<string> {
-  const chartDir = join(RESULTS_DIR, `${basename(jsonPath, '.json')}-charts`);
+  const chartDir = join(dirname(jsonPath), `${basename(jsonPath, '.json')}-charts`);
   mkdirSync(chartDir, { recursive: true });
   const charts: string[] = [];
   const chart = async (file: string, title: string, spec: Parameters<typeof renderSvg>[0]) => {

@@ -18,7 +18,7 @@ import { P2bMap, P2B } from '../p2b/map.ts';
 import { openBackend } from '../storage/open.ts';
 import type { BlockBackend } from '../storage/backend.ts';
 import { Connection, parseJson } from '../wire/connection.ts';
-import { FRAME, ENCODING, WireError } from '../wire/frames.ts';
+import { FRAME, ENCODING, WireError, MAX_FRAME, FRAME_BYTES_PER_PAGE } from '../wire/frames.ts';
 import { decodePages, encodePageRequest, decodeMapCorrections } from '../wire/pages.ts';
 import { NO_BLOCK } from '../p2b/map.ts';
 import { CAPABILITIES, chooseVersion, pageHash, type Hello, type Welcome } from '../wire/handshake.ts';
@@ -144,6 +144,7 @@ async function receive(conn: Connection, opts: IncomingOptions, ready: Prepared 
     const missing = ['pages.full', 'pages.zero'].filter((c) => !hello.capabilities.includes(c));
     if (missing.length) throw new WireError('MIGRATE_CAPABILITY', `source lacks ${missing.join(', ')}`);
     if (hello.guest.pageSize !== PAGE_SIZE) throw new WireError('MIGRATE_LAYOUT', `page size ${hello.guest.pageSize} is not ${PAGE_SIZE}`);
+    conn.maxFrame = Math.min(1 << 30, Math.max(MAX_FRAME, Math.ceil(hello.guest.memoryBytes / PAGE_SIZE) * FRAME_BYTES_PER_PAGE));
     const key = Buffer.from(hello.key, 'hex');
     if (key.length < 16) throw new WireError('MIGRATE_PROTOCOL', 'the migration key must have at least 128 bits');
     if (ready && ready.memory.memoryBytes !== hello.guest.memoryBytes) {

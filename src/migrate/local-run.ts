@@ -70,7 +70,7 @@ export function makeDiskImage(path: string, bytes: number): string {
 }
 
 /** Starts a livemig process (as `wrap` says) and returns it with the JSON line it prints when ready. */
-async function startProcess(wrap: string[], args: string[], children: ChildProcess[]): Promise<{ child: ChildProcess; info: Record<string, string> }> {
+async function startProcess(wrap: string[], args: string[], children: ChildProcess[]): Promise<{ child: ChildProcess; info: Record<string, string>; stderr: () => string }> {
   const profile = process.env.LIVEMIG_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.LIVEMIG_PROF}`] : [];
   const command = [...wrap, process.execPath, ...profile, LIVEMIG, ...args, '--json'];
   const child = spawn(command[0], command.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });
@@ -88,7 +88,14 @@ async function startProcess(wrap: string[], args: string[], children: ChildProce
     lines.once('line', resolve);
     child.once('exit', (code) => reject(new Error(`livemig ${args[0]} exited with ${code}: ${stderr.trim()}`)));
   });
-  return { child, info: JSON.parse(line) };
+  return { child, info: JSON.parse(line), stderr: () => stderr };
+}
+
+/** What a process that died said last, for the error of the run it broke. */
+function lastWords(name: string, p: { child: ChildProcess; stderr: () => string }): string {
+  if (p.child.exitCode === null && p.child.signalCode === null) return '';
+  const said = p.stderr().trim().split('\n').slice(-3).join(' | ');
+  return `; the ${name} exited (${p.child.exitCode ?? p.child.signalCode})${said ? `: ${said.slice(-600)}` : ''}`;
 }
 
 /** Starts the storage server as its host; resolves with its pid and port once it accepts connections. */
@@ -150,7 +157,7 @@ export async function runLocalMigration(o: LocalRunOptions): Promise<LocalMigrat
       '--memory', String(o.memoryBytes), '--control', dstControl, '--state-dir', join(dir, 'destination')], children);
     phase('starting the source guest');
     const srcControl = join(dir, 'source.sock');
-    await startProcess(at.wrap('source'), ['run', '--name', 'demo', '--memory', String(o.memoryBytes), '--disk', disk('source'), '--workload', o.workload,
+    const src = await startProcess(at.wrap('source'), ['run', '--name', 'demo', '--memory', String(o.memoryBytes), '--disk', disk('source'), '--workload', o.workload,
       '--seed', String(o.seed ?? 1), '--control', srcControl, '--state-dir', join(dir, 'source')], children);
     for (;;) {
       const s = await controlRequest<GuestStatus>(srcControl, 'status');
@@ -178,6 +185,9 @@ export async function runLocalMigration(o: LocalRunOptions): Promise<LocalMigrat
       result = await controlRequest<MigrationResult>(srcControl, 'migrate', {
         migrate: { to: dst.info.incoming, strategy: o.strategy, maxBandwidth: o.maxBandwidth, downtimeLimitMs: o.downtimeLimitMs, maxRounds: 30, converge: 'throttle' },
       }, 600_000);
+    } catch (err) {
+      await delay(100); // a crashed agent's exit lands just after the link drops
+      throw new Error(`${(err as Error).message}${lastWords('destination', dst)}${lastWords('source', src)}`);
     } finally {
       clearInterval(ticker);
     }

@@ -256,7 +256,7 @@ export async function migrate(guest: Guest, opts: MigrateOptions): Promise<Migra
     void digests.refresh(); // from the start: a link-bound round 0 leaves the cores time for it
     let toSend: Iterable<number> = { [Symbol.iterator]: function* () { for (let p = 0; p < pages; p++) yield p; } };
     let round = 0;
-    let slowRounds = 0; // rounds where the link, not the fetch backlog, kept us from stopping
+    let slowRounds = 0; // rounds where the link, not the settling work, kept us from stopping
     let fitSince: number | null = null; // when the estimate first fitted the limit
     for (;;) {
       if (failure) throw failure;
@@ -282,13 +282,13 @@ export async function migrate(guest: Guest, opts: MigrateOptions): Promise<Migra
       opts.onRound?.(stats);
       round++;
       toSend = dirty;
-      // That backlog (fetching, hashing) shrinks while we wait at no cost in link bytes, so fitting
-      // the limit is not enough: wait until it is small, for a while at most.
+      // The settling work (fetching, hashing) shrinks while we wait, at no cost in link bytes, so
+      // fitting the limit is not enough: wait until it is small, for a while at most.
       const fits = estimate <= opts.downtimeLimitMs;
       if (fits) fitSince ??= performance.now();
       if (fits && (settleMs <= opts.downtimeLimitMs / 4 || performance.now() - fitSince! > 4 * opts.downtimeLimitMs)) break;
       if (linkMs <= opts.downtimeLimitMs) {
-        // Only the destination is behind: let it catch up, then send what got dirty.
+        // Only the settling work is behind: let it catch up, then send what got dirty.
         await new Promise((r) => setTimeout(r, Math.min(100, Math.max(10, settleMs / 4))));
         if (round < 10_000) continue;
       }
@@ -394,8 +394,11 @@ export async function migrate(guest: Guest, opts: MigrateOptions): Promise<Migra
     if (detached) await guest.attachDisk().catch(() => {});
     if (throttle) await guest.throttle(0).catch(() => {});
     if (paused && wasRunning) await guest.resume().catch(() => {});
-    if (err instanceof MigrationError) throw err;
-    if (err instanceof WireError) throw new MigrationError(err.code, err.message);
-    throw err;
+    // A link that dropped under a send may have carried the destination's reason first.
+    if ((err as WireError).code === 'MIGRATE_LINK_LOST') await Promise.race([failedSignal, new Promise((r) => setTimeout(r, 100))]).catch(() => {});
+    const reason = failure ?? err;
+    if (reason instanceof MigrationError) throw reason;
+    if (reason instanceof WireError) throw new MigrationError(reason.code, reason.message);
+    throw reason;
   }
 }

@@ -16,6 +16,8 @@ export interface Frame {
 
 export class Connection {
   private readonly reader: SocketReader;
+  /** The largest frame accepted. A destination raises it once HELLO says how big the guest is. */
+  maxFrame = MAX_FRAME;
   bytesSent = 0;
   bytesReceived = 0;
   private closed = false;
@@ -88,7 +90,7 @@ export class Connection {
     const type = h.readUInt16BE(0);
     const length = h.readUInt32BE(4);
     if (type === 0 || !FRAME_NAMES[type]) throw new WireError('MIGRATE_PROTOCOL', `unknown frame type ${type}`);
-    if (length > MAX_FRAME) throw new WireError('MIGRATE_PROTOCOL', `frame ${FRAME_NAMES[type]} of ${length} bytes exceeds ${MAX_FRAME}`);
+    if (length > this.maxFrame) throw new WireError('MIGRATE_PROTOCOL', `frame ${FRAME_NAMES[type]} of ${length} bytes exceeds ${this.maxFrame}`);
     let payload: Buffer;
     try {
       payload = await this.reader.read(length);

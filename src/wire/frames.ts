@@ -12,6 +12,11 @@ export const PROTOCOL_VERSION_MIN = 2;
 
 export const FRAME_HEADER = 8;
 export const MAX_FRAME = 16 * 1024 * 1024;
+/**
+ * Per guest page, what DEVICE_STATE and MAP may need beyond MAX_FRAME (about 9 and 8
+ * bytes a page at most): an 8 GiB guest's device state is over 16 MiB.
+ */
+export const FRAME_BYTES_PER_PAGE = 16;
 
 export const FRAME = {
   HELLO: 1, // source → destination, JSON: version window, capabilities, memory layout, storage sample, key
