@@ -257,7 +257,8 @@ export async function migrate(guest: Guest, opts: MigrateOptions): Promise<Migra
     let toSend: Iterable<number> = { [Symbol.iterator]: function* () { for (let p = 0; p < pages; p++) yield p; } };
     let round = 0;
     let slowRounds = 0; // rounds where the link, not the settling work, kept us from stopping
-    let fitSince: number | null = null; // when the estimate first fitted the limit
+    let lastSettleMs = Infinity;
+    let stalledSince: number | null = null; // since when the settling work stopped shrinking
     for (;;) {
       if (failure) throw failure;
       const tr = performance.now();
@@ -283,10 +284,12 @@ export async function migrate(guest: Guest, opts: MigrateOptions): Promise<Migra
       round++;
       toSend = dirty;
       // The settling work (fetching, hashing) shrinks while we wait, at no cost in link bytes, so
-      // fitting the limit is not enough: wait until it is small, for a while at most.
+      // fitting the limit is not enough: wait until it is small, as long as it keeps shrinking.
       const fits = estimate <= opts.downtimeLimitMs;
-      if (fits) fitSince ??= performance.now();
-      if (fits && (settleMs <= opts.downtimeLimitMs / 4 || performance.now() - fitSince! > 4 * opts.downtimeLimitMs)) break;
+      if (!fits || settleMs < lastSettleMs) stalledSince = null;
+      else stalledSince ??= performance.now();
+      lastSettleMs = settleMs;
+      if (fits && (settleMs <= opts.downtimeLimitMs / 4 || performance.now() - (stalledSince ?? Infinity) > 4 * opts.downtimeLimitMs)) break;
       if (linkMs <= opts.downtimeLimitMs) {
         // Only the settling work is behind: let it catch up, then send what got dirty.
         await new Promise((r) => setTimeout(r, Math.min(100, Math.max(10, settleMs / 4))));

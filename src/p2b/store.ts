@@ -110,15 +110,19 @@ export class P2bStore {
   }
 
   /** Writes every entry whose changed bit is set, in one transaction; returns the rows written. */
-  writeChanges(map: P2bMap): number {
+  writeChanges(map: P2bMap, maxRows = Infinity): number {
     const now = Date.now();
     let rows = 0;
     this.db.transaction(() => {
       const changed = map.changed;
-      for (let w = 0; w < changed.length; w++) {
+      for (let w = 0; w < changed.length && rows < maxRows; w++) {
         if (changed[w] === 0) continue;
         let word = Atomics.exchange(changed, w, 0);
         while (word !== 0) {
+          if (rows >= maxRows) {
+            Atomics.or(changed, w, word); // not written this time: still changed
+            break;
+          }
           const page = w * 32 + (31 - Math.clz32(word & -word));
           word &= word - 1;
           const state = map.state[page];

@@ -75,7 +75,7 @@ export class GuestOs {
       this.cache.set(id, { id, first, pages, dirty: dirty === 1, loading: null });
       this.cachedPages += pages.length;
     }
-    this.anon.push(...base64ToU32(saved.anon));
+    for (const p of base64ToU32(saved.anon)) this.anon.push(p); // a spread overflows the stack at 8 GiB
   }
 
   /** Consistent only at a safe point (no step running, drain() done). */
