@@ -22,7 +22,7 @@ import { FRAME, ENCODING, WireError, MAX_FRAME, FRAME_BYTES_PER_PAGE } from '../
 import { decodePages, encodePageRequest, decodeMapCorrections } from '../wire/pages.ts';
 import { NO_BLOCK } from '../p2b/map.ts';
 import { CAPABILITIES, chooseVersion, pageHash, type Hello, type Welcome } from '../wire/handshake.ts';
-import { FetchQueue } from './fetch-queue.ts';
+import { FetchQueue, FETCH_DEFAULTS, type FetchOptions } from './fetch-queue.ts';
 import { HashPool } from './hash-pool.ts';
 import { MemoryDigests } from './memory-digests.ts';
 import { phaseTrace } from '../util/trace.ts';
@@ -43,9 +43,8 @@ export interface IncomingOptions {
    * A guest of another size is refused.
    */
   memoryBytes?: number;
-  /** Fetch queue tuning. */
-  maxInFlight?: number;
-  maxBlocks?: number;
+  /** Fetch queue tuning (defaults: FETCH_DEFAULTS). */
+  fetch?: Partial<FetchOptions>;
 }
 
 export interface Incoming {
@@ -194,7 +193,7 @@ async function receive(conn: Connection, opts: IncomingOptions, ready: Prepared 
     // queue is idle, so that after COMPLETE only the last pages' chunks need hashing.
     const digests = new MemoryDigests(hasher, pages, key, true);
     const queue = new FetchQueue(storage, hasher, memory, lastSeq, requestFull, {
-      maxInFlight: opts.maxInFlight ?? 16, maxBlocks: opts.maxBlocks ?? 256, batch: 1024,
+      ...FETCH_DEFAULTS, ...opts.fetch,
     });
     let device: DeviceState | null = null;
     let complete: { lastSeq: number } | null = null;

@@ -1,8 +1,10 @@
 /**
  * The destination's fetch queue (DESIGN.md, step 3): block references wait here
  * while the migration goes on; they are sorted by block and coalesced into large
- * reads of adjacent blocks (about `maxBlocks` per read), with up to `maxInFlight`
- * reads outstanding. A reference covers a run of `count` pages on as many
+ * reads of nearby blocks (about `maxBlocks` per read, reading through gaps of up to
+ * `maxGap` blocks, which costs less than another round trip), with up to
+ * `maxInFlight` reads and `maxBytesInFlight` bytes outstanding: scattered single
+ * blocks need many small reads in flight, large runs few big ones. A reference covers a run of `count` pages on as many
  * consecutive blocks (1 for a plain REF). Each is checked against the keyed hash it
  * carries, and each of its pages is applied only if no newer version of that page
  * arrived meanwhile (sequence numbers); a mismatch asks the source for the pages.
@@ -39,6 +41,17 @@ export interface FetchStats {
   busyMs: number;
 }
 
+export interface FetchOptions {
+  maxInFlight: number;
+  maxBytesInFlight: number;
+  maxBlocks: number;
+  maxGap: number;
+  /** Arrivals that trigger a sort and merge at once. */
+  batch: number;
+}
+
+export const FETCH_DEFAULTS: FetchOptions = { maxInFlight: 64, maxBytesInFlight: 16 << 20, maxBlocks: 256, maxGap: 16, batch: 1024 };
+
 export class FetchQueue {
   /** Arrivals since the last pump, unsorted. */
   private incoming: Ref[] = [];
@@ -46,6 +59,7 @@ export class FetchQueue {
   private pending: Ref[] = [];
   private head = 0;
   private inFlight = 0;
+  private bytesInFlight = 0;
   /** Pages in `incoming` and `pending[head..]`. */
   private waitingPages = 0;
   private timer: NodeJS.Timeout | null = null;
@@ -66,7 +80,7 @@ export class FetchQueue {
     private readonly memory: GuestMemory,
     private readonly lastSeq: Uint32Array,
     private readonly onMismatch: (pages: number[]) => void,
-    private readonly opts = { maxInFlight: 16, maxBlocks: 256, batch: 1024 },
+    private readonly opts: FetchOptions = FETCH_DEFAULTS,
   ) {}
 
   /** Pages page..page+count-1 are blocks block.., with sequence numbers seq..; `hash` covers them all. */
@@ -127,8 +141,8 @@ export class FetchQueue {
     // fair share of it, not on every completion (that cost ~150 ms of a 256 MiB migration).
     const waiting = this.pending.length - this.head;
     if (this.incoming.length && (waiting < this.opts.maxBlocks || this.incoming.length >= waiting >> 2)) this.merge();
-    while (this.inFlight < this.opts.maxInFlight && this.head < this.pending.length) {
-      // One read: references on adjacent or shared blocks, about maxBlocks (a reference is never split).
+    while (this.inFlight < this.opts.maxInFlight && this.bytesInFlight < this.opts.maxBytesInFlight && this.head < this.pending.length) {
+      // One read: references on nearby or shared blocks, about maxBlocks (a reference is never split).
       const start = this.head;
       const first = this.pending[start].block;
       let end = first + this.pending[start].count;
@@ -136,7 +150,7 @@ export class FetchQueue {
       while (at < this.pending.length) {
         const r = this.pending[at];
         const e = Math.max(end, r.block + r.count);
-        if (r.block > end || e - first > this.opts.maxBlocks) break;
+        if (r.block > end + this.opts.maxGap || e - first > this.opts.maxBlocks) break;
         end = e;
         at++;
       }
@@ -173,6 +187,7 @@ export class FetchQueue {
 
   private async read(run: Ref[], first: number, count: number): Promise<void> {
     if (this.inFlight++ === 0) this.busySince = performance.now();
+    this.bytesInFlight += count * PAGE_SIZE;
     const pages = run.reduce((n, r) => n + r.count, 0);
     this.inFlightPages += pages;
     this.stats.maxInFlight = Math.max(this.stats.maxInFlight, this.inFlight);
@@ -211,6 +226,7 @@ export class FetchQueue {
       this.failure ??= err as Error;
     } finally {
       if (--this.inFlight === 0) this.stats.busyMs += performance.now() - this.busySince;
+      this.bytesInFlight -= count * PAGE_SIZE;
       this.inFlightPages -= pages;
       this.pump();
     }
