@@ -85,6 +85,7 @@ function prepare(memoryBytes: number): Prepared {
 export async function listenIncoming(opts: IncomingOptions): Promise<Incoming> {
   let state: DestinationState = 'listening';
   let prepared = opts.memoryBytes ? prepare(opts.memoryBytes) : null;
+  let closed = false;
   let resolveGuest!: (g: Guest) => void;
   let rejectGuest!: (e: Error) => void;
   const guest = new Promise<Guest>((res, rej) => ((resolveGuest = res), (rejectGuest = rej)));
@@ -109,7 +110,7 @@ export async function listenIncoming(opts: IncomingOptions): Promise<Incoming> {
       () => {
         state = 'failed';
         busy = false; // a failed attempt leaves the destination ready for another
-        if (opts.memoryBytes) prepared = prepare(opts.memoryBytes);
+        if (opts.memoryBytes && !closed) prepared = prepare(opts.memoryBytes);
       },
     );
   });
@@ -120,6 +121,7 @@ export async function listenIncoming(opts: IncomingOptions): Promise<Incoming> {
     state: () => state,
     guest,
     close: () => {
+      closed = true;
       server.close();
       void prepared?.worker.terminate();
       void prepared?.hasher.close();
@@ -143,7 +145,8 @@ async function receive(conn: Connection, opts: IncomingOptions, ready: Prepared 
     const missing = ['pages.full', 'pages.zero'].filter((c) => !hello.capabilities.includes(c));
     if (missing.length) throw new WireError('MIGRATE_CAPABILITY', `source lacks ${missing.join(', ')}`);
     if (hello.guest.pageSize !== PAGE_SIZE) throw new WireError('MIGRATE_LAYOUT', `page size ${hello.guest.pageSize} is not ${PAGE_SIZE}`);
-    conn.maxFrame = Math.min(1 << 30, Math.max(MAX_FRAME, Math.ceil(hello.guest.memoryBytes / PAGE_SIZE) * FRAME_BYTES_PER_PAGE));
+    const declared = Number.isSafeInteger(hello.guest?.memoryBytes) && hello.guest.memoryBytes > 0 ? hello.guest.memoryBytes : 0;
+    conn.maxFrame = Math.min(1 << 30, Math.max(MAX_FRAME, Math.ceil(declared / PAGE_SIZE) * FRAME_BYTES_PER_PAGE));
     const key = Buffer.from(hello.key, 'hex');
     if (key.length < 16) throw new WireError('MIGRATE_PROTOCOL', 'the migration key must have at least 128 bits');
     if (ready && ready.memory.memoryBytes !== hello.guest.memoryBytes) {

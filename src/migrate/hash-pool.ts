@@ -11,7 +11,7 @@ export class HashPool {
   private readonly workers: Worker[];
   private next = 0;
   private nextId = 1;
-  private readonly waiting = new Map<number, (m: { hashes: Uint8Array; buffer?: ArrayBuffer }) => void>();
+  private readonly waiting = new Map<number, { resolve: (m: { hashes: Uint8Array; buffer?: ArrayBuffer }) => void; reject: (e: Error) => void }>();
 
   /** `key` may be null and given later with setKey: a pool can boot before its migration. */
   constructor(key: Buffer | null, memory?: SharedMemory, readonly size = Math.min(4, Math.max(2, os.availableParallelism() - 1))) {
@@ -21,8 +21,15 @@ export class HashPool {
         const done = this.waiting.get(m.id);
         this.waiting.delete(m.id);
         if (this.waiting.size === 0) for (const x of this.workers) x.unref();
-        done?.(m);
+        done?.resolve(m);
       });
+      // A worker that dies or is closed fails every job waiting on the pool, rather than leaving them hanging.
+      const fail = (e: Error) => {
+        for (const job of this.waiting.values()) job.reject(e);
+        this.waiting.clear();
+      };
+      w.on('error', fail);
+      w.on('exit', (code) => this.waiting.size && fail(new Error(`a hashing thread exited (code ${code})`)));
       w.unref(); // an idle pool keeps nothing alive; a pending job does
       return w;
     });
@@ -37,8 +44,8 @@ export class HashPool {
     const id = this.nextId++;
     const w = this.workers[this.next++ % this.workers.length];
     if (this.waiting.size === 0) for (const x of this.workers) x.ref();
-    return new Promise((resolve) => {
-      this.waiting.set(id, resolve);
+    return new Promise((resolve, reject) => {
+      this.waiting.set(id, { resolve, reject });
       w.postMessage({ ...job, id }, transfer);
     });
   }

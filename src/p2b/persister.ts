@@ -29,10 +29,14 @@ export class P2bPersister {
   private drain(): void {
     if (this.draining) return;
     const step = () => {
+      this.draining = false;
+      if (!this.timer) return; // closed between chunks: close() wrote the rest
       const rows = this.store.writeChanges(this.map, CHUNK);
       this.lastFlushRows = rows;
-      if (rows === CHUNK && this.timer) setImmediate(step);
-      else this.draining = false;
+      if (rows === CHUNK) {
+        this.draining = true;
+        setImmediate(step);
+      }
     };
     this.draining = true;
     step();

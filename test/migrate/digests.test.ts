@@ -102,3 +102,12 @@ test('a write is caught once the dirty log reports it, even in the middle of a p
     await pool.close();
   }
 });
+
+test('a job the hashing thread cannot do fails its promise instead of hanging', async () => {
+  const pool = new HashPool(null); // no key yet: a job now is a mistake, and must say so
+  try {
+    await assert.rejects(pool.hashBuffer(Buffer.alloc(PAGE_SIZE), Uint32Array.from([0, 1])));
+  } finally {
+    await pool.close();
+  }
+});
