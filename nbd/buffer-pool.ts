@@ -3,7 +3,8 @@
  * and GC work that showed up as a large share of server time in `npm run bench -- nbd`.
  * Buffers are kept per power-of-two size class; small requests bypass the pool.
  */
-const MIN_POOLED = 64 * 1024;
+/** Requests from this size on get pooled buffers, each the whole of its own ArrayBuffer. */
+export const MIN_POOLED = 64 * 1024;
 
 export class BufferPool {
   private readonly free = new Map<number, Buffer[]>();

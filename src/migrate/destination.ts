@@ -208,7 +208,7 @@ async function receive(conn: Connection, opts: IncomingOptions, ready: Prepared 
     // Progress on the return path lets the source count the fetch backlog and the hashing still
     // owed for verification in its downtime estimate.
     const progress = setInterval(() => {
-      digests.invalidate(memory.dirty.readAndClear());
+      digests.readDirty(memory.dirty);
       if (queue.idle) void digests.refresh(); // never while references land all over memory
       const st = queue.stats;
       const waiting = queue.backlog + queue.inFlightPages;
@@ -218,7 +218,7 @@ async function receive(conn: Connection, opts: IncomingOptions, ready: Prepared 
       const elapsed = (performance.now() - tStart) / 1000;
       void conn
         .sendJson(FRAME.PROGRESS, {
-          refsReceived, pending: queue.backlog + queue.inFlightPages, applied: st.applied, bytesRead: st.bytesRead,
+          refsReceived, pending: waiting, applied: st.applied, bytesRead: st.bytesRead,
           readRate: st.totalLatencyMs > 0 ? st.bytesRead / elapsed : 0, verifyMs: digests.estimateMs(),
         })
         .catch(() => {});
@@ -314,7 +314,7 @@ async function receive(conn: Connection, opts: IncomingOptions, ready: Prepared 
 
     trace('drained');
     setState('verifying');
-    digests.invalidate(memory.dirty.readAndClear());
+    digests.readDirty(memory.dirty);
     await digests.settle();
     const mine = digests.regionDigests(memory.layout);
     await waitFor(() => sourceDigests !== null);

@@ -13,11 +13,8 @@ import { PAGE_SIZE } from '../guest/layout.ts';
 import type { GuestMemory } from '../guest/memory.ts';
 import type { BlockBackend } from '../storage/backend.ts';
 import { HASH_BYTES } from '../wire/frames.ts';
-import { BufferPool } from '../../nbd/buffer-pool.ts';
+import { BufferPool, MIN_POOLED } from '../../nbd/buffer-pool.ts';
 import type { HashPool } from './hash-pool.ts';
-
-/** Reads from this size on come from the buffer pool (nbd/buffer-pool.ts pools from 64 KiB). */
-const POOLED = 64 * 1024;
 
 interface Ref {
   page: number;
@@ -201,7 +198,7 @@ export class FetchQueue {
       // Hashing runs on the pool; the sequence check and the copy stay here, where newer versions land.
       const ranges = new Uint32Array(run.length * 2);
       run.forEach((r, i) => ((ranges[2 * i] = r.block - first), (ranges[2 * i + 1] = r.count)));
-      const { buffer: buf, hashes } = await this.hasher.hashBuffer(read, ranges, read.length >= POOLED);
+      const { buffer: buf, hashes } = await this.hasher.hashBuffer(read, ranges, read.length >= MIN_POOLED); // a pooled buffer moves whole
       const mismatched: number[] = [];
       run.forEach((r, k) => {
         const ok = Buffer.compare(hashes.subarray(k * HASH_BYTES, (k + 1) * HASH_BYTES), r.hash) === 0;
@@ -220,7 +217,7 @@ export class FetchQueue {
           }
         }
       });
-      if (buf.length >= POOLED) this.buffers.put(buf);
+      this.buffers.put(buf); // small ones were never pooled: put() ignores them
       if (mismatched.length) this.onMismatch(mismatched);
     } catch (err) {
       this.failure ??= err as Error;

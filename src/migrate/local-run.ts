@@ -69,11 +69,17 @@ export function makeDiskImage(path: string, bytes: number): string {
   return path;
 }
 
-/** Starts a livemig process (as `wrap` says) and returns it with the JSON line it prints when ready. */
-async function startProcess(wrap: string[], args: string[], children: ChildProcess[]): Promise<{ child: ChildProcess; info: Record<string, string>; stderr: () => string }> {
-  const profile = process.env.LIVEMIG_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.LIVEMIG_PROF}`] : [];
-  const command = [...wrap, process.execPath, ...profile, LIVEMIG, ...args, '--json'];
-  const child = spawn(command[0], command.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });
+/** Every process a local run has started and not yet reaped, for killAll on an interrupt. */
+const live = new Set<ChildProcess>();
+
+/** Kills whatever local runs have running (a benchmark interrupted by a signal). */
+export function killAll(): void {
+  for (const c of live) c.kill('SIGKILL');
+}
+
+/** Spawns a process of a local run: killed with the run (or by killAll), its stderr kept (and echoed under LIVEMIG_TRACE). */
+function spawnTracked(command: string[], stdout: 'pipe' | 'ignore', children: ChildProcess[]): { child: ChildProcess; stderr: () => string } {
+  const child = spawn(command[0], command.slice(1), { stdio: ['ignore', stdout, 'pipe'] });
   children.push(child);
   live.add(child);
   child.once('exit', () => live.delete(child));
@@ -82,13 +88,21 @@ async function startProcess(wrap: string[], args: string[], children: ChildProce
     stderr += d;
     if (process.env.LIVEMIG_TRACE) process.stderr.write(d); // phase traces of the agents
   });
+  return { child, stderr: () => stderr };
+}
+
+/** Starts a livemig process (as `wrap` says) and returns it with the JSON line it prints when ready. */
+async function startProcess(wrap: string[], args: string[], children: ChildProcess[]): Promise<{ child: ChildProcess; info: Record<string, string>; stderr: () => string }> {
+  const profile = process.env.LIVEMIG_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.LIVEMIG_PROF}`] : [];
+  const command = [...wrap, process.execPath, ...profile, LIVEMIG, ...args, '--json'];
+  const { child, stderr } = spawnTracked(command, 'pipe', children);
   const line = await new Promise<string>((resolve, reject) => {
     const lines = createInterface({ input: child.stdout! });
     lines.on('error', () => {});
     lines.once('line', resolve);
-    child.once('exit', (code) => reject(new Error(`livemig ${args[0]} exited with ${code}: ${stderr.trim()}`)));
+    child.once('exit', (code) => reject(new Error(`livemig ${args[0]} exited with ${code}: ${stderr().trim()}`)));
   });
-  return { child, info: JSON.parse(line), stderr: () => stderr };
+  return { child, info: JSON.parse(line), stderr };
 }
 
 /** What a process that died said last, for the error of the run it broke. */
@@ -112,25 +126,12 @@ async function startStorage(o: NonNullable<LocalRunOptions['storage']>, image: s
   const rate = o.rate ? ['--filter=rate'] : [];
   const command = [...at.wrap('storage'), 'nbdkit', '--foreground', '--exit-with-parent', '-P', pidFile, '-i', at.listen.storage, '-p', String(port),
     '-e', 'disk', ...rate, 'file', image, ...(o.rate ? [`rate=${Math.round(o.rate * 8)}`] : [])];
-  const child = spawn(command[0], command.slice(1), { stdio: ['ignore', 'ignore', 'pipe'] });
-  children.push(child);
-  live.add(child);
-  child.once('exit', () => live.delete(child));
-  let stderr = '';
-  child.stderr!.on('data', (d) => (stderr += d));
+  const { child, stderr } = spawnTracked(command, 'ignore', children);
   for (let i = 0; !existsSync(pidFile); i++) {
-    if (child.exitCode !== null || i > 200) throw new Error(`nbdkit did not start: ${stderr.trim() || `exit ${child.exitCode}`}`);
+    if (child.exitCode !== null || i > 200) throw new Error(`nbdkit did not start: ${stderr().trim() || `exit ${child.exitCode}`}`);
     await delay(25);
   }
   return { pid: child.pid!, port };
-}
-
-/** Every process a local run has started and not yet reaped, for killAll on an interrupt. */
-const live = new Set<ChildProcess>();
-
-/** Kills whatever local runs have running (a benchmark interrupted by a signal). */
-export function killAll(): void {
-  for (const c of live) c.kill('SIGKILL');
 }
 
 export type LocalMigrationResult = MigrationResult & {

@@ -15,6 +15,7 @@
 import { createHmac } from 'node:crypto';
 import { MAX_REGION_BYTES, PAGE_SIZE, type RegionLayout } from '../guest/layout.ts';
 import type { HashPool } from './hash-pool.ts';
+import type { DirtyLog } from '../guest/dirty-log.ts';
 
 /** 64 KiB: small enough that a few scattered writes make little to rehash. A protocol constant. */
 export const DIGEST_CHUNK_PAGES = 16;
@@ -56,6 +57,13 @@ export class MemoryDigests {
       const tail = pages % DIGEST_CHUNK_PAGES;
       if (tail) this.digests.set(zero(tail), (this.chunks - 1) * DIGEST_BYTES);
     }
+  }
+
+  /** Reads and clears the dirty log, taking note of every page it reports; returns them. */
+  readDirty(log: DirtyLog): Uint32Array {
+    const pages = log.readAndClear();
+    this.invalidate(pages);
+    return pages;
   }
 
   /** Pages written since the log was last read. */

@@ -89,11 +89,7 @@ export async function migrate(guest: Guest, opts: MigrateOptions): Promise<Migra
   const meter = new BandwidthMeter();
   const digests = new MemoryDigests(hasher, pages, key);
   /** Reads and clears the dirty log; the digests learn of every write through here. */
-  const takeDirty = () => {
-    const d = memory.dirty.readAndClear();
-    digests.invalidate(d);
-    return d;
-  };
+  const takeDirty = () => digests.readDirty(memory.dirty);
   const totals = { full: 0, zero: 0, ref: 0, refRetried: 0 };
   const roundStats: RoundStats[] = [];
   let seq = 0;
