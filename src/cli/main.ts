@@ -19,6 +19,7 @@ const COMMANDS: Record<string, { run: Command; summary: string }> = {
   resume: { run: verb('resume'), summary: 'resume a paused guest' },
   throttle: { run: verb('throttle'), summary: 'slow a guest\'s workload by PERCENT (0-99)' },
   'dump-memory': { run: verb('dump-memory'), summary: 'write guest memory to an image (for p2b verify)' },
+  fingerprint: { run: verb('fingerprint'), summary: 'SHA-256 of every MiB of a paused guest\'s memory, to compare hosts' },
   stop: { run: verb('stop'), summary: 'stop a guest (map flushed and marked clean)' },
   'nbd serve': { run: nbdServe.run, summary: 'serve files or memory over NBD' },
   'nbd info': { run: nbdInfo.runInfo, summary: 'show an NBD export: size, flags, block sizes' },

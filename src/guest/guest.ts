@@ -16,6 +16,7 @@ import { DiskLock } from '../storage/disk-lock.ts';
 import { WORKLOADS } from './workloads/registry.ts';
 import type { WorkloadOptions } from './workloads/workload.ts';
 import type { DeviceState, WorkerInit, WorkerReply, WorkerEvent, WorkerRequest, WorkerStatus } from './messages.ts';
+import { fingerprint, type Fingerprint } from './fingerprint.ts';
 
 const WORKER = new URL('./worker.ts', import.meta.url);
 
@@ -48,7 +49,8 @@ export interface GuestConfig {
 
 export interface GuestStatus {
   name: string;
-  state: WorkerStatus['state'];
+  /** 'postmigrate': it has migrated away and stays here paused, memory intact, until stopped (as QEMU's). */
+  state: WorkerStatus['state'] | 'postmigrate';
   memoryBytes: number;
   regions: number;
   workload: string;
@@ -67,6 +69,7 @@ export class Guest {
   private nextId = 1;
   private readonly pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
   private exited = false;
+  private migratedAway = false;
   failure: { code: string; message: string } | null = null;
 
   private constructor(
@@ -184,6 +187,7 @@ export class Guest {
   }
 
   async resume(): Promise<GuestStatus> {
+    if (this.migratedAway) throw new GuestError('GUEST_MIGRATED', 'this guest has migrated away and runs on the destination: stop it here');
     await this.request<WorkerStatus>({ cmd: 'resume' });
     return this.status();
   }
@@ -218,6 +222,18 @@ export class Guest {
     await this.request({ cmd: 'load-device', device });
   }
 
+  /** The guest runs elsewhere now: it stays here paused, memory intact, disk released, until stopped. */
+  markMigrated(): void {
+    this.migratedAway = true;
+  }
+
+  /** The oracle's fingerprint of memory (fingerprint.ts); only of a guest that is not running. */
+  async fingerprint(): Promise<Fingerprint> {
+    const w = await this.request<WorkerStatus>({ cmd: 'status' });
+    if (w.state === 'running') throw new GuestError('GUEST_RUNNING', 'a fingerprint needs a guest that is not running: pause it first');
+    return fingerprint(this.memory);
+  }
+
   deviceState(): Promise<DeviceState> {
     return this.request<DeviceState>({ cmd: 'device-state' });
   }
@@ -233,7 +249,7 @@ export class Guest {
     }
     return {
       name: this.config.name,
-      state: w.state,
+      state: this.migratedAway ? 'postmigrate' : w.state,
       memoryBytes: this.config.memoryBytes,
       regions: this.memory.layout.length,
       workload: this.config.workload,

@@ -29,7 +29,7 @@ import { phaseTrace } from '../util/trace.ts';
 import { cpuMsSince } from '../util/process-usage.ts';
 import type { ResumedReport } from './result.ts';
 
-export type DestinationState = 'listening' | 'handshake' | 'receiving' | 'draining' | 'verifying' | 'running' | 'failed';
+export type DestinationState = 'listening' | 'handshake' | 'receiving' | 'draining' | 'verifying' | 'running' | 'paused' | 'failed';
 
 export interface IncomingOptions {
   host: string;
@@ -45,6 +45,8 @@ export interface IncomingOptions {
   memoryBytes?: number;
   /** Fetch queue tuning (defaults: FETCH_DEFAULTS). */
   fetch?: Partial<FetchOptions>;
+  /** Leave the arrived guest paused instead of resuming it (QEMU's -S): someone compares memories first. */
+  hold?: boolean;
 }
 
 export interface Incoming {
@@ -337,12 +339,13 @@ async function receive(conn: Connection, opts: IncomingOptions, ready: Prepared 
     guest = await starting;
     await guest.loadDevice(device as DeviceState); // attaches the disk: the source released it at pause
     trace('device loaded');
-    await guest.resume();
-    setState('running');
+    if (!opts.hold) await guest.resume();
+    setState(opts.hold ? 'paused' : 'running');
     trace('guest started');
     const s = queue.stats;
     const report: ResumedReport = {
       verified: true,
+      running: !opts.hold,
       fetchedBytes: s.bytesRead,
       sampleBytes: check.bytes,
       refsApplied: s.applied,

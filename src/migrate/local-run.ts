@@ -15,6 +15,7 @@ import { controlRequest } from '../guest/control/client.ts';
 import type { GuestStatus } from '../guest/guest.ts';
 import type { MigrationResult, RoundStats, Strategy } from './result.ts';
 import { processUsage } from '../util/process-usage.ts';
+import { compareFingerprints, type Fingerprint, type FingerprintComparison } from '../guest/fingerprint.ts';
 
 const LIVEMIG = new URL('../../bin/livemig.js', import.meta.url).pathname;
 
@@ -35,6 +36,13 @@ export interface LocalRunOptions {
   placement?: Placement;
   /** The NBD server for the disk: livemig's own, or nbdkit's file plugin, optionally behind its rate filter (bytes/s). */
   storage?: { server: 'livemig' | 'nbdkit'; rate?: number };
+  /**
+   * 'full' (default): the destination holds the guest paused and the source keeps its
+   * paused copy until both memories are fingerprinted from scratch and compared (the
+   * oracle, guest/fingerprint.ts); its cost is reported as checkMs, not as downtime.
+   * 'digests': the production check only, the engine's keyed memory digests.
+   */
+  check?: 'full' | 'digests';
   /** Called once the guest is warm, just before migrating: a benchmark measures its references here. */
   beforeMigrate?: (env: { disk: (role: 'source' | 'destination') => string; wrap: Placement['wrap'] }) => Promise<void>;
 }
@@ -135,10 +143,28 @@ async function startStorage(o: NonNullable<LocalRunOptions['storage']>, image: s
 }
 
 export type LocalMigrationResult = MigrationResult & {
+  check: 'full' | 'digests';
+  /** The oracle's verdict and cost ('full' only); `verified` is true only if the check it names passed. */
+  oracle?: FingerprintComparison;
+  checkMs: number;
   destinationRunning: boolean;
   /** The NBD server process over the migration. */
   storageServer: { cpuMs: number; peakRss: number };
 };
+
+/**
+ * The oracle at the switch-over: the source (postmigrate) and the held destination
+ * fingerprint their memories at once; then the source stops and the destination runs.
+ */
+async function oracleCheck(srcControl: string, dstControl: string): Promise<{ oracle: FingerprintComparison; checkMs: number }> {
+  const t0 = performance.now();
+  const [a, b] = await Promise.all([srcControl, dstControl].map((c) => controlRequest<Fingerprint>(c, 'fingerprint', {}, 600_000)));
+  const oracle = compareFingerprints(a, b);
+  const checkMs = Math.round(performance.now() - t0);
+  await controlRequest(srcControl, 'stop').catch(() => {});
+  await controlRequest(dstControl, 'resume');
+  return { oracle, checkMs };
+}
 
 export async function runLocalMigration(o: LocalRunOptions): Promise<LocalMigrationResult> {
   const dir = mkdtempSync(join(tmpdir(), 'livemig-demo-'));
@@ -154,8 +180,9 @@ export async function runLocalMigration(o: LocalRunOptions): Promise<LocalMigrat
     const storage = await startStorage(o.storage ?? { server: 'livemig' }, image, at, dir, children);
     const disk = (role: 'source' | 'destination') => `nbd://${at.storageFrom[role]}:${storage.port}/disk`;
     const dstControl = join(dir, 'destination.sock');
+    const full = (o.check ?? 'full') === 'full';
     const dst = await startProcess(at.wrap('destination'), ['run', '--incoming', `tcp://${at.listen.destination}:0`, '--disk', disk('destination'),
-      '--memory', String(o.memoryBytes), '--control', dstControl, '--state-dir', join(dir, 'destination')], children);
+      '--memory', String(o.memoryBytes), '--control', dstControl, '--state-dir', join(dir, 'destination'), ...(full ? ['--paused'] : [])], children);
     phase('starting the source guest');
     const srcControl = join(dir, 'source.sock');
     const src = await startProcess(at.wrap('source'), ['run', '--name', 'demo', '--memory', String(o.memoryBytes), '--disk', disk('source'), '--workload', o.workload,
@@ -184,7 +211,7 @@ export async function runLocalMigration(o: LocalRunOptions): Promise<LocalMigrat
     const storageCpu0 = processUsage(storage.pid)?.cpuMs ?? 0;
     try {
       result = await controlRequest<MigrationResult>(srcControl, 'migrate', {
-        migrate: { to: dst.info.incoming, strategy: o.strategy, maxBandwidth: o.maxBandwidth, downtimeLimitMs: o.downtimeLimitMs, maxRounds: 30, converge: 'throttle' },
+        migrate: { to: dst.info.incoming, strategy: o.strategy, maxBandwidth: o.maxBandwidth, downtimeLimitMs: o.downtimeLimitMs, maxRounds: 30, converge: 'throttle', keepPaused: full },
       }, 600_000);
     } catch (err) {
       await delay(100); // a crashed agent's exit lands just after the link drops
@@ -193,11 +220,17 @@ export async function runLocalMigration(o: LocalRunOptions): Promise<LocalMigrat
       clearInterval(ticker);
     }
     const storageUsage = processUsage(storage.pid);
+    const checked = full ? await oracleCheck(srcControl, dstControl) : null;
+    phase(checked ? `memories compared from scratch in ${checked.checkMs} ms: ${checked.oracle.equal ? 'equal' : 'DIFFERENT'}` : 'checked by memory digests');
     await delay(200);
     const d = await controlRequest<GuestStatus>(dstControl, 'status');
     await controlRequest(dstControl, 'stop').catch(() => {});
     return {
       ...result,
+      verified: result.verified && (checked?.oracle.equal ?? true),
+      check: full ? 'full' : 'digests',
+      ...(checked ? { oracle: checked.oracle } : {}),
+      checkMs: checked?.checkMs ?? 0,
       destinationRunning: d.state === 'running' && !d.error,
       storageServer: { cpuMs: (storageUsage?.cpuMs ?? NaN) - storageCpu0, peakRss: storageUsage?.peakRss ?? NaN },
     };

@@ -60,6 +60,8 @@ export interface FetchReport {
 
 export interface ResumedReport {
   verified: true;
+  /** False when the destination holds the guest paused (hold, QEMU's -S). */
+  running: boolean;
   fetchedBytes: number;
   sampleBytes: number;
   refsApplied: number;

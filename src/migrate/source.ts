@@ -37,6 +37,8 @@ export interface MigrateOptions {
   onRound?: (r: RoundStats) => void;
   /** How long to wait for the destination to verify and resume after stop-and-copy. */
   completeTimeoutMs?: number;
+  /** After the switch-over keep the guest here, paused with memory intact ('postmigrate'), instead of stopping it. */
+  keepPaused?: boolean;
 }
 
 export class MigrationError extends Error {
@@ -362,7 +364,8 @@ export async function migrate(guest: Guest, opts: MigrateOptions): Promise<Migra
     conn.close();
     pools.delete(guest);
     void hasher.close();
-    await guest.stop(); // the guest runs on the destination now
+    if (opts.keepPaused) guest.markMigrated();
+    else await guest.stop(); // the guest runs on the destination now
     return {
       strategy: opts.strategy,
       workload: guest.config.workload,

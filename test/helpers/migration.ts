@@ -7,10 +7,13 @@ import { migrate, type MigrateOptions } from '../../src/migrate/source.ts';
 import { openBackend } from '../../src/storage/open.ts';
 import { P2B } from '../../src/p2b/map.ts';
 import type { MigrationResult, Strategy } from '../../src/migrate/result.ts';
+import { compareFingerprints, type FingerprintComparison } from '../../src/guest/fingerprint.ts';
 
 export interface Migrated {
   result: MigrationResult;
   destination: Guest;
+  /** The oracle: both memories compared from scratch at the switch-over (guest/fingerprint.ts). */
+  oracle: FingerprintComparison;
   /** Mappings the destination started with, each checked against the storage. */
   mapped: number;
   mappedWrong: number;
@@ -28,23 +31,39 @@ export async function startWarmGuest(dir: string, name: string, disk: string, wo
   return g;
 }
 
+/**
+ * The oracle check of one migration: the source stays paused after the switch-over
+ * (postmigrate) and the destination was held paused (hold), so both memories are
+ * still those of the switch-over instant; each is fingerprinted from scratch and
+ * compared. Then the source stops and the destination runs.
+ */
+export async function checkSwitchover(source: Guest, destination: Guest, opts: { allowDifference?: boolean } = {}): Promise<FingerprintComparison> {
+  const [a, b] = await Promise.all([source.fingerprint(), destination.fingerprint()]);
+  const oracle = compareFingerprints(a, b);
+  if (!opts.allowDifference && !oracle.equal) {
+    throw new Error(`the oracle found ${oracle.differentChunks} MiB of memory differing between source and destination (first at byte ${oracle.firstDifference})`);
+  }
+  await source.stop();
+  return oracle;
+}
+
 export async function migrateGuest(
   dir: string,
   source: Guest,
   strategy: Strategy,
-  extra: Partial<MigrateOptions> & { destinationDisk?: string } = {},
+  extra: Partial<MigrateOptions> & { destinationDisk?: string; allowDifference?: boolean } = {},
 ): Promise<Migrated> {
-  const incoming = await listenIncoming({ host: '127.0.0.1', port: 0, disk: extra.destinationDisk, stateDir: (n) => join(dir, `${n}-dst-${Date.now()}`) });
+  const incoming = await listenIncoming({ host: '127.0.0.1', port: 0, disk: extra.destinationDisk, hold: true, stateDir: (n) => join(dir, `${n}-dst-${Date.now()}`) });
   const result = await migrate(source, {
-    host: '127.0.0.1', port: incoming.port, strategy, maxBandwidth: 0, downtimeLimitMs: 300, maxRounds: 30, converge: 'throttle', ...extra,
+    host: '127.0.0.1', port: incoming.port, strategy, maxBandwidth: 0, downtimeLimitMs: 300, maxRounds: 30, converge: 'throttle', keepPaused: true, ...extra,
   });
   const destination = await incoming.guest;
+  const oracle = await checkSwitchover(source, destination, extra);
   // The map the destination starts from must be true: every mapped page equals its block.
   const storage = await openBackend(extra.destinationDisk ?? source.config.disk, { readOnly: true, lock: false });
   const buf = Buffer.alloc(4096);
   let mapped = 0;
   let mappedWrong = 0;
-  await destination.pause();
   for (let p = 0; p < destination.map.pages; p++) {
     if (destination.map.state[p] === P2B.NONE) continue;
     mapped++;
@@ -53,5 +72,5 @@ export async function migrateGuest(
   }
   await storage.close();
   await destination.resume();
-  return { result, destination, mapped, mappedWrong };
+  return { result, destination, oracle, mapped, mappedWrong };
 }

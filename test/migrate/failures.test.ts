@@ -23,7 +23,7 @@ import { requireTools } from '../helpers/tools.ts';
 import { tempDir, startNbdkit, livemig, run, LIVEMIG, REPO } from '../helpers/processes.ts';
 import { randomImage } from '../helpers/disk-image.ts';
 import { startNbdServe, type ServeProcess } from '../helpers/nbd-serve.ts';
-import { startWarmGuest, migrateGuest } from '../helpers/migration.ts';
+import { startWarmGuest, migrateGuest, checkSwitchover } from '../helpers/migration.ts';
 
 const MiB = 1024 * 1024;
 const dir = tempDir();
@@ -169,7 +169,7 @@ test('blocks corrupted on storage behind livemig\'s back are caught by the keyed
 });
 
 test('a peer of another protocol version is refused with MIGRATE_VERSION, and the destination stays ready', async () => {
-  const incoming = await listenIncoming({ host: '127.0.0.1', port: 0, stateDir: () => join(dir.path, 'ver-dst') });
+  const incoming = await listenIncoming({ host: '127.0.0.1', port: 0, hold: true, stateDir: () => join(dir.path, 'ver-dst') });
   try {
     const c = await Connection.connect('127.0.0.1', incoming.port);
     await c.sendJson(FRAME.HELLO, { protocol: 'livemig', versionMin: 7, versionMax: 9, capabilities: [], guest: {}, storage: {}, key: '', strategy: 'p2b' });
@@ -177,9 +177,11 @@ test('a peer of another protocol version is refused with MIGRATE_VERSION, and th
     c.destroy();
     // A real source can still migrate to it afterwards.
     const g = await startWarmGuest(dir.path, 'ver', nbd.uri('disk'), 'idle');
-    const r = await migrate(g, { ...base, host: '127.0.0.1', port: incoming.port });
+    const r = await migrate(g, { ...base, host: '127.0.0.1', port: incoming.port, keepPaused: true });
     assert.equal(r.verified, true);
-    await (await incoming.guest).stop();
+    const destination = await incoming.guest;
+    assert.equal((await checkSwitchover(g, destination)).equal, true);
+    await destination.stop();
   } finally {
     incoming.close();
   }
@@ -208,14 +210,16 @@ test('a destination that sees other storage refuses references: full pages, stil
 test('a destination prepared for another memory size refuses the guest with MIGRATE_LAYOUT; one prepared for its size takes it', async () => {
   const g = await startWarmGuest(dir.path, 'prepared', nbd.uri('disk'), 'pagecache'); // 32 MiB
   const wrong = await listenIncoming({ host: '127.0.0.1', port: 0, stateDir: () => join(dir.path, 'prep-wrong'), memoryBytes: 64 * MiB });
-  const right = await listenIncoming({ host: '127.0.0.1', port: 0, stateDir: () => join(dir.path, 'prep-right'), memoryBytes: 32 * MiB });
+  const right = await listenIncoming({ host: '127.0.0.1', port: 0, hold: true, stateDir: () => join(dir.path, 'prep-right'), memoryBytes: 32 * MiB });
   try {
     await assert.rejects(migrate(g, { ...base, host: '127.0.0.1', port: wrong.port }), (e: unknown) => e instanceof MigrationError && e.code === 'MIGRATE_LAYOUT' && /67108864/.test(e.message));
     assert.equal((await g.status()).state, 'running', 'the source keeps its guest');
-    const r = await migrate(g, { ...base, strategy: 'p2b', host: '127.0.0.1', port: right.port });
+    const r = await migrate(g, { ...base, strategy: 'p2b', host: '127.0.0.1', port: right.port, keepPaused: true });
     assert.equal(r.verified, true);
     assert.ok(r.pages.ref > 0);
-    await (await right.guest).stop();
+    const destination = await right.guest;
+    assert.equal((await checkSwitchover(g, destination)).equal, true);
+    await destination.stop();
   } finally {
     wrong.close();
     right.close();

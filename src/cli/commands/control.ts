@@ -5,6 +5,8 @@ import type { GuestStatus } from '../../guest/guest.ts';
 import { parse } from '../parse.ts';
 import { UsageError } from '../usage-error.ts';
 import { formatBytes } from '../../util/size.ts';
+import { createHash } from 'node:crypto';
+import type { Fingerprint } from '../../guest/fingerprint.ts';
 
 const USAGE: Record<string, string> = {
   status: 'livemig status --control SOCKET [--json]',
@@ -12,6 +14,7 @@ const USAGE: Record<string, string> = {
   resume: 'livemig resume --control SOCKET [--json]',
   stop: 'livemig stop --control SOCKET [--json]',
   throttle: 'livemig throttle --control SOCKET PERCENT [--json]',
+  fingerprint: 'livemig fingerprint --control SOCKET [--json]\n\nPrints a SHA-256 of every MiB of guest memory, computed anew from the bytes\n(it shares nothing with the migration engine). A guest that runs is refused:\npause it first. Two hosts agree on memory when their fingerprints are equal.',
   'dump-memory': 'livemig dump-memory --control SOCKET --out PATH [--json]\n\nWrites guest memory to PATH and the p2b map of the same instant to PATH.p2b.sqlite,\nso that `p2b verify PATH.p2b.sqlite --memory PATH --storage DISK` checks it.\nA guest that writes its disk changes blocks after the dump: pause it first and\nkeep it paused until the check is done (dump-memory leaves a paused guest paused).',
 };
 
@@ -34,7 +37,7 @@ export function formatStatus(s: GuestStatus): string {
   return lines.join('\n');
 }
 
-export function verb(name: 'status' | 'pause' | 'resume' | 'stop' | 'throttle' | 'dump-memory') {
+export function verb(name: 'status' | 'pause' | 'resume' | 'stop' | 'throttle' | 'dump-memory' | 'fingerprint') {
   return async (args: string[]): Promise<number> => {
     const { values, positionals } = parse(args, { control: { type: 'string' }, out: { type: 'string' } }, name === 'throttle');
     if (values.help) return void console.log(helpFor(name)), 0;
@@ -54,7 +57,11 @@ export function verb(name: 'status' | 'pause' | 'resume' | 'stop' | 'throttle' |
       const r = result as { path: string; bytes: number; map: string };
       console.log(`wrote ${formatBytes(r.bytes)} of guest memory to ${r.path}\nand the p2b map at the same instant to ${r.map}`);
     } else if (name === 'stop') console.log('stopped');
-    else console.log(formatStatus(result as GuestStatus));
+    else if (name === 'fingerprint') {
+      const f = result as Fingerprint;
+      const whole = createHash('sha256').update(f.chunks.join('')).digest('hex');
+      console.log(`${whole}  SHA-256 over ${f.chunks.length} per-MiB hashes of ${formatBytes(f.memoryBytes)} (${f.ms} ms)`);
+    } else console.log(formatStatus(result as GuestStatus));
     return 0;
   };
 }

@@ -10,7 +10,7 @@ import { parseTcpAddress } from '../tcp-address.ts';
 
 export const help = `Usage: livemig migrate --control SOCKET --to tcp://HOST:PORT [--strategy p2b|baseline]
                        [--max-bandwidth RATE] [--downtime-limit MS] [--max-rounds N]
-                       [--converge throttle|abort] [--json]
+                       [--converge throttle|abort] [--keep-paused] [--json]
 
 Live-migrates the guest behind SOCKET to a destination started with
 'livemig run --incoming tcp://HOST:PORT'. The guest keeps running here until
@@ -25,6 +25,9 @@ that leaves it running here, untouched.
   --max-rounds      rounds without converging before the policy applies (default 30)
   --converge        throttle (default: slow the guest step by step, then stop and
                     copy anyway) or abort (give up; the guest stays here)
+  --keep-paused     after the switch-over keep the guest here, paused with its
+                    memory intact ('postmigrate', as QEMU's), until 'livemig stop':
+                    'livemig fingerprint' on both hosts then compares memories
 
 'livemig status --control SOCKET' shows the migration while it runs.`;
 
@@ -47,6 +50,7 @@ export async function run(args: string[]): Promise<number> {
     'downtime-limit': { type: 'string' },
     'max-rounds': { type: 'string' },
     converge: { type: 'string' },
+    'keep-paused': { type: 'boolean' },
   });
   if (values.help) return void console.log(help), 0;
   if (!values.control || !values.to) throw new UsageError('migrate needs --control SOCKET and --to tcp://HOST:PORT');
@@ -60,7 +64,7 @@ export async function run(args: string[]): Promise<number> {
   if (converge !== 'throttle' && converge !== 'abort') throw new UsageError('--converge must be throttle or abort');
 
   const socket = resolve(values.control);
-  const request: MigrateArgs = { to: values.to, strategy, maxBandwidth, downtimeLimitMs, maxRounds, converge };
+  const request: MigrateArgs = { to: values.to, strategy, maxBandwidth, downtimeLimitMs, maxRounds, converge, keepPaused: values['keep-paused'] };
   // A progress line on a terminal, read from `status` while the migration runs.
   const tty = process.stderr.isTTY && !values.json;
   const ticker = tty

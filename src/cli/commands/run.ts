@@ -17,7 +17,7 @@ export const help = `Usage: livemig run --name NAME --memory SIZE --disk NBD-URI
                    --workload PROFILE --control SOCKET [--state-dir DIR]
                    [--seed N] [--dirty-rate SIZE/s] [--write-rate SIZE/s] [--json]
        livemig run --incoming tcp://HOST:PORT --control SOCKET [--disk NBD-URI|PATH]
-                   [--memory SIZE] [--state-dir DIR] [--json]
+                   [--memory SIZE] [--paused] [--state-dir DIR] [--json]
 
 Start an emulated guest: memory in shared buffers, a workload in a worker
 thread, its disk behind the I/O interceptor that keeps the p2b map (SQLite in
@@ -30,7 +30,9 @@ seed come from the source; --disk says how this host reaches the shared disk
 (default: the source's URI or path). --memory, if given, allocates and faults
 in that much memory and boots the guest's thread before the source connects
 (as QEMU's -m with -mem-prealloc), which keeps that work out of the migration;
-a guest of another size is then refused.
+a guest of another size is then refused. --paused leaves the arrived guest
+paused (as QEMU's -S) until 'livemig resume', e.g. to compare its memory with
+the source's first ('livemig fingerprint' on both).
 
   --memory SIZE        guest memory, e.g. 1GiB (regions of at most 1 GiB)
   --disk URI|PATH      nbd://HOST:PORT/EXPORT, nbd+unix:///EXPORT?socket=S, or a file
@@ -63,6 +65,7 @@ export async function run(args: string[]): Promise<number> {
     'dirty-rate': { type: 'string' },
     'write-rate': { type: 'string' },
     incoming: { type: 'string' },
+    paused: { type: 'boolean' },
   });
   if (values.help) return void console.log(help), 0;
   if (!values.control) throw new UsageError('run needs --control');
@@ -92,7 +95,8 @@ export async function run(args: string[]): Promise<number> {
         const result = await migrate(guest!, { ...m, host: to.host, port: to.port, onRound: (r) => current.rounds.push(r) });
         current.state = 'completed';
         current.result = result;
-        setImmediate(() => void stop()); // the guest runs on the destination now
+        // The guest runs on the destination now; kept paused here (postmigrate) until 'stop' if asked.
+        if (!m.keepPaused) setImmediate(() => void stop());
         return result;
       } catch (err) {
         const e = err as Error & { code?: string };
@@ -111,7 +115,7 @@ export async function run(args: string[]): Promise<number> {
     const at = asUsage(() => parseTcpAddress(values.incoming!));
     const memoryBytes = values.memory === undefined ? undefined : sizeOption('--memory', values.memory);
     if (memoryBytes !== undefined && memoryBytes % 4096) throw new UsageError('--memory must be a multiple of 4 KiB');
-    const inc = await listenIncoming({ host: at.host, port: at.port, disk: values.disk, stateDir: stateDirFor, memoryBytes });
+    const inc = await listenIncoming({ host: at.host, port: at.port, disk: values.disk, stateDir: stateDirFor, memoryBytes, hold: values.paused });
     incoming = inc;
     const server = await serveControl(control, target);
     process.once('SIGINT', () => (inc.close(), void stop()));
@@ -130,6 +134,7 @@ export async function run(args: string[]): Promise<number> {
     return 0;
   }
 
+  if (values.paused) throw new UsageError('--paused goes with --incoming');
   for (const required of ['name', 'memory', 'disk', 'workload'] as const) {
     if (!values[required]) throw new UsageError(`run needs --${required}`);
   }

@@ -3,7 +3,7 @@
  * Request  {"id": 1, "cmd": "status"}            (plus arguments by name)
  * Reply    {"id": 1, "ok": true, "result": {...}} or {"id": 1, "ok": false, "error": {"code", "message"}}
  */
-export const CONTROL_COMMANDS = ['status', 'pause', 'resume', 'stop', 'throttle', 'dump-memory', 'migrate'] as const;
+export const CONTROL_COMMANDS = ['status', 'pause', 'resume', 'stop', 'throttle', 'dump-memory', 'fingerprint', 'migrate'] as const;
 export type ControlCommand = (typeof CONTROL_COMMANDS)[number];
 
 export interface MigrateArgs {
@@ -13,6 +13,8 @@ export interface MigrateArgs {
   downtimeLimitMs: number;
   maxRounds: number;
   converge: 'throttle' | 'abort';
+  /** Keep the guest here paused after the switch-over (postmigrate), e.g. to compare memories. */
+  keepPaused?: boolean;
 }
 
 export interface ControlRequest {

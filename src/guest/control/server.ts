@@ -73,6 +73,8 @@ async function dispatch(target: ControlTarget, req: ControlRequest): Promise<unk
     case 'dump-memory':
       if (typeof req.path !== 'string' || !req.path) throw fail('CONTROL_BAD_REQUEST', 'dump-memory needs a path');
       return guest.dumpMemory(req.path);
+    case 'fingerprint':
+      return guest.fingerprint();
     case 'migrate':
       if (!req.migrate) throw fail('CONTROL_BAD_REQUEST', 'migrate needs its arguments');
       return target.migrate(req.migrate);
