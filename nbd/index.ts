@@ -9,3 +9,7 @@ export { parseListenAddress, type ListenAddress } from './server/listen-address.
 export type { ExportBackend, ExportSpec } from './server/export.ts';
 export { FileExport } from './server/file-export.ts';
 export { MemoryExport } from './server/memory-export.ts';
+// Building blocks other framed protocols reuse (livemig's migration link, its fetch queue, disk locks).
+export { SocketReader } from './socket-reader.ts';
+export { BufferPool, MIN_POOLED } from './buffer-pool.ts';
+export { flock, isLockConflict } from './server/flock.ts';

@@ -10,7 +10,7 @@
  *   lmb-dst 10.77.3.1 ──storage──── 10.77.3.2 lmb-sto
  */
 import { execFileSync } from 'node:child_process';
-import type { Placement, Role } from '../../src/migrate/local-run.ts';
+import type { Placement, Role } from '../../src/demo/hosts.ts';
 
 const NS: Record<Role, string> = { source: 'lmb-src', destination: 'lmb-dst', storage: 'lmb-sto' };
 const LINKS = [

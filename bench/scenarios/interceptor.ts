@@ -55,15 +55,15 @@ function makeOps(count: number, diskBlocks: number, memPages: number): Op[] {
 /** The same I/O without the interceptor: the data still lands in (and leaves from) guest memory. */
 class Direct {
   constructor(readonly backend: BlockBackend, readonly memory: GuestMemory) {}
-  async readBlocks(first: number, pages: number[]): Promise<void> {
+  async readPages(pages: number[], first: number): Promise<void> {
     const buf = Buffer.allocUnsafe(pages.length * PAGE_SIZE);
     await this.backend.readInto(buf, first * PAGE_SIZE);
     pages.forEach((p, i) => this.memory.setPage(p, buf.subarray(i * PAGE_SIZE, (i + 1) * PAGE_SIZE)));
   }
-  async writeBlocks(pages: number[], first: number): Promise<void> {
+  async writePages(pages: number[], first: number): Promise<void> {
     const buf = Buffer.allocUnsafe(pages.length * PAGE_SIZE);
     pages.forEach((p, i) => buf.set(this.memory.page(p), i * PAGE_SIZE));
-    await this.backend.write(first * PAGE_SIZE, buf);
+    await this.backend.write(buf, first * PAGE_SIZE);
   }
   async flush(): Promise<void> {
     await this.backend.flush();
@@ -80,8 +80,8 @@ async function runOps(io: Direct | Interceptor, ops: Op[], depth: number): Promi
       while (next < ops.length) {
         const op = ops[next++];
         // Disjoint page ranges per in-flight op are not guaranteed; both variants see the same overlaps.
-        if (op.write) await io.writeBlocks(op.pages, op.first);
-        else await io.readBlocks(op.first, op.pages);
+        if (op.write) await io.writePages(op.pages, op.first);
+        else await io.readPages(op.pages, op.first);
         bytes += op.pages.length * PAGE_SIZE;
       }
     }),

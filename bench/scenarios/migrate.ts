@@ -11,7 +11,11 @@ import { parseArgs } from 'node:util';
 import { mkdtempSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, basename, dirname } from 'node:path';
-import { runLocalMigration, makeDiskImage, diskBytesFor, killAll, LOOPBACK, type LocalMigrationResult, type Placement } from '../../src/migrate/local-run.ts';
+import { runLocalMigration, type LocalMigrationResult } from '../../src/demo/local-migration.ts';
+import { killAll, LOOPBACK, type Placement } from '../../src/demo/hosts.ts';
+import { makeDiskImage, diskBytesFor } from '../../src/demo/disk-image.ts';
+import { nbdkitStorage } from '../lib/nbdkit-storage.ts';
+import { ProcessMeter, type Usage } from '../lib/process-usage.ts';
 import { STRATEGIES, type Strategy } from '../../src/migrate/result.ts';
 import { WORKLOADS } from '../../src/guest/workloads/registry.ts';
 import { parseSize, parseRate, formatBytes, formatRate } from '../../src/util/size.ts';
@@ -26,7 +30,9 @@ export const help = `Usage: npm run bench -- migrate [options]
 
 Migrates guests with each strategy over a matrix of workload x strategy x link
 bandwidth x memory size, --repeat runs per cell, alternating strategies. Every
-run is verified (memory digests). Writes bench/results/<date>-<name>.json (all
+run is verified: besides the engine's memory digests, both memories are
+compared from scratch at the switch-over (the oracle, SHA-256 per MiB; its
+cost is reported as checkMs, apart from the downtime). Writes bench/results/<date>-<name>.json (all
 figures), <name>.md (tables) and <name>-charts/*.svg.
 
   --workloads LIST      default: all (${Object.keys(WORKLOADS).join(',')})
@@ -49,6 +55,8 @@ figures), <name>.md (tables) and <name>-charts/*.svg.
   --name NAME           results name, default migrate (migrate-quick with --quick)
   --out DIR             where results go, default bench/results
   --json                print the goal ratios and paths as JSON
+  --log-level LEVEL     pino level of every livemig process, echoed on stderr
+  --cpu-prof DIR        write a V8 CPU profile of every livemig process to DIR
 
 Goals (ratios within one run): pagecache and idle at 1 Gbit/s, p2b link bytes
 <= 0.5x and total time <= 0.6x of baseline, p2b downtime <= 1.1x baseline;
@@ -57,6 +65,10 @@ TCP socket; the fetch queue reads storage >= 0.8x nbdcopy on the same export.`;
 
 interface Run extends LocalMigrationResult {
   bandwidth: number;
+  /** CPU time of each process over the migration (the check excluded) and its peak memory, read from /proc. */
+  cpu: { sourceMs: number; destinationMs: number };
+  peakRss: { source: number; destination: number };
+  storageServer: Usage;
   /** The time the link and the storage need for the bytes that crossed them, pipelined. */
   boundMs: number;
   efficiency: number;
@@ -95,6 +107,8 @@ export async function run(args: string[]): Promise<void> {
       scaling: { type: 'string' },
       'no-references': { type: 'boolean' },
       quick: { type: 'boolean' },
+      'log-level': { type: 'string', default: 'silent' },
+      'cpu-prof': { type: 'string' },
       name: { type: 'string' },
       out: { type: 'string' },
       json: { type: 'boolean' },
@@ -155,17 +169,25 @@ export async function run(args: string[]): Promise<void> {
     const migrateOnce = async (o: { workload: string; strategy: Strategy; bandwidth: number; memoryBytes: number; seed: number }): Promise<Run> => {
       const placement = placementFor(o.bandwidth);
       const imageBytes = diskBytesFor(o.memoryBytes);
+      const meter = new ProcessMeter<'source' | 'destination' | 'storage'>();
+      let usage!: Record<'source' | 'destination' | 'storage', Usage>;
       const res = await runLocalMigration({
         memoryBytes: o.memoryBytes, workload: o.workload, strategy: o.strategy, downtimeLimitMs: 300, seed: o.seed,
-        maxBandwidth: link === 'engine' ? o.bandwidth : 0, diskImage: imageFor(o.memoryBytes), placement, storage,
-        beforeMigrate: references.nbdcopy ? undefined : async (env) => {
-          references.nbdcopy = await nbdcopyRate(env.disk('destination'), imageBytes, env.wrap('destination'));
+        maxBandwidth: link === 'engine' ? o.bandwidth : 0, diskImage: imageFor(o.memoryBytes), placement, logLevel: values['log-level'], profileDir: values['cpu-prof'],
+        storage: storage.server === 'nbdkit' ? nbdkitStorage(storage.rate) : undefined,
+        beforeMigrate: async (run) => {
+          references.nbdcopy ??= await nbdcopyRate(run.storage.uri('destination'), imageBytes, run.hosts.placement.wrap('destination'));
+          meter.start(run.pids);
         },
+        afterMigrate: (run) => void (usage = meter.stop(run.pids)),
       });
       if (!res.verified || !res.destinationRunning) throw new Error(`${o.workload} ${o.strategy}: the destination did not verify and run`);
       const storageCap = Math.min(storageLink ?? Infinity, storageRate ?? Infinity, references.nbdcopy ?? Infinity);
       const boundMs = Math.max(res.linkBytes / o.bandwidth, res.nasBytes / storageCap) * 1000;
-      return { ...res, bandwidth: o.bandwidth, boundMs: Math.round(boundMs), efficiency: Math.round((boundMs / res.totalTimeMs) * 1000) / 1000 };
+      return {
+        ...res, bandwidth: o.bandwidth, boundMs: Math.round(boundMs), efficiency: Math.round((boundMs / res.totalTimeMs) * 1000) / 1000,
+        cpu: { sourceMs: usage.source.cpuMs, destinationMs: usage.destination.cpuMs }, peakRss: { source: usage.source.peakRss, destination: usage.destination.peakRss }, storageServer: usage.storage,
+      };
     };
 
     const cells = workloads.flatMap((workload) => bandwidths.flatMap((bandwidth) => sizes.map((memoryBytes) => ({ workload, bandwidth, memoryBytes }))));

@@ -1,6 +1,7 @@
 /** The `livemig` command: dispatch, help, and the error contract (exit 0/1/2, one line on stderr). */
 import { readFileSync } from 'node:fs';
 import { UsageError } from './usage-error.ts';
+import { createLogger } from '../log/logger.ts';
 import * as nbdServe from './commands/nbd-serve.ts';
 import * as nbdInfo from './commands/nbd-info.ts';
 import * as demo from './commands/demo.ts';
@@ -74,6 +75,8 @@ function fail(err: unknown, argv: string[]): number {
   }
   const code = typeof e.code === 'string' ? ` [${e.code}]` : '';
   console.error(`livemig: ${e.message}${code}`);
-  if (process.env.LIVEMIG_DEBUG) console.error(e.stack);
+  // The stack, for whoever asked for the log: --log-level debug or trace.
+  const level = argv[argv.indexOf('--log-level') + 1];
+  if (argv.includes('--log-level') && (level === 'debug' || level === 'trace')) createLogger(level).error({ err }, 'failed');
   return 1;
 }

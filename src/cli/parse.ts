@@ -13,11 +13,14 @@ export const COMMON_OPTIONS = {
 } as const;
 
 export function parse<T extends ParseArgsConfig['options']>(args: string[], options: T, allowPositionals = false) {
+  let parsed;
   try {
-    return parseArgs({ args, options: { ...COMMON_OPTIONS, ...options }, allowPositionals, strict: true, tokens: true });
+    parsed = parseArgs({ args, options: { ...COMMON_OPTIONS, ...options }, allowPositionals, strict: true, tokens: true });
   } catch (err) {
     throw new UsageError((err as Error).message.replace(/\. To specify a positional argument.*$/s, ''));
   }
+  logLevel((parsed.values as Record<string, unknown>)['log-level'] as string | undefined); // every command refuses a level pino does not know
+  return parsed;
 }
 
 export function logLevel(value: string | undefined): LogLevel {

@@ -17,15 +17,10 @@ import { WORKLOADS } from './workloads/registry.ts';
 import type { WorkloadOptions } from './workloads/workload.ts';
 import type { DeviceState, WorkerInit, WorkerReply, WorkerEvent, WorkerRequest, WorkerStatus } from './messages.ts';
 import { fingerprint, type Fingerprint } from './fingerprint.ts';
+import { LivemigError, type ErrorCode } from '../errors.ts';
 
 const WORKER = new URL('./worker.ts', import.meta.url);
 
-export class GuestError extends Error {
-  constructor(readonly code: string, message: string) {
-    super(message);
-    this.name = 'GuestError';
-  }
-}
 
 export interface GuestConfig {
   name: string;
@@ -92,11 +87,11 @@ export class Guest {
       if (!p) return;
       this.pending.delete(m.id);
       if (m.ok) p.resolve(m.result);
-      else p.reject(new GuestError(m.error.code, m.error.message));
+      else p.reject(new LivemigError(m.error.code as ErrorCode, m.error.message));
     });
     worker.on('exit', () => {
       this.exited = true;
-      for (const p of this.pending.values()) p.reject(new GuestError('GUEST_EXITED', 'the guest worker exited'));
+      for (const p of this.pending.values()) p.reject(new LivemigError('GUEST_EXITED', 'the guest worker exited'));
       this.pending.clear();
     });
   }
@@ -108,7 +103,7 @@ export class Guest {
 
   static async start(config: GuestConfig): Promise<Guest> {
     const spec = WORKLOADS[config.workload];
-    if (!spec) throw new GuestError('GUEST_CONFIG', `unknown workload ${JSON.stringify(config.workload)} (have: ${Object.keys(WORKLOADS).join(', ')})`);
+    if (!spec) throw new LivemigError('GUEST_CONFIG', `unknown workload ${JSON.stringify(config.workload)} (have: ${Object.keys(WORKLOADS).join(', ')})`);
     // The disk's lock is this process's (a deferred destination takes it when the disk is handed over).
     const diskLock = config.deferDevice ? null : await DiskLock.take(config.disk);
     const memory = config.memory ?? GuestMemory.allocate(config.memoryBytes);
@@ -161,7 +156,7 @@ export class Guest {
       await worker.terminate();
       persister.close();
       await diskLock?.release();
-      throw new GuestError(ready.error.code, `guest ${config.name} could not start: ${ready.error.message}`);
+      throw new LivemigError(ready.error.code as ErrorCode, `guest ${config.name} could not start: ${ready.error.message}`);
     }
     store.db.prepare("INSERT OR REPLACE INTO meta (key, value) VALUES ('storage', ?), ('storageSize', ?)").run(
       JSON.stringify(ready.diskDescription),
@@ -171,7 +166,7 @@ export class Guest {
   }
 
   private request<T>(req: Request): Promise<T> {
-    if (this.exited) return Promise.reject(new GuestError('GUEST_EXITED', 'the guest worker has exited'));
+    if (this.exited) return Promise.reject(new LivemigError('GUEST_EXITED', 'the guest worker has exited'));
     const id = this.nextId++;
     return new Promise<T>((resolve, reject) => {
       this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject });
@@ -187,7 +182,7 @@ export class Guest {
   }
 
   async resume(): Promise<GuestStatus> {
-    if (this.migratedAway) throw new GuestError('GUEST_MIGRATED', 'this guest has migrated away and runs on the destination: stop it here');
+    if (this.migratedAway) throw new LivemigError('GUEST_MIGRATED', 'this guest has migrated away and runs on the destination: stop it here');
     await this.request<WorkerStatus>({ cmd: 'resume' });
     return this.status();
   }
@@ -216,8 +211,15 @@ export class Guest {
     await this.request({ cmd: 'attach-disk' });
   }
 
-  /** Gives a guest started with deferDevice its device state and disk; it stays paused. */
-  async loadDevice(device: DeviceState): Promise<void> {
+  /** Gives a guest started with deferDevice its device state (as deviceStateBytes made it) and disk; it stays paused. */
+  async loadDevice(bytes: Buffer): Promise<void> {
+    let device: DeviceState;
+    try {
+      device = JSON.parse(bytes.toString('utf8')) as DeviceState;
+    } catch {
+      throw new LivemigError('GUEST_DEVICE_STATE', 'the device state is not valid JSON');
+    }
+    if (device?.version !== 1) throw new LivemigError('GUEST_DEVICE_STATE', `device state version ${String(device?.version)} is not 1`);
     this.diskLock ??= await DiskLock.take(this.config.disk);
     await this.request({ cmd: 'load-device', device });
   }
@@ -230,12 +232,13 @@ export class Guest {
   /** The oracle's fingerprint of memory (fingerprint.ts); only of a guest that is not running. */
   async fingerprint(): Promise<Fingerprint> {
     const w = await this.request<WorkerStatus>({ cmd: 'status' });
-    if (w.state === 'running') throw new GuestError('GUEST_RUNNING', 'a fingerprint needs a guest that is not running: pause it first');
+    if (w.state === 'running') throw new LivemigError('GUEST_RUNNING', 'a fingerprint needs a guest that is not running: pause it first');
     return fingerprint(this.memory);
   }
 
-  deviceState(): Promise<DeviceState> {
-    return this.request<DeviceState>({ cmd: 'device-state' });
+  /** The device state of a paused guest, as bytes another host's loadDevice takes. */
+  async deviceStateBytes(): Promise<Buffer> {
+    return Buffer.from(JSON.stringify(await this.request<DeviceState>({ cmd: 'device-state' })));
   }
 
   async status(): Promise<GuestStatus> {

@@ -17,14 +17,15 @@ import { PAGE_SIZE } from './layout.ts';
 import type { DeviceState, WorkerInit, WorkerRequest, WorkerReply, WorkerEvent, WorkerStatus } from './messages.ts';
 import type { BlockBackend } from '../storage/backend.ts';
 import type { Workload } from './workloads/workload.ts';
+import { LivemigError } from '../errors.ts';
 
 /** Stands in for the disk while it is detached: any I/O then is a bug, and says so. */
 const detachedDisk: BlockBackend = {
   size: 0,
   readOnly: true,
   description: 'detached',
-  readInto: () => Promise.reject(new Error('disk is detached')),
-  write: () => Promise.reject(new Error('disk is detached')),
+  readInto: () => Promise.reject(new LivemigError('GUEST_DISK_DETACHED', 'the disk is detached')),
+  write: () => Promise.reject(new LivemigError('GUEST_DISK_DETACHED', 'the disk is detached')),
   flush: () => Promise.resolve(),
   close: () => Promise.resolve(),
 };
@@ -96,9 +97,9 @@ async function main(init: WorkerInit): Promise<void> {
           if (state === 'running') await new Promise<void>((r) => (pauseWaiters.push(r), wakeSleep?.()));
           return send({ id: req.id, ok: true, result: status() });
         case 'resume':
-          if (!workload) throw Object.assign(new Error('no device state loaded yet'), { code: 'GUEST_NO_DEVICE' });
-          if (detached) throw Object.assign(new Error('the disk is detached; attach it before resuming'), { code: 'GUEST_DISK_DETACHED' });
-          if (state === 'error') throw Object.assign(new Error(`guest stopped after an error: ${failure?.message}`), { code: 'GUEST_FAILED' });
+          if (!workload) throw new LivemigError('GUEST_NO_DEVICE', 'no device state loaded yet');
+          if (detached) throw new LivemigError('GUEST_DISK_DETACHED', 'the disk is detached; attach it before resuming');
+          if (state === 'error') throw new LivemigError('GUEST_FAILED', `guest stopped after an error: ${failure?.message}`);
           if (state === 'paused') {
             state = 'running';
             resumeSignal?.();
@@ -110,9 +111,9 @@ async function main(init: WorkerInit): Promise<void> {
         case 'status':
           return send({ id: req.id, ok: true, result: status() });
         case 'step': {
-          if (!workload) throw Object.assign(new Error('no device state loaded yet'), { code: 'GUEST_NO_DEVICE' });
+          if (!workload) throw new LivemigError('GUEST_NO_DEVICE', 'no device state loaded yet');
           // Exactly `count` steps, unpaced, from a paused guest: how determinism is shown.
-          if (state !== 'paused') throw Object.assign(new Error('step needs a paused guest'), { code: 'GUEST_RUNNING' });
+          if (state !== 'paused') throw new LivemigError('GUEST_RUNNING', 'step needs a paused guest');
           for (let i = 0; i < req.count; i++) {
             await workload.step();
             await os.drain();
@@ -123,7 +124,7 @@ async function main(init: WorkerInit): Promise<void> {
         }
         case 'detach-disk':
           // Hands the disk over (its lock, its connection) while paused: one writer at a time.
-          if (state === 'running') throw Object.assign(new Error('detach-disk needs a paused guest'), { code: 'GUEST_RUNNING' });
+          if (state === 'running') throw new LivemigError('GUEST_RUNNING', 'detach-disk needs a paused guest');
           if (!detached) {
             await backend!.close();
             detached = true;
@@ -133,13 +134,13 @@ async function main(init: WorkerInit): Promise<void> {
           await attach();
           return send({ id: req.id, ok: true, result: status() });
         case 'load-device':
-          if (workload) throw Object.assign(new Error('this guest already has its device state'), { code: 'GUEST_RUNNING' });
+          if (workload) throw new LivemigError('GUEST_HAS_DEVICE', 'this guest already has its device state');
           await attach();
           build(req.device);
           return send({ id: req.id, ok: true, result: status() });
         case 'device-state':
-          if (!workload) throw Object.assign(new Error('no device state loaded yet'), { code: 'GUEST_NO_DEVICE' });
-          if (state === 'running') throw Object.assign(new Error('device state is only consistent while paused'), { code: 'GUEST_RUNNING' });
+          if (!workload) throw new LivemigError('GUEST_NO_DEVICE', 'no device state loaded yet');
+          if (state === 'running') throw new LivemigError('GUEST_RUNNING', 'device state is only consistent while paused');
           return send({ id: req.id, ok: true, result: deviceState() });
         case 'stop':
           stopping = true;

@@ -6,6 +6,10 @@
 import os from 'node:os';
 import { Worker } from 'node:worker_threads';
 import type { SharedMemory } from '../guest/memory.ts';
+import { PAGE_SIZE, REGION_SHIFT, HMAC_ALGORITHM } from '../wire/index.ts';
+
+/** What the plain-JS worker must agree on with the protocol. */
+const PROTOCOL = { pageSize: PAGE_SIZE, regionShift: REGION_SHIFT, algorithm: HMAC_ALGORITHM };
 
 export class HashPool {
   private readonly workers: Worker[];
@@ -16,7 +20,7 @@ export class HashPool {
   /** `key` may be null and given later with setKey: a pool can boot before its migration. */
   constructor(key: Buffer | null, memory?: SharedMemory, readonly size = Math.min(4, Math.max(2, os.availableParallelism() - 1))) {
     this.workers = Array.from({ length: size }, () => {
-      const w = new Worker(new URL('./hash-worker.mjs', import.meta.url), { workerData: { key: key?.toString('hex'), memory } });
+      const w = new Worker(new URL('./hash-worker.mjs', import.meta.url), { workerData: { key: key?.toString('hex'), memory, protocol: PROTOCOL } });
       w.on('message', (m: { id: number; hashes: Uint8Array; buffer?: ArrayBuffer }) => {
         const done = this.waiting.get(m.id);
         this.waiting.delete(m.id);

@@ -2,8 +2,9 @@
  * A hashing thread: keyed page hashes and chunk digests off the event loop.
  * Plain JavaScript on purpose: a worker that loads TypeScript through tsx spends
  * about 200 ms of CPU booting, and pools start per migration, inside the window
- * being measured. It imports nothing of ours, so the few constants it needs are
- * repeated here; test/migrate/digests.test.ts checks the results against the TypeScript.
+ * being measured. It imports nothing of ours: the protocol's constants (page size,
+ * region size, HMAC algorithm) come in workerData from hash-pool.ts, which takes
+ * them from src/wire; test/migrate/digests.test.ts checks the results.
  *
  * A job names ranges of pages as [firstPage, count] pairs, in guest memory (read
  * in place from its SharedArrayBuffers) or, with `buffer`, in a transferred
@@ -14,8 +15,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { createHmac } from 'node:crypto';
 
-const PAGE_SIZE = 4096; // src/guest/layout.ts
-const REGION_SHIFT = 18; // 2^18 pages per 1 GiB region (src/guest/layout.ts)
+const { pageSize: PAGE_SIZE, regionShift: REGION_SHIFT, algorithm: ALGORITHM } = workerData.protocol;
 
 // The key may come later ({ key }): a pool boots before the migration that brings the key.
 let key = workerData.key ? Buffer.from(workerData.key, 'hex') : null;
@@ -27,7 +27,7 @@ function pagesOf(first, count) {
   return regions[first >>> REGION_SHIFT].subarray(at, at + count * PAGE_SIZE);
 }
 
-const hmac = (data) => createHmac('sha256', key).update(data).digest();
+const hmac = (data) => createHmac(ALGORITHM, key).update(data).digest();
 
 parentPort.on('message', (job) => {
   if (job.key) return void (key = Buffer.from(job.key, 'hex'));

@@ -12,14 +12,10 @@
  * a later read of the log and makes the chunk stale again; the version counter
  * makes a hash that was overtaken by a write never count.
  */
-import { createHmac } from 'node:crypto';
-import { MAX_REGION_BYTES, PAGE_SIZE, type RegionLayout } from '../guest/layout.ts';
+import type { RegionLayout } from '../guest/layout.ts';
 import type { HashPool } from './hash-pool.ts';
 import type { DirtyLog } from '../guest/dirty-log.ts';
-
-/** 64 KiB: small enough that a few scattered writes make little to rehash. A protocol constant. */
-export const DIGEST_CHUNK_PAGES = 16;
-const DIGEST_BYTES = 32;
+import { DIGEST_BYTES, DIGEST_CHUNK_PAGES, PAGE_SIZE, REGION_PAGES, digest } from '../wire/index.ts';
 /** Chunks per hashing job: about 10 ms of work, so page hashing never waits long behind one. */
 const JOB_CHUNKS = 256;
 
@@ -43,7 +39,7 @@ export class MemoryDigests {
     /** Memory just allocated, all zero: its digests are known without reading it. */
     zeroed = false,
   ) {
-    if ((MAX_REGION_BYTES / PAGE_SIZE) % DIGEST_CHUNK_PAGES !== 0) throw new Error('digest chunks must not span regions');
+    if (REGION_PAGES % DIGEST_CHUNK_PAGES !== 0) throw new Error('digest chunks must not span regions');
     this.pages = pages;
     this.chunks = Math.ceil(pages / DIGEST_CHUNK_PAGES);
     this.digests = new Uint8Array(this.chunks * DIGEST_BYTES);
@@ -51,7 +47,7 @@ export class MemoryDigests {
     this.stale = new Uint8Array(this.chunks).fill(zeroed ? 0 : 1);
     this.staleCount = zeroed ? 0 : this.chunks;
     if (zeroed) {
-      const zero = (n: number) => createHmac('sha256', key).update(new Uint8Array(n * PAGE_SIZE)).digest();
+      const zero = (n: number) => digest(key, new Uint8Array(n * PAGE_SIZE));
       const full = zero(DIGEST_CHUNK_PAGES);
       for (let c = 0; c < this.chunks; c++) this.digests.set(full, c * DIGEST_BYTES);
       const tail = pages % DIGEST_CHUNK_PAGES;
@@ -104,7 +100,7 @@ export class MemoryDigests {
     return layout.map((r) => {
       const first = r.firstPage / DIGEST_CHUNK_PAGES;
       const end = Math.ceil((r.firstPage + r.pages) / DIGEST_CHUNK_PAGES);
-      return createHmac('sha256', this.key).update(this.digests.subarray(first * DIGEST_BYTES, end * DIGEST_BYTES)).digest('hex');
+      return digest(this.key, this.digests.subarray(first * DIGEST_BYTES, end * DIGEST_BYTES)).toString('hex');
     });
   }
 

@@ -1,4 +1,6 @@
-/** What a migration reports (the demo's --json and `livemig migrate --json`). */
+/** What a migration reports (`livemig migrate --json`, the demo, the benchmark). */
+import type { FetchReport } from '../wire/index.ts';
+
 export type Strategy = 'baseline' | 'p2b';
 export const STRATEGIES: Strategy[] = ['baseline', 'p2b'];
 
@@ -19,8 +21,12 @@ export interface MigrationResult {
   strategy: Strategy;
   workload: string;
   memoryBytes: number;
+  /** The engine's check passed: the destination's keyed memory digests equal the source's. */
   verified: boolean;
+  /** False when the destination holds the guest paused (run --incoming --paused). */
+  destinationRunning: boolean;
   totalTimeMs: number;
+  /** From the pause here to the destination's word that the guest is there (running or held). */
   downtimeMs: number;
   rounds: number;
   linkBytes: number;
@@ -36,39 +42,6 @@ export interface MigrationResult {
   finalThrottle: number;
   roundStats: RoundStats[];
   fetch: FetchReport;
-  /** CPU time of each agent's process (all threads, its guest's included) over the migration. */
-  cpu: { sourceMs: number; destinationMs: number };
-  /** Peak resident memory of each agent's process. */
-  peakRss: { source: number; destination: number };
   /** Memory digest chunks (64 KiB) hashed on each side, over the whole migration. */
   digestChunks: { source: number; destination: number };
-}
-
-/** The destination's fetch queue over the migration. */
-export interface FetchReport {
-  reads: number;
-  maxInFlight: number;
-  meanLatencyMs: number;
-  stale: number;
-  /** Time with a read outstanding, and the storage read rate within it (bytes/s). */
-  busyMs: number;
-  readRate: number;
-  /** References waiting to be read, sampled every 50 ms. */
-  maxBacklog: number;
-  meanBacklog: number;
-}
-
-export interface ResumedReport {
-  verified: true;
-  /** False when the destination holds the guest paused (hold, QEMU's -S). */
-  running: boolean;
-  fetchedBytes: number;
-  sampleBytes: number;
-  refsApplied: number;
-  mapEntries: number;
-  refRetried: number;
-  fetch: FetchReport;
-  cpuMs: number;
-  peakRss: number;
-  digestChunks: number;
 }

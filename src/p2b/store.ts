@@ -6,7 +6,7 @@
  */
 import Database from 'better-sqlite3';
 import { existsSync, rmSync } from 'node:fs';
-import { P2bError } from './errors.ts';
+import { LivemigError } from '../errors.ts';
 import { COUNTER, P2B, type P2bMap, type P2bState, type CounterName } from './map.ts';
 
 export const APPLICATION_ID = 0x6c6d6967; // "lmig"
@@ -37,23 +37,23 @@ CREATE TABLE counter (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 `;
 
 export function openDatabase(path: string, opts: { readOnly?: boolean; create?: boolean } = {}): Database.Database {
-  if (!opts.create && !existsSync(path)) throw new P2bError('P2B_NOT_FOUND', `${path}: no such p2b map database`);
+  if (!opts.create && !existsSync(path)) throw new LivemigError('P2B_NOT_FOUND', `${path}: no such p2b map database`);
   let db: Database.Database;
   try {
     db = new Database(path, { readonly: opts.readOnly ?? false, fileMustExist: !opts.create });
     const appId = db.pragma('application_id', { simple: true }) as number;
     const isNew = appId === 0 && (db.prepare("SELECT count(*) AS n FROM sqlite_master").get() as { n: number }).n === 0;
     if (isNew && opts.create) return db;
-    if (appId !== APPLICATION_ID) throw new P2bError('P2B_FOREIGN_FILE', `${path} is not a livemig p2b map database`);
+    if (appId !== APPLICATION_ID) throw new LivemigError('P2B_FOREIGN_FILE', `${path} is not a livemig p2b map database`);
     const version = db.pragma('user_version', { simple: true }) as number;
     if (version !== SCHEMA_VERSION) {
-      throw new P2bError('P2B_SCHEMA_VERSION', `${path} has p2b schema version ${version}; this livemig reads version ${SCHEMA_VERSION}`);
+      throw new LivemigError('P2B_SCHEMA_VERSION', `${path} has p2b schema version ${version}; this livemig reads version ${SCHEMA_VERSION}`);
     }
     return db;
   } catch (err) {
-    if (err instanceof P2bError) throw err;
+    if (err instanceof LivemigError) throw err;
     const e = err as Error & { code?: string };
-    if (e.code === 'SQLITE_NOTADB') throw new P2bError('P2B_FOREIGN_FILE', `${path} is not a livemig p2b map database (not SQLite)`);
+    if (e.code === 'SQLITE_NOTADB') throw new LivemigError('P2B_FOREIGN_FILE', `${path} is not a livemig p2b map database (not SQLite)`);
     throw err;
   }
 }

@@ -5,8 +5,8 @@
  * disks need no lock here: the NBD server holds the file.
  */
 import { promises as fsp } from 'node:fs';
-import { isNbdUri, NbdError } from '../../nbd/index.ts';
-import { flock, isLockConflict } from '../../nbd/server/flock.ts';
+import { isNbdUri, flock, isLockConflict } from '../../nbd/index.ts';
+import { LivemigError } from '../errors.ts';
 
 export class DiskLock {
   private constructor(private readonly fh: fsp.FileHandle, readonly path: string) {}
@@ -15,13 +15,13 @@ export class DiskLock {
   static async take(spec: string): Promise<DiskLock | null> {
     if (isNbdUri(spec)) return null;
     const fh = await fsp.open(spec, 'r').catch((e: NodeJS.ErrnoException) => {
-      throw new NbdError('NBD_EXPORT_CONFIG', `cannot open ${spec}: ${e.code ?? e.message}`);
+      throw new LivemigError('GUEST_DISK_OPEN', `cannot open ${spec}: ${e.code ?? e.message}`);
     });
     try {
       flock(fh.fd, 'exclusive');
     } catch (err) {
       await fh.close();
-      if (isLockConflict(err)) throw new NbdError('NBD_EXPORT_LOCKED', `${spec} is locked by another process (another guest or server uses it)`);
+      if (isLockConflict(err)) throw new LivemigError('GUEST_DISK_LOCKED', `${spec} is locked by another process (another guest or server uses it)`);
       throw err;
     }
     return new DiskLock(fh, spec);

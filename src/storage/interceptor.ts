@@ -1,6 +1,9 @@
 /**
  * The I/O interceptor: a filter over any block backend (nbdkit's filter idea)
- * that keeps the p2b map true. Rules (DESIGN.md, "Data flow", step 1):
+ * that keeps the p2b map true. It is itself a BlockBackend (plain byte reads and
+ * writes pass through, writes dropping the mappings of the blocks they touch),
+ * and adds the guest's page I/O, in the same argument order: pages, then the
+ * first block. Rules (docs/architecture.md, "The p2b map"):
  *  - a completed read of block b into page p maps p→b, unless a write to b
  *    overlapped the read (then the page may hold either version: not mapped);
  *  - a write of page p to block b drops every other page's mapping to b when it
@@ -42,7 +45,7 @@ export interface InterceptorStats {
   writesRaced: number; // pages left unmapped because they changed during their write
 }
 
-export class Interceptor {
+export class Interceptor implements BlockBackend {
   /** Per page: bumped on every memory write, to detect a page changing under its own write. */
   private readonly generation: Uint32Array;
   private readonly reads = new Set<IoInFlight>();
@@ -64,8 +67,46 @@ export class Interceptor {
     return Math.floor(this.backend.size / PAGE_SIZE);
   }
 
+  get size(): number {
+    return this.backend.size;
+  }
+
+  get readOnly(): boolean {
+    return this.backend.readOnly;
+  }
+
+  get description(): string {
+    return this.backend.description;
+  }
+
+  /** Bytes read not into guest pages: nothing to map, but a write racing it still counts. */
+  readInto(target: Uint8Array, offset: number): Promise<void> {
+    return this.backend.readInto(target, offset);
+  }
+
+  /** Bytes written from outside guest pages: every block they touch loses its mappings. */
+  async write(data: Uint8Array, offset: number): Promise<void> {
+    const first = Math.floor(offset / PAGE_SIZE);
+    const op: IoInFlight = { first, count: Math.ceil((offset + data.length) / PAGE_SIZE) - first, tainted: null };
+    for (let b = op.first; b < op.first + op.count; b++) this.map.invalidateBlock(b);
+    for (const r of this.reads) taintOverlap(r, op, false);
+    for (const w of this.writes) taintOverlap(op, w, true);
+    this.writes.add(op);
+    try {
+      await this.backend.write(data, offset);
+    } finally {
+      this.writes.delete(op);
+    }
+    this.stats.writes++;
+    this.stats.bytesWritten += data.length;
+  }
+
+  close(): Promise<void> {
+    return this.backend.close();
+  }
+
   /** Reads `pages.length` consecutive blocks starting at `first` into the given pages. */
-  async readBlocks(first: number, pages: ArrayLike<number>): Promise<void> {
+  async readPages(pages: ArrayLike<number>, first: number): Promise<void> {
     const count = pages.length;
     this.checkRange(first, count);
     const op: IoInFlight = { first, count, tainted: null };
@@ -92,7 +133,7 @@ export class Interceptor {
   }
 
   /** Writes the given pages to `pages.length` consecutive blocks starting at `first`. */
-  async writeBlocks(pages: ArrayLike<number>, first: number): Promise<void> {
+  async writePages(pages: ArrayLike<number>, first: number): Promise<void> {
     const count = pages.length;
     this.checkRange(first, count);
     const buf = Buffer.allocUnsafe(count * PAGE_SIZE);
@@ -109,7 +150,7 @@ export class Interceptor {
     for (const r of this.reads) taintOverlap(r, op, false);
     this.writes.add(op);
     try {
-      await this.backend.write(first * PAGE_SIZE, buf);
+      await this.backend.write(buf, first * PAGE_SIZE);
     } finally {
       this.writes.delete(op);
     }

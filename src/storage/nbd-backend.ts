@@ -14,7 +14,7 @@ export class NbdBackend implements BlockBackend {
   get description(): string { return this.client.uri; }
 
   readInto(target: Uint8Array, offset: number): Promise<void> { return this.client.readInto(target, offset); }
-  write(offset: number, data: Uint8Array): Promise<void> { return this.client.write(offset, data); }
+  write(data: Uint8Array, offset: number): Promise<void> { return this.client.write(offset, data); }
   async flush(): Promise<void> {
     if (this.client.canFlush) await this.client.flush();
   }

@@ -1,22 +1,29 @@
-/** Encoding and decoding of PAGES batches (see frames.ts for the entry layout). */
-import { PAGE_SIZE } from '../guest/layout.ts';
-import { ENCODING, PAGE_ENTRY_HEADER, REF_BODY, REF_RUN_BODY, MAX_REF_RUN, HASH_BYTES, WireError } from './frames.ts';
+/**
+ * The binary payloads: PAGES batches, PAGE_REQUEST and MAP (layouts in
+ * protocol.ts and docs/protocol.md). Batches are built into one buffer and
+ * decoded into views of the payload: no per-page copies or objects on the hot path.
+ */
+import { LivemigError } from '../errors.ts';
+import { ENCODING, ENCODING_BODY, HASH_BYTES, MAP_NO_BLOCK, MAX_REF_RUN, PAGE_ENTRY_HEADER, PAGE_SIZE, PAGES_PER_FRAME } from './protocol.ts';
 
 export type PageEntry =
   | { page: number; seq: number; encoding: typeof ENCODING.FULL; data: Uint8Array }
   | { page: number; seq: number; encoding: typeof ENCODING.ZERO }
-  | { page: number; seq: number; encoding: typeof ENCODING.REF; block: number; hash: Uint8Array }
+  | { page: number; seq: number; encoding: typeof ENCODING.REF; block: number; count: 1; hash: Uint8Array }
   | { page: number; seq: number; encoding: typeof ENCODING.REF_RUN; block: number; count: number; hash: Uint8Array }
   | { page: number; seq: number; encoding: number; unknown: true };
 
-/** Builds one PAGES payload; entries are appended into one buffer, no per-page objects. */
+const protocolError = (what: string) => new LivemigError('MIGRATE_PROTOCOL', what);
+
+/** Builds one PAGES payload: count u32, then entries. */
 export class PageBatch {
   private buf: Buffer;
   private at = 4;
   count = 0;
-  counts = { full: 0, zero: 0, ref: 0 };
+  /** Pages by encoding since the batch was made (a run counts its pages). */
+  readonly counts = { full: 0, zero: 0, ref: 0 };
 
-  constructor(readonly capacity = 256) {
+  constructor(readonly capacity = PAGES_PER_FRAME) {
     this.buf = Buffer.allocUnsafe(4 + capacity * (PAGE_ENTRY_HEADER + PAGE_SIZE));
   }
 
@@ -47,21 +54,14 @@ export class PageBatch {
     this.counts.zero++;
   }
 
-  addRef(page: number, seq: number, block: number, hash: Uint8Array): void {
-    this.header(page, seq, ENCODING.REF, REF_BODY);
+  /** Pages page.. are blocks block.., `count` of them (1: a REF), sequence numbers seq..; one keyed hash for all. */
+  addRef(page: number, seq: number, block: number, count: number, hash: Uint8Array): void {
+    const run = count > 1;
+    this.header(page, seq, run ? ENCODING.REF_RUN : ENCODING.REF, ENCODING_BODY[run ? ENCODING.REF_RUN : ENCODING.REF]);
     this.buf.writeBigUInt64BE(BigInt(block), this.at);
-    this.buf.set(hash.subarray(0, HASH_BYTES), this.at + 8);
-    this.at += REF_BODY;
-    this.counts.ref++;
-  }
-
-  /** Pages page.. as blocks block.., `count` of them, sequence numbers seq..; one hash for all. */
-  addRefRun(page: number, seq: number, block: number, count: number, hash: Uint8Array): void {
-    this.header(page, seq, ENCODING.REF_RUN, REF_RUN_BODY);
-    this.buf.writeBigUInt64BE(BigInt(block), this.at);
-    this.buf.writeUInt32BE(count, this.at + 8);
-    this.buf.set(hash.subarray(0, HASH_BYTES), this.at + 12);
-    this.at += REF_RUN_BODY;
+    if (run) this.buf.writeUInt32BE(count, this.at + 8);
+    this.buf.set(hash.subarray(0, HASH_BYTES), this.at + (run ? 12 : 8));
+    this.at += ENCODING_BODY[run ? ENCODING.REF_RUN : ENCODING.REF];
     this.counts.ref += count;
   }
 
@@ -80,75 +80,80 @@ export class PageBatch {
 
 /** Calls fn for each entry of a PAGES payload; bodies are views into the payload. */
 export function decodePages(payload: Buffer, pages: number, fn: (e: PageEntry) => void): void {
-  if (payload.length < 4) throw new WireError('MIGRATE_PROTOCOL', 'PAGES frame too short');
+  if (payload.length < 4) throw protocolError('PAGES frame too short');
   const count = payload.readUInt32BE(0);
   let at = 4;
   for (let i = 0; i < count; i++) {
-    if (at + PAGE_ENTRY_HEADER > payload.length) throw new WireError('MIGRATE_PROTOCOL', 'PAGES entry overruns its frame');
+    if (at + PAGE_ENTRY_HEADER > payload.length) throw protocolError('PAGES entry overruns its frame');
     const page = payload.readUInt32BE(at);
     const seq = payload.readUInt32BE(at + 4);
     const encoding = payload.readUInt8(at + 8);
     const length = payload.readUInt16BE(at + 10);
     at += PAGE_ENTRY_HEADER;
-    if (at + length > payload.length) throw new WireError('MIGRATE_PROTOCOL', 'PAGES entry body overruns its frame');
-    if (page >= pages) throw new WireError('MIGRATE_PROTOCOL', `page ${page} is outside guest memory (${pages} pages)`);
-    const body = payload.subarray(at, at + length);
+    if (at + length > payload.length) throw protocolError('PAGES entry body overruns its frame');
+    if (page >= pages) throw protocolError(`page ${page} is outside guest memory (${pages} pages)`);
+    if (seq === 0) throw protocolError('sequence number 0 is never sent');
+    fn(decodeEntry(page, seq, encoding, payload.subarray(at, at + length), pages));
     at += length;
-    if (encoding === ENCODING.FULL) {
-      if (length !== PAGE_SIZE) throw new WireError('MIGRATE_PROTOCOL', `full page of ${length} bytes`);
-      fn({ page, seq, encoding, data: body });
-    } else if (encoding === ENCODING.ZERO) fn({ page, seq, encoding });
-    else if (encoding === ENCODING.REF) {
-      if (length !== REF_BODY) throw new WireError('MIGRATE_PROTOCOL', `reference of ${length} bytes`);
-      fn({ page, seq, encoding, block: Number(body.readBigUInt64BE(0)), hash: body.subarray(8, 8 + HASH_BYTES) });
-    } else if (encoding === ENCODING.REF_RUN) {
-      if (length !== REF_RUN_BODY) throw new WireError('MIGRATE_PROTOCOL', `reference run of ${length} bytes`);
-      const count = body.readUInt32BE(8);
-      if (count < 1 || count > MAX_REF_RUN || page + count > pages) throw new WireError('MIGRATE_PROTOCOL', `reference run of ${count} pages from page ${page}`);
-      fn({ page, seq, encoding, block: Number(body.readBigUInt64BE(0)), count, hash: body.subarray(12, 12 + HASH_BYTES) });
-    } else fn({ page, seq, encoding, unknown: true });
   }
 }
 
-/** PAGE_REQUEST payload: count u32, then pages u32. */
-export function encodePageRequest(pages: number[]): Buffer {
-  const b = Buffer.allocUnsafe(4 + pages.length * 4);
-  b.writeUInt32BE(pages.length, 0);
-  pages.forEach((p, i) => b.writeUInt32BE(p, 4 + i * 4));
+function decodeEntry(page: number, seq: number, encoding: number, body: Buffer, pages: number): PageEntry {
+  const expected = ENCODING_BODY[encoding as keyof typeof ENCODING_BODY];
+  if (expected === undefined) return { page, seq, encoding, unknown: true };
+  if (body.length !== expected) throw protocolError(`page entry of encoding ${encoding} with a ${body.length}-byte body`);
+  if (encoding === ENCODING.FULL) return { page, seq, encoding, data: body };
+  if (encoding === ENCODING.ZERO) return { page, seq, encoding };
+  const block = Number(body.readBigUInt64BE(0));
+  if (encoding === ENCODING.REF) return { page, seq, encoding, block, count: 1, hash: body.subarray(8, 8 + HASH_BYTES) };
+  const count = body.readUInt32BE(8);
+  if (count < 1 || count > MAX_REF_RUN || page + count > pages) throw protocolError(`reference run of ${count} pages from page ${page}`);
+  return { page, seq, encoding: ENCODING.REF_RUN, block, count, hash: body.subarray(12, 12 + HASH_BYTES) };
+}
+
+/** PAGE_REQUEST payload: count u32, then page u32 each. */
+export function encodePageRequest(list: readonly number[]): Buffer {
+  const b = Buffer.allocUnsafe(4 + list.length * 4);
+  b.writeUInt32BE(list.length, 0);
+  list.forEach((p, i) => b.writeUInt32BE(p, 4 + i * 4));
   return b;
 }
 
 export function decodePageRequest(payload: Buffer, pages: number): number[] {
   const count = payload.length >= 4 ? payload.readUInt32BE(0) : -1;
-  if (count < 0 || payload.length !== 4 + count * 4) throw new WireError('MIGRATE_PROTOCOL', 'malformed PAGE_REQUEST');
+  if (count < 0 || payload.length !== 4 + count * 4) throw protocolError('malformed PAGE_REQUEST');
   const out: number[] = [];
   for (let i = 0; i < count; i++) {
     const p = payload.readUInt32BE(4 + i * 4);
-    if (p >= pages) throw new WireError('MIGRATE_PROTOCOL', `requested page ${p} is outside guest memory`);
+    if (p >= pages) throw protocolError(`requested page ${p} is outside guest memory`);
     out.push(p);
   }
   return out;
 }
 
-/** MAP payload: count u32, then page u32 | block u32 pairs. */
-export function encodeMapCorrections(entries: [number, number][]): Buffer {
+/** One MAP correction: the page's block at pause, or null for no mapping. */
+export type MapCorrection = [page: number, block: number | null];
+
+/** MAP payload: count u32, then page u32 | block u32 (MAP_NO_BLOCK: no mapping). */
+export function encodeMap(entries: readonly MapCorrection[]): Buffer {
   const b = Buffer.allocUnsafe(4 + entries.length * 8);
   b.writeUInt32BE(entries.length, 0);
-  entries.forEach(([p, blk], i) => {
+  entries.forEach(([p, block], i) => {
     b.writeUInt32BE(p, 4 + i * 8);
-    b.writeUInt32BE(blk, 8 + i * 8);
+    b.writeUInt32BE(block ?? MAP_NO_BLOCK, 8 + i * 8);
   });
   return b;
 }
 
-export function decodeMapCorrections(payload: Buffer, pages: number): [number, number][] {
+export function decodeMap(payload: Buffer, pages: number): MapCorrection[] {
   const count = payload.length >= 4 ? payload.readUInt32BE(0) : -1;
-  if (count < 0 || payload.length !== 4 + count * 8) throw new WireError('MIGRATE_PROTOCOL', 'malformed MAP frame');
-  const out: [number, number][] = [];
+  if (count < 0 || payload.length !== 4 + count * 8) throw protocolError('malformed MAP frame');
+  const out: MapCorrection[] = [];
   for (let i = 0; i < count; i++) {
     const p = payload.readUInt32BE(4 + i * 8);
-    if (p >= pages) throw new WireError('MIGRATE_PROTOCOL', `MAP names page ${p}, outside guest memory`);
-    out.push([p, payload.readUInt32BE(8 + i * 8)]);
+    if (p >= pages) throw protocolError(`MAP names page ${p}, outside guest memory`);
+    const block = payload.readUInt32BE(8 + i * 8);
+    out.push([p, block === MAP_NO_BLOCK ? null : block]);
   }
   return out;
 }

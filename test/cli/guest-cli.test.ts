@@ -177,7 +177,7 @@ test('usage and run-time errors: exit 2 or 1, one line', async () => {
   const missingDisk = await livemig(['run', '--name', 'x', '--memory', '4MiB', '--disk', join(dir.path, 'missing.img'), '--workload', 'idle',
     '--control', join(dir.path, 'x.sock'), '--state-dir', join(dir.path, 'x')]);
   assert.equal(missingDisk.code, 1);
-  assert.match(missingDisk.stderr, /^livemig: cannot open .*missing\.img: ENOENT \[NBD_EXPORT_CONFIG\]\n$/);
+  assert.match(missingDisk.stderr, /^livemig: cannot open .*missing\.img: ENOENT \[GUEST_DISK_OPEN\]\n$/);
   const noGuest = await livemig(['status', '--control', join(dir.path, 'nobody.sock')]);
   assert.equal(noGuest.code, 1);
   assert.match(noGuest.stderr, /cannot reach the guest's control socket .*nobody\.sock: ENOENT \[CONTROL_UNREACHABLE\]/);

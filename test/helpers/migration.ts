@@ -2,8 +2,8 @@
 import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import { Guest } from '../../src/guest/guest.ts';
-import { listenIncoming } from '../../src/migrate/destination.ts';
-import { migrate, type MigrateOptions } from '../../src/migrate/source.ts';
+import { listenIncoming } from '../../src/migrate/destination/index.ts';
+import { migrate, type MigrateOptions } from '../../src/migrate/source/index.ts';
 import { openBackend } from '../../src/storage/open.ts';
 import { P2B } from '../../src/p2b/map.ts';
 import type { MigrationResult, Strategy } from '../../src/migrate/result.ts';

@@ -5,8 +5,8 @@ import { createHmac, randomBytes } from 'node:crypto';
 import { GuestMemory } from '../../src/guest/memory.ts';
 import { PAGE_SIZE } from '../../src/guest/layout.ts';
 import { HashPool } from '../../src/migrate/hash-pool.ts';
-import { MemoryDigests, DIGEST_CHUNK_PAGES } from '../../src/migrate/memory-digests.ts';
-import { pageHash } from '../../src/wire/handshake.ts';
+import { MemoryDigests } from '../../src/migrate/memory-digests.ts';
+import { pageHash, DIGEST_CHUNK_PAGES } from '../../src/wire/index.ts';
 
 const key = randomBytes(32);
 

@@ -13,10 +13,10 @@ import { join } from 'node:path';
 import { copyFileSync, openSync, writeSync, closeSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { setTimeout as delay } from 'node:timers/promises';
-import { listenIncoming } from '../../src/migrate/destination.ts';
-import { migrate, MigrationError } from '../../src/migrate/source.ts';
-import { Connection } from '../../src/wire/connection.ts';
-import { FRAME } from '../../src/wire/frames.ts';
+import { listenIncoming } from '../../src/migrate/destination/index.ts';
+import { migrate } from '../../src/migrate/source/index.ts';
+import { LivemigError } from '../../src/errors.ts';
+import { Channel } from '../../src/wire/index.ts';
 import { P2B } from '../../src/p2b/map.ts';
 import type { Guest } from '../../src/guest/guest.ts';
 import { requireTools } from '../helpers/tools.ts';
@@ -106,7 +106,7 @@ test('a link cut mid-migration fails with MIGRATE_LINK_LOST and the source guest
     const migrating = migrate(g, { ...base, host: '127.0.0.1', port: (proxy.address() as net.AddressInfo).port, maxBandwidth: 5_000_000 });
     await delay(600);
     for (const s of sockets) s.destroy();
-    await assert.rejects(migrating, (e: unknown) => e instanceof MigrationError && e.code === 'MIGRATE_LINK_LOST');
+    await assert.rejects(migrating, (e: unknown) => e instanceof LivemigError && e.code === 'MIGRATE_LINK_LOST');
     await assertStillRunning(g);
   } finally {
     proxy.close();
@@ -124,7 +124,7 @@ test("the destination's NBD server stopped during the fetch: the migration fails
   try {
     // Killed once round 0 has gone out: thousands of references are still waiting for their reads.
     const migrating = migrate(g, { ...base, host: '127.0.0.1', port: incoming.port, onRound: (r) => r.round === 0 && slow.process.kill('SIGKILL') });
-    await assert.rejects(migrating, (e: unknown) => e instanceof MigrationError && /MIGRATE_STORAGE|MIGRATE_LINK_LOST/.test(e.code) && /disk|storage|link/i.test(e.message));
+    await assert.rejects(migrating, (e: unknown) => e instanceof LivemigError && /MIGRATE_STORAGE|MIGRATE_LINK_LOST/.test(e.code) && /disk|storage|link/i.test(e.message));
     await assertStillRunning(g);
   } finally {
     incoming.close();
@@ -171,9 +171,14 @@ test('blocks corrupted on storage behind livemig\'s back are caught by the keyed
 test('a peer of another protocol version is refused with MIGRATE_VERSION, and the destination stays ready', async () => {
   const incoming = await listenIncoming({ host: '127.0.0.1', port: 0, hold: true, stateDir: () => join(dir.path, 'ver-dst') });
   try {
-    const c = await Connection.connect('127.0.0.1', incoming.port);
-    await c.sendJson(FRAME.HELLO, { protocol: 'livemig', versionMin: 7, versionMax: 9, capabilities: [], guest: {}, storage: {}, key: '', strategy: 'p2b' });
-    await assert.rejects(c.readJson(FRAME.WELCOME), (e: unknown) => (e as { code: string }).code === 'MIGRATE_VERSION' && /7\.\.9/.test((e as Error).message));
+    const c = await Channel.connect('127.0.0.1', incoming.port);
+    const hello = {
+      protocol: 'livemig' as const, versionMin: 7, versionMax: 9, capabilities: ['pages.full', 'pages.zero', 'return-path'], key: '00'.repeat(32), strategy: 'p2b',
+      guest: { name: 'v', workload: 'idle', options: {}, memoryBytes: 4096, pageSize: 4096, regions: [{ firstPage: 0, pages: 1 }] },
+      storage: { spec: nbd.uri('disk'), description: 'd', size: 4096, sample: [] },
+    };
+    await c.send({ name: 'HELLO', body: hello });
+    await assert.rejects(c.expect('WELCOME', 10_000), (e: unknown) => (e as { code: string }).code === 'MIGRATE_VERSION' && /7\.\.9/.test((e as Error).message));
     c.destroy();
     // A real source can still migrate to it afterwards.
     const g = await startWarmGuest(dir.path, 'ver', nbd.uri('disk'), 'idle');
@@ -212,7 +217,7 @@ test('a destination prepared for another memory size refuses the guest with MIGR
   const wrong = await listenIncoming({ host: '127.0.0.1', port: 0, stateDir: () => join(dir.path, 'prep-wrong'), memoryBytes: 64 * MiB });
   const right = await listenIncoming({ host: '127.0.0.1', port: 0, hold: true, stateDir: () => join(dir.path, 'prep-right'), memoryBytes: 32 * MiB });
   try {
-    await assert.rejects(migrate(g, { ...base, host: '127.0.0.1', port: wrong.port }), (e: unknown) => e instanceof MigrationError && e.code === 'MIGRATE_LAYOUT' && /67108864/.test(e.message));
+    await assert.rejects(migrate(g, { ...base, host: '127.0.0.1', port: wrong.port }), (e: unknown) => e instanceof LivemigError && e.code === 'MIGRATE_LAYOUT' && /67108864/.test(e.message));
     assert.equal((await g.status()).state, 'running', 'the source keeps its guest');
     const r = await migrate(g, { ...base, strategy: 'p2b', host: '127.0.0.1', port: right.port, keepPaused: true });
     assert.equal(r.verified, true);

@@ -6,7 +6,7 @@ import Database from 'better-sqlite3';
 import { P2bMap, P2B } from '../../src/p2b/map.ts';
 import { P2bStore, openDatabase } from '../../src/p2b/store.ts';
 import { P2bReader } from '../../src/p2b/reader.ts';
-import { P2bError } from '../../src/p2b/errors.ts';
+import { LivemigError } from '../../src/errors.ts';
 import { tempDir } from '../helpers/processes.ts';
 
 const dir = tempDir();
@@ -96,15 +96,15 @@ test('changes persist in one batch, deletions included, and reload as unverified
 });
 
 test('a missing file, a foreign file and a foreign SQLite database are refused clearly', () => {
-  assert.throws(() => openDatabase(join(dir.path, 'nope.sqlite')), (e: unknown) => e instanceof P2bError && e.code === 'P2B_NOT_FOUND');
+  assert.throws(() => openDatabase(join(dir.path, 'nope.sqlite')), (e: unknown) => e instanceof LivemigError && e.code === 'P2B_NOT_FOUND');
   const junk = join(dir.path, 'junk.bin');
   writeFileSync(junk, Buffer.alloc(8192, 0x41));
-  assert.throws(() => openDatabase(junk), (e: unknown) => e instanceof P2bError && e.code === 'P2B_FOREIGN_FILE');
+  assert.throws(() => openDatabase(junk), (e: unknown) => e instanceof LivemigError && e.code === 'P2B_FOREIGN_FILE');
   const other = join(dir.path, 'other.sqlite');
   const db = new Database(other);
   db.exec('CREATE TABLE t (x)');
   db.close();
-  assert.throws(() => openDatabase(other), (e: unknown) => e instanceof P2bError && e.code === 'P2B_FOREIGN_FILE');
+  assert.throws(() => openDatabase(other), (e: unknown) => e instanceof LivemigError && e.code === 'P2B_FOREIGN_FILE');
   assert.throws(() => P2bStore.create(other, meta), /not a livemig p2b map/, 'create never clobbers a foreign database');
 });
 
@@ -114,5 +114,5 @@ test('a database of another schema version is refused with both versions named',
   const db = new Database(path);
   db.pragma('user_version = 99');
   db.close();
-  assert.throws(() => openDatabase(path), (e: unknown) => e instanceof P2bError && e.code === 'P2B_SCHEMA_VERSION' && /version 99.*version 1/.test(e.message));
+  assert.throws(() => openDatabase(path), (e: unknown) => e instanceof LivemigError && e.code === 'P2B_SCHEMA_VERSION' && /version 99.*version 1/.test(e.message));
 });

@@ -41,7 +41,7 @@ const block = (b: number) => image.subarray(b * PAGE_SIZE, (b + 1) * PAGE_SIZE);
 
 test('a completed read maps each page to its block, and the page holds the block', async () => {
   const { memory, map, disk, close } = await setup();
-  await disk.readBlocks(100, [5, 9, 2]);
+  await disk.readPages([5, 9, 2], 100);
   assert.deepEqual([map.block[5], map.block[9], map.block[2]], [100, 101, 102]);
   assert.ok([5, 9, 2].every((p) => map.state[p] === P2B.READ));
   assert.ok(Buffer.from(memory.page(9)).equals(block(101)));
@@ -50,7 +50,7 @@ test('a completed read maps each page to its block, and the page holds the block
 
 test('a memory write to a mapped page drops its mapping', async () => {
   const { memory, map, disk, close } = await setup();
-  await disk.readBlocks(10, [1]);
+  await disk.readPages([1], 10);
   memory.write(1, 17, Buffer.from([1]));
   assert.equal(map.state[1], P2B.NONE);
   await close();
@@ -58,10 +58,10 @@ test('a memory write to a mapped page drops its mapping', async () => {
 
 test("writing page q to block b drops every other page's mapping to b; q is referenceable only after a flush", async () => {
   const { memory, map, disk, close } = await setup();
-  await disk.readBlocks(200, [1]);
-  await disk.readBlocks(200, [2]); // two pages hold block 200
+  await disk.readPages([1], 200);
+  await disk.readPages([2], 200); // two pages hold block 200
   memory.setPage(3, Buffer.alloc(PAGE_SIZE, 0xab));
-  await disk.writeBlocks([3], 200);
+  await disk.writePages([3], 200);
   assert.equal(map.state[1], P2B.NONE);
   assert.equal(map.state[2], P2B.NONE);
   assert.equal(map.block[3], 200);
@@ -76,7 +76,7 @@ test('a write made after a flush began is not covered by it', async () => {
   const { memory, map, disk, close } = await setup();
   memory.setPage(4, Buffer.alloc(PAGE_SIZE, 1));
   const flushing = disk.flush();
-  await disk.writeBlocks([4], 300);
+  await disk.writePages([4], 300);
   await flushing;
   assert.equal(map.referenceable(4), false);
   await disk.flush();
@@ -87,16 +87,16 @@ test('a write made after a flush began is not covered by it', async () => {
 test('a read that overlaps a write of the same block is not mapped', async () => {
   const { memory, map, disk, close } = await setup();
   memory.setPage(6, Buffer.alloc(PAGE_SIZE, 0x66));
-  const read = disk.readBlocks(400, [7]); // in flight
-  const write = disk.writeBlocks([6], 400); // starts while the read is in flight
+  const read = disk.readPages([7], 400); // in flight
+  const write = disk.writePages([6], 400); // starts while the read is in flight
   await Promise.all([read, write]);
   assert.equal(map.state[7], P2B.NONE, 'page 7 may hold either version of block 400');
   assert.equal(map.state[6], P2B.WRITE_PENDING);
   assert.equal(disk.stats.readsRaced, 1);
   // And a read that starts while a write is in flight:
   memory.setPage(8, Buffer.alloc(PAGE_SIZE, 0x88));
-  const w2 = disk.writeBlocks([8], 401);
-  const r2 = disk.readBlocks(401, [9]);
+  const w2 = disk.writePages([8], 401);
+  const r2 = disk.readPages([9], 401);
   await Promise.all([w2, r2]);
   assert.equal(map.state[9], P2B.NONE);
   await close();
@@ -106,7 +106,7 @@ test('two writes to one block in flight together map neither page', async () => 
   const { memory, map, disk, close } = await setup();
   memory.setPage(10, Buffer.alloc(PAGE_SIZE, 1));
   memory.setPage(11, Buffer.alloc(PAGE_SIZE, 2));
-  await Promise.all([disk.writeBlocks([10], 500), disk.writeBlocks([11], 500)]);
+  await Promise.all([disk.writePages([10], 500), disk.writePages([11], 500)]);
   assert.equal(map.state[10], P2B.NONE);
   assert.equal(map.state[11], P2B.NONE);
   assert.equal(disk.stats.writesRaced, 2);
@@ -116,7 +116,7 @@ test('two writes to one block in flight together map neither page', async () => 
 test('a page changed in memory while its write is in flight is not mapped', async () => {
   const { memory, map, disk, close } = await setup();
   memory.setPage(12, Buffer.alloc(PAGE_SIZE, 3));
-  const w = disk.writeBlocks([12], 600);
+  const w = disk.writePages([12], 600);
   memory.write(12, 0, Buffer.from([9])); // the block gets the old bytes, the page holds new ones
   await w;
   assert.equal(map.state[12], P2B.NONE);
@@ -125,7 +125,7 @@ test('a page changed in memory while its write is in flight is not mapped', asyn
 
 test('reads past the end of the disk are refused before any I/O', async () => {
   const { disk, close } = await setup();
-  await assert.rejects(disk.readBlocks(diskBytes / PAGE_SIZE, [0]), /outside the disk/);
+  await assert.rejects(disk.readPages([0], diskBytes / PAGE_SIZE), /outside the disk/);
   await close();
 });
 
@@ -133,8 +133,8 @@ test('the file backend locks the image: a second guest cannot open it', async ()
   const path = join(dir.path, 'locked.img');
   writeFileSync(path, Buffer.alloc(1 << 20));
   const a = await FileBackend.open(path);
-  await assert.rejects(FileBackend.open(path), (e: unknown) => (e as { code: string }).code === 'NBD_EXPORT_LOCKED');
-  await assert.rejects(DiskLock.take(path), (e: unknown) => (e as { code: string }).code === 'NBD_EXPORT_LOCKED');
+  await assert.rejects(FileBackend.open(path), (e: unknown) => (e as { code: string }).code === 'GUEST_DISK_LOCKED');
+  await assert.rejects(DiskLock.take(path), (e: unknown) => (e as { code: string }).code === 'GUEST_DISK_LOCKED');
   // Inspection tools read beside it without the lock.
   const peek = await FileBackend.open(path, { readOnly: true, lock: false });
   await peek.close();

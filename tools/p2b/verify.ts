@@ -2,6 +2,7 @@
  * `p2b verify DB --memory IMAGE --storage URI|PATH`: checks every mapping byte
  * for byte — the page in the memory image against the block on the storage.
  */
+import { LivemigError } from '../../src/errors.ts';
 import { openSync, readSync, closeSync, fstatSync } from 'node:fs';
 import { P2bReader, STATE_NAMES, type MappingRow } from '../../src/p2b/reader.ts';
 import { P2B } from '../../src/p2b/map.ts';
@@ -34,7 +35,7 @@ export async function run(args: string[]): Promise<number> {
   if (imageSize !== reader.meta.pages * PAGE_SIZE) {
     closeSync(imageFd);
     reader.close();
-    throw Object.assign(new Error(`${values.memory} holds ${imageSize} bytes but the map describes ${reader.meta.pages * PAGE_SIZE}`), { code: 'P2B_MISMATCH' });
+    throw new LivemigError('P2B_MISMATCH', `${values.memory} holds ${imageSize} bytes but the map describes ${reader.meta.pages * PAGE_SIZE}`);
   }
   // Read-only and unlocked: the guest may hold the image's lock while we look.
   const storage = await openBackend(values.storage, { readOnly: true, lock: false });

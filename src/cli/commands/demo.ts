@@ -1,7 +1,7 @@
 /** `livemig demo`: a whole live migration on this machine, with embedded defaults and a summary. */
-import { parse, sizeOption, rateOption, durationOption, strategyOption, workloadOption } from '../parse.ts';
+import { parse, logLevel, sizeOption, rateOption, durationOption, strategyOption, workloadOption } from '../parse.ts';
 import { UsageError } from '../usage-error.ts';
-import { runLocalMigration } from '../../migrate/local-run.ts';
+import { runLocalMigration } from '../../demo/local-migration.ts';
 import { formatResult } from './migrate.ts';
 
 export const help = `Usage: livemig demo [--memory 256MiB] [--workload pagecache] [--strategy p2b]
@@ -19,7 +19,8 @@ and more. Exit 1 if the destination's memory does not verify.
                     both guests paused at the switch-over and compare their
                     memories from scratch, every byte (SHA-256 per MiB, sharing
                     nothing with the engine); its cost is checkMs, not downtime
-  --check digests   the production check only: the engine's memory digests`;
+  --check digests   the production check only: the engine's memory digests
+  --log-level LEVEL pino log of every process on stderr (debug: the phases)`;
 
 export async function run(args: string[]): Promise<number> {
   const { values } = parse(args, {
@@ -45,7 +46,7 @@ export async function run(args: string[]): Promise<number> {
   const tty = process.stderr.isTTY && !values.json;
   const say = (m: string) => (tty ? process.stderr.write(`\r\x1b[K${m}`) : undefined);
   const result = await runLocalMigration({
-    memoryBytes, workload, strategy, maxBandwidth, downtimeLimitMs, seed, check,
+    memoryBytes, workload, strategy, maxBandwidth, downtimeLimitMs, seed, check, logLevel: logLevel(values['log-level']),
     onPhase: say,
     onRound: (r) => say(`round ${r.round}: ${r.pages} pages (${r.ref} references), ${r.dirtyAfter} dirty after, estimated downtime ${Math.round(r.estimatedDowntimeMs)} ms`),
   });

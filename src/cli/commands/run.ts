@@ -5,13 +5,16 @@ import { Guest } from '../../guest/guest.ts';
 import { serveControl, type ControlTarget } from '../../guest/control/server.ts';
 import type { MigrateArgs } from '../../guest/control/protocol.ts';
 import { WORKLOADS } from '../../guest/workloads/registry.ts';
-import { listenIncoming } from '../../migrate/destination.ts';
-import { migrate, prepareMigration } from '../../migrate/source.ts';
+import { listenIncoming } from '../../migrate/destination/index.ts';
+import { migrate, prepareMigration } from '../../migrate/source/index.ts';
 import type { RoundStats } from '../../migrate/result.ts';
 import { parse, sizeOption, asUsage, workloadOption } from '../parse.ts';
 import { UsageError } from '../usage-error.ts';
+import { LivemigError } from '../../errors.ts';
 import { formatBytes } from '../../util/size.ts';
 import { parseTcpAddress } from '../tcp-address.ts';
+import { createLogger } from '../../log/logger.ts';
+import { logLevel } from '../parse.ts';
 
 export const help = `Usage: livemig run --name NAME --memory SIZE --disk NBD-URI|PATH
                    --workload PROFILE --control SOCKET [--state-dir DIR]
@@ -42,7 +45,8 @@ the source's first ('livemig fingerprint' on both).
   --seed N             workload seed (default 1): same seed, same operations
   --dirty-rate RATE    for 'dirty', e.g. 64MiB (per second; default 32MiB)
   --write-rate RATE    for 'diskwrite' (per second; default 8MiB)
-  --json               print {name, control, p2b, ...} as one line once running`;
+  --json               print {name, control, p2b, ...} as one line once running
+  --log-level LEVEL    pino log on stderr: the migration's phases at debug (default silent)`;
 
 interface MigrationStatus {
   state: 'active' | 'completed' | 'failed';
@@ -69,6 +73,7 @@ export async function run(args: string[]): Promise<number> {
   });
   if (values.help) return void console.log(help), 0;
   if (!values.control) throw new UsageError('run needs --control');
+  const log = createLogger(logLevel(values['log-level']));
   const control = resolve(values.control);
   const stateDirFor = (name: string) => resolve(values['state-dir'] ?? join(tmpdir(), `livemig-${name}`));
 
@@ -87,12 +92,12 @@ export async function run(args: string[]): Promise<number> {
       ...(migration ? { migration: { ...migration, rounds: migration.rounds.length, lastRound: migration.rounds[migration.rounds.length - 1] } } : {}),
     }),
     migrate: async (m: MigrateArgs) => {
-      if (migration?.state === 'active') throw Object.assign(new Error('a migration is already running'), { code: 'MIGRATE_BUSY' });
+      if (migration?.state === 'active') throw new LivemigError('MIGRATE_IN_PROGRESS', 'a migration of this guest is already running');
       const to = parseTcpAddress(m.to);
       migration = { state: 'active', to: m.to, strategy: m.strategy, rounds: [] };
       const current = migration;
       try {
-        const result = await migrate(guest!, { ...m, host: to.host, port: to.port, onRound: (r) => current.rounds.push(r) });
+        const result = await migrate(guest!, { ...m, host: to.host, port: to.port, log, onRound: (r) => current.rounds.push(r) });
         current.state = 'completed';
         current.result = result;
         // The guest runs on the destination now; kept paused here (postmigrate) until 'stop' if asked.
@@ -115,7 +120,7 @@ export async function run(args: string[]): Promise<number> {
     const at = asUsage(() => parseTcpAddress(values.incoming!));
     const memoryBytes = values.memory === undefined ? undefined : sizeOption('--memory', values.memory);
     if (memoryBytes !== undefined && memoryBytes % 4096) throw new UsageError('--memory must be a multiple of 4 KiB');
-    const inc = await listenIncoming({ host: at.host, port: at.port, disk: values.disk, stateDir: stateDirFor, memoryBytes, hold: values.paused });
+    const inc = await listenIncoming({ host: at.host, port: at.port, disk: values.disk, stateDir: stateDirFor, memoryBytes, hold: values.paused, log });
     incoming = inc;
     const server = await serveControl(control, target);
     process.once('SIGINT', () => (inc.close(), void stop()));

@@ -7,6 +7,7 @@ import net from 'node:net';
 import { rmSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import type { Guest } from '../guest.ts';
+import { LivemigError, type ErrorCode } from '../../errors.ts';
 import { CONTROL_COMMANDS, type ControlReply, type ControlRequest, type MigrateArgs } from './protocol.ts';
 
 export interface ControlTarget {
@@ -18,7 +19,7 @@ export interface ControlTarget {
   onStop(): void;
 }
 
-const fail = (code: string, message: string) => Object.assign(new Error(message), { code });
+const fail = (code: ErrorCode, message: string) => new LivemigError(code, message);
 
 export async function serveControl(path: string, target: ControlTarget): Promise<net.Server> {
   rmSync(path, { force: true });

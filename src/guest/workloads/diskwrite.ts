@@ -52,7 +52,7 @@ export const diskwrite: WorkloadFactory = (ctx, saved) => {
           first = logHead;
           logHead += RUN;
         }
-        ios.push(ctx.disk.writeBlocks(pages, area.writeFirst + first));
+        ios.push(ctx.disk.writePages(pages, area.writeFirst + first));
         writes++;
         if (writes % 16 === 0) {
           await Promise.all(ios.splice(0));

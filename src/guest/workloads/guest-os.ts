@@ -128,7 +128,7 @@ export class GuestOs {
   private startWriteBack(e: Extent): Promise<void> {
     e.dirty = false;
     this.stats.writebacks++;
-    const done = this.disk.writeBlocks(e.pages, e.first); // copies the pages before its first await
+    const done = this.disk.writePages(e.pages, e.first); // copies the pages before its first await
     for (let i = 0; i < e.pages.length; i++) this.writebacks.set(e.first + i, done);
     const settle = () => {
       for (let i = 0; i < e.pages.length; i++) if (this.writebacks.get(e.first + i) === done) this.writebacks.delete(e.first + i);
@@ -167,7 +167,7 @@ export class GuestOs {
       }
       const pending = extent.pages.map((_, i) => this.writebacks.get(first + i)).filter((w) => w !== undefined);
       if (pending.length) await Promise.allSettled(pending);
-      await this.disk.readBlocks(first, extent.pages);
+      await this.disk.readPages(extent.pages, first);
       return extent;
     } finally {
       extent.loading = null;

@@ -69,7 +69,7 @@ export const mixed: WorkloadFactory = (ctx, saved) => {
       const logPage = ctx.os.anon[0];
       if (logPage !== undefined) {
         ctx.os.rewriteAnon(logPage, anonFill(ctx.rng, true));
-        await ctx.disk.writeBlocks([logPage], writeFirst + logHead);
+        await ctx.disk.writePages([logPage], writeFirst + logHead);
         logHead = (logHead + 1) % writeBlocks;
         await ctx.disk.flush();
         commits++;

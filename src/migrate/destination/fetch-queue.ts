@@ -9,12 +9,19 @@
  * carries, and each of its pages is applied only if no newer version of that page
  * arrived meanwhile (sequence numbers); a mismatch asks the source for the pages.
  */
-import { PAGE_SIZE } from '../guest/layout.ts';
-import type { GuestMemory } from '../guest/memory.ts';
-import type { BlockBackend } from '../storage/backend.ts';
-import { HASH_BYTES } from '../wire/frames.ts';
-import { BufferPool, MIN_POOLED } from '../../nbd/buffer-pool.ts';
-import type { HashPool } from './hash-pool.ts';
+import type { GuestMemory } from '../../guest/memory.ts';
+import type { BlockBackend } from '../../storage/backend.ts';
+import { HASH_BYTES, PAGE_SIZE } from '../../wire/index.ts';
+import { BufferPool, MIN_POOLED } from '../../../nbd/index.ts';
+import type { HashPool } from '../hash-pool.ts';
+import type { Faults } from '../faults.ts';
+import type { PageVersions } from './page-versions.ts';
+
+/** What the queue tells its owner: pages applied from blocks, and pages whose check failed. */
+export interface FetchEvents {
+  applied(page: number, block: number): void;
+  mismatched(pages: number[]): void;
+}
 
 interface Ref {
   page: number;
@@ -64,8 +71,6 @@ export class FetchQueue {
   private failure: Error | null = null;
   readonly stats: FetchStats = { refs: 0, applied: 0, stale: 0, mismatched: 0, reads: 0, bytesRead: 0, maxInFlight: 0, totalLatencyMs: 0, busyMs: 0 };
   private busySince = 0;
-  /** Pages applied from a reference, with their blocks: where the destination's p2b map starts. */
-  readonly appliedBlock: Map<number, number> = new Map();
   /** Pages in reads that have not completed. */
   inFlightPages = 0;
   /** Read buffers are reused: a fresh 1 MiB per read made the garbage collector a main cost. */
@@ -75,9 +80,10 @@ export class FetchQueue {
     private readonly storage: BlockBackend,
     private readonly hasher: HashPool,
     private readonly memory: GuestMemory,
-    private readonly lastSeq: Uint32Array,
-    private readonly onMismatch: (pages: number[]) => void,
+    private readonly versions: PageVersions,
+    private readonly events: FetchEvents,
     private readonly opts: FetchOptions = FETCH_DEFAULTS,
+    private readonly faults?: Faults,
   ) {}
 
   /** Pages page..page+count-1 are blocks block.., with sequence numbers seq..; `hash` covers them all. */
@@ -117,7 +123,7 @@ export class FetchQueue {
 
   /** Whether any page of the reference is still its newest version. */
   private fresh(r: Ref): boolean {
-    for (let i = 0; i < r.count; i++) if (this.lastSeq[r.page + i] === r.seq + i) return true;
+    for (let i = 0; i < r.count; i++) if (this.versions.isCurrent(r.page + i, r.seq + i)) return true;
     return false;
   }
 
@@ -204,21 +210,22 @@ export class FetchQueue {
         const ok = Buffer.compare(hashes.subarray(k * HASH_BYTES, (k + 1) * HASH_BYTES), r.hash) === 0;
         for (let i = 0; i < r.count; i++) {
           const page = r.page + i;
-          if (this.lastSeq[page] !== r.seq + i) {
+          const at = (r.block - first + i) * PAGE_SIZE;
+          if (!this.versions.isCurrent(page, r.seq + i)) {
             this.stats.stale++; // a newer version of this page already arrived: this one must not land
+            if (ok && this.staleFaultForTest(page)) this.memory.setPage(page, buf.subarray(at, at + PAGE_SIZE));
           } else if (!ok) {
             this.stats.mismatched++;
             mismatched.push(page);
           } else {
-            const at = (r.block - first + i) * PAGE_SIZE;
             this.memory.setPage(page, buf.subarray(at, at + PAGE_SIZE));
-            this.appliedBlock.set(page, r.block + i);
+            this.events.applied(page, r.block + i);
             this.stats.applied++;
           }
         }
       });
       this.buffers.put(buf); // small ones were never pooled: put() ignores them
-      if (mismatched.length) this.onMismatch(mismatched);
+      if (mismatched.length) this.events.mismatched(mismatched);
     } catch (err) {
       this.failure ??= err as Error;
     } finally {
@@ -227,6 +234,14 @@ export class FetchQueue {
       this.inFlightPages -= pages;
       this.pump();
     }
+  }
+
+  /** Test-only fault (faults.ts): the first stale block is applied anyway. */
+  private staleFaultForTest(page: number): boolean {
+    const f = this.faults;
+    if (!f?.applyStaleBlock || f.fired?.applyStaleBlock !== undefined) return false;
+    (f.fired ??= {}).applyStaleBlock = page;
+    return true;
   }
 
   private wake(): void {

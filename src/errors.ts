@@ -1,0 +1,64 @@
+/**
+ * Every error livemig raises carries one stable `code` from this table, one code
+ * per meaning, so callers (and scripts reading the CLI's `[CODE]`) can switch on
+ * it. docs/errors.md lists the same table; a test keeps the two in agreement.
+ * Errors of the NBD library (nbd/, NbdError) keep their own NBD_* codes.
+ */
+export const ERROR_CODES = {
+  // The migration protocol and engine (codes that can also travel in an ERROR frame).
+  MIGRATE_PROTOCOL: 'the peer broke the protocol: an unknown or oversized frame, a malformed payload, a frame out of order',
+  MIGRATE_VERSION: 'the two sides share no protocol version',
+  MIGRATE_CAPABILITY: 'the peer lacks a capability this side requires',
+  MIGRATE_LAYOUT: 'the guest does not fit this destination: page size, or another memory size than it was prepared for',
+  MIGRATE_STORAGE: "the guest's disk cannot be opened or read on this host",
+  MIGRATE_CONNECT_FAILED: 'the destination cannot be reached',
+  MIGRATE_LINK_LOST: 'the migration link closed before the migration ended',
+  MIGRATE_TIMEOUT: 'the peer did not answer in time',
+  MIGRATE_VERIFY_FAILED: "the destination's memory differs from the source's after the transfer",
+  MIGRATE_NOT_CONVERGED: 'pre-copy did not converge within the rounds allowed, and the policy is to give up',
+  MIGRATE_DESTINATION_BUSY: 'the destination is already receiving another guest',
+  MIGRATE_IN_PROGRESS: 'this guest is already migrating',
+  MIGRATE_CANCELLED: 'the migration was cancelled on this side',
+  MIGRATE_GUEST_STATE: 'the guest is in no state to migrate (it stopped or failed)',
+  MIGRATE_FAILED: 'the peer failed for a reason it did not name',
+  // The guest.
+  GUEST_CONFIG: 'the guest was asked for with an impossible configuration',
+  GUEST_START: 'the guest could not start',
+  GUEST_EXITED: "the guest's worker has exited",
+  GUEST_FAILED: 'the guest stopped after an error of its disk or workload',
+  GUEST_RUNNING: 'the request needs a paused guest',
+  GUEST_NO_DEVICE: 'the guest has no device state yet (a destination still waiting for it)',
+  GUEST_HAS_DEVICE: 'the guest already has its device state',
+  GUEST_DEVICE_STATE: 'the device state that arrived cannot be read (malformed, or of another version)',
+  GUEST_DISK_DETACHED: "the guest's disk is detached (handed over to another host)",
+  GUEST_DISK_LOCKED: "the guest's disk file is locked by another process",
+  GUEST_DISK_OPEN: "the guest's disk file cannot be opened",
+  GUEST_MIGRATED: 'the guest has migrated away and runs on the destination',
+  GUEST_NOT_HERE: 'no guest here yet: this destination is waiting for one',
+  // The control socket.
+  CONTROL_BAD_REQUEST: 'the control request is malformed or unknown',
+  CONTROL_UNREACHABLE: "the guest's control socket cannot be reached",
+  CONTROL_CLOSED: 'the control socket closed before answering',
+  CONTROL_TIMEOUT: 'the control request got no answer in time',
+  CONTROL_FAILED: 'the control request failed for a reason it did not name',
+  // p2b map databases.
+  P2B_NOT_FOUND: 'no p2b map database at that path',
+  P2B_FOREIGN_FILE: 'the file is not a livemig p2b map database',
+  P2B_SCHEMA_VERSION: 'the p2b map database has a schema this build does not read',
+  P2B_MISMATCH: 'the p2b map and the memory image or storage do not describe the same guest',
+} as const;
+
+export type ErrorCode = keyof typeof ERROR_CODES;
+
+export class LivemigError extends Error {
+  constructor(readonly code: ErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'LivemigError';
+  }
+}
+
+/** The code of any error: ours, the NBD library's, or a plain Error's (undefined). */
+export function codeOf(err: unknown): string | undefined {
+  const code = (err as { code?: unknown } | null)?.code;
+  return typeof code === 'string' ? code : undefined;
+}

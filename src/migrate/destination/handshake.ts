@@ -1,0 +1,90 @@
+/**
+ * Destination phase 1, the handshake: HELLO is read under a time limit and
+ * validated, the guest must fit this host, the disk is opened (read-only, for
+ * the fetch queue) and sampled to learn whether both hosts see the same bytes,
+ * and only then is memory taken and WELCOME sent. The guest's worker starts
+ * meanwhile, paused, without disk or workload: at the end only the device state
+ * and the disk remain to hand over.
+ */
+import os from 'node:os';
+import { LivemigError } from '../../errors.ts';
+import { Guest } from '../../guest/guest.ts';
+import { GuestMemory } from '../../guest/memory.ts';
+import { P2bMap } from '../../p2b/map.ts';
+import { openBackend } from '../../storage/open.ts';
+import type { BlockBackend } from '../../storage/backend.ts';
+import { CAPABILITIES, PAGE_SIZE, TIMEOUT, chooseVersion, pageHash, requireCapabilities, type Hello } from '../../wire/index.ts';
+import type { DestinationSession, StorageCheck } from './session.ts';
+
+/** Compares the source's storage sample with what this host reads. */
+async function checkStorage(storage: BlockBackend, key: Buffer, hello: Hello): Promise<StorageCheck> {
+  if (storage.size !== hello.storage.size) return { match: false, reason: `size differs: ${storage.size} here, ${hello.storage.size} at the source`, bytes: 0 };
+  const buf = Buffer.allocUnsafe(PAGE_SIZE);
+  let bytes = 0;
+  for (const s of hello.storage.sample) {
+    if ((s.block + 1) * PAGE_SIZE > storage.size) return { match: false, reason: `sampled block ${s.block} is past the end of the disk`, bytes };
+    await storage.readInto(buf, s.block * PAGE_SIZE);
+    bytes += PAGE_SIZE;
+    if (pageHash(key, buf).toString('hex') !== s.hash) return { match: false, reason: `block ${s.block} differs`, bytes };
+  }
+  return { match: true, bytes };
+}
+
+/** Refuses a guest this destination cannot hold, before anything is allocated for it. */
+function checkFits(s: DestinationSession, hello: Hello): void {
+  const bytes = hello.guest.memoryBytes;
+  if (hello.guest.pageSize !== PAGE_SIZE) throw new LivemigError('MIGRATE_LAYOUT', `page size ${hello.guest.pageSize} is not ${PAGE_SIZE}`);
+  if (s.ready && s.ready.memory.memoryBytes !== bytes) {
+    throw new LivemigError('MIGRATE_LAYOUT', `this destination was prepared for ${s.ready.memory.memoryBytes} bytes of memory; the guest has ${bytes}`);
+  }
+  if (!s.ready && bytes > os.totalmem()) throw new LivemigError('MIGRATE_LAYOUT', `the guest's ${bytes} bytes of memory exceed this host's ${os.totalmem()}`);
+}
+
+async function openStorage(s: DestinationSession): Promise<void> {
+  const disk = s.opts.disk ?? s.hello.storage.spec;
+  s.storage = await openBackend(disk, { readOnly: true, lock: false }).catch((e: Error) => {
+    throw new LivemigError('MIGRATE_STORAGE', `cannot open the guest's disk ${disk} here: ${e.message}`);
+  });
+  s.storageCheck = await checkStorage(s.storage, s.key, s.hello);
+}
+
+/** Starts the guest's worker, paused, with no disk or workload yet. */
+function startGuest(s: DestinationSession): void {
+  const { hello } = s;
+  s.starting = Guest.start({
+    name: hello.guest.name,
+    memoryBytes: hello.guest.memoryBytes,
+    disk: s.opts.disk ?? hello.storage.spec,
+    workload: hello.guest.workload,
+    options: hello.guest.options as unknown as Guest['config']['options'],
+    stateDir: s.opts.stateDir(hello.guest.name),
+    memory: s.memory,
+    map: s.map,
+    deferDevice: true,
+    freshMap: true,
+    spareWorker: s.ready?.worker,
+  });
+  s.starting.then(
+    (g) => ((s.guest = g), s.log.debug('guest worker ready')),
+    (e: Error) => ((s.startFailure = e), s.notify()),
+  );
+}
+
+export async function handshake(s: DestinationSession): Promise<void> {
+  s.setState('handshake');
+  s.channel.only(['HELLO']);
+  const hello = await s.channel.expect('HELLO', TIMEOUT.HELLO, 'source');
+  const version = chooseVersion(hello);
+  requireCapabilities(hello.capabilities, 'the source');
+  checkFits(s, hello);
+  s.hello = hello;
+  s.key = Buffer.from(hello.key, 'hex');
+  await openStorage(s);
+  s.memory = s.ready?.memory ?? GuestMemory.allocate(hello.guest.memoryBytes);
+  s.map = s.ready?.map ?? P2bMap.allocate(s.memory.pages);
+  s.channel.memoryBytes = hello.guest.memoryBytes;
+  const c = s.storageCheck;
+  await s.channel.send({ name: 'WELCOME', body: { version, capabilities: [...(s.opts.capabilities ?? CAPABILITIES)], storageMatch: c.match, ...(c.reason ? { storageReason: c.reason } : {}) } });
+  s.log.debug({ version, storageMatch: c.match }, 'welcome sent');
+  startGuest(s);
+}

@@ -1,0 +1,57 @@
+/**
+ * The source side of a live migration (docs/protocol.md has the state diagram):
+ *
+ *   HANDSHAKE -> PRECOPY -> STOP_AND_COPY -> VERIFICATION -> SWITCHOVER -> done
+ *        \___________\______________\_____________\______________> ROLLBACK
+ *
+ * Each phase is a file of this folder working on one SourceSession. Any failure
+ * before the destination's RESUMED rolls back: the guest goes on here, nothing lost.
+ */
+import { pino } from 'pino';
+import type { Guest } from '../../guest/guest.ts';
+import { HashPool } from '../hash-pool.ts';
+import type { MigrationResult } from '../result.ts';
+import { SourceSession, type MigrateOptions } from './session.ts';
+import { handshake } from './handshake.ts';
+import { startReturnPath } from './return-path.ts';
+import { PageSender } from './page-sender.ts';
+import { precopy } from './precopy.ts';
+import { stopAndCopy } from './stop-and-copy.ts';
+import { verification } from './verification.ts';
+import { awaitResumed, letGo } from './switchover.ts';
+import { rollback } from './rollback.ts';
+import { report } from './report.ts';
+
+export type { MigrateOptions } from './session.ts';
+
+/** Hashing threads booted ahead for a guest (about 80 ms of CPU), kept across failed attempts. */
+const pools = new WeakMap<Guest, HashPool>();
+
+/** Boots the hashing threads a migration of this guest will use, so that its time does not include that. */
+export function prepareMigration(guest: Guest): void {
+  if (!pools.has(guest)) pools.set(guest, new HashPool(null, guest.memory.shared()));
+}
+
+export async function migrate(guest: Guest, opts: MigrateOptions): Promise<MigrationResult> {
+  prepareMigration(guest);
+  const hasher = pools.get(guest)!;
+  const s = new SourceSession(guest, opts, hasher, (opts.log ?? pino({ level: 'silent' })).child({ side: 'source' }));
+  hasher.setKey(s.key);
+  try {
+    await handshake(s);
+    startReturnPath(s);
+    const sender = new PageSender(s);
+    await precopy(s, sender);
+    await stopAndCopy(s, sender);
+    await verification(s);
+    const resumed = await awaitResumed(s, sender);
+    const result = report(s, resumed);
+    pools.delete(guest);
+    void hasher.close();
+    await letGo(s);
+    s.log.info({ totalTimeMs: result.totalTimeMs, downtimeMs: result.downtimeMs }, 'migrated');
+    return result;
+  } catch (err) {
+    return rollback(s, err); // the hashing threads stay for another attempt (idle, they keep nothing alive)
+  }
+}

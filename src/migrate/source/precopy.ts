@@ -1,0 +1,55 @@
+/**
+ * Source phase 2, pre-copy: round 0 sends every page, each later round the pages
+ * dirtied since, while the guest runs. After each round the convergence policy
+ * (convergence.ts) decides: stop and copy, wait for the settling work, iterate
+ * again (throttling the guest if it must), or give up.
+ */
+import { setTimeout as delay } from 'node:timers/promises';
+import { LivemigError } from '../../errors.ts';
+import { MAX_SEQ } from '../../wire/index.ts';
+import type { PageSender, Sent } from './page-sender.ts';
+import type { SourceSession } from './session.ts';
+
+function* allPages(pages: number): Generator<number> {
+  for (let p = 0; p < pages; p++) yield p;
+}
+
+/** One round: the pages asked for in full first... then the rest; returns what went and how long it took. */
+async function round(s: SourceSession, sender: PageSender, toSend: Iterable<number>): Promise<{ sent: Sent; again: Sent; ms: number }> {
+  const t0 = performance.now();
+  const retry = s.takeRequested();
+  const sent = await sender.send(toSend, true);
+  const again = await sender.send(retry, false);
+  return { sent, again, ms: performance.now() - t0 };
+}
+
+export async function precopy(s: SourceSession, sender: PageSender): Promise<void> {
+  s.takeDirty(); // cleared first, so it records what changes during round 0
+  void s.digests.refresh(); // from the start: a link-bound round 0 leaves the cores time for it
+  let toSend: Iterable<number> = allPages(s.pages);
+  for (let n = 0; ; n++) {
+    s.check();
+    const { sent, again, ms } = await round(s, sender, toSend);
+    const bytes = sent.bytes + again.bytes;
+    s.meter.record(bytes, ms);
+    s.dirty = s.takeDirty();
+    toSend = s.dirty;
+    void s.digests.refresh(); // in the background: at pause only chunks written since need hashing
+    const perPage = bytes / Math.max(1, sent.full + sent.zero + sent.ref + again.full + again.zero);
+    const linkMs = s.meter.estimateMs(s.dirty.length * perPage);
+    // At pause both hosts finish their digests at once, the destination after its fetch backlog.
+    const settleMs = Math.max(s.fetchBacklogMs() + s.heard.progress.verifyMs, s.digests.estimateMs());
+    s.recordRound({
+      round: n, pages: sent.full + sent.zero + sent.ref, full: sent.full + again.full, zero: sent.zero + again.zero, ref: sent.ref,
+      bytes, ms, dirtyAfter: s.dirty.length, estimatedDowntimeMs: linkMs + settleMs, throttle: s.convergence.throttle,
+    });
+    if (s.seq > MAX_SEQ - 2 * s.pages) return; // sequence numbers never wrap: stop while the last round still fits
+    const d = s.convergence.next(n, linkMs, settleMs);
+    if (d.action === 'stop') return;
+    if (d.action === 'abort') {
+      throw new LivemigError('MIGRATE_NOT_CONVERGED', `not converged after ${n + 1} rounds: ${s.dirty.length} pages dirty, estimated downtime ${Math.round(linkMs + settleMs)} ms > ${s.opts.downtimeLimitMs} ms`);
+    }
+    if (d.action === 'settle') await delay(d.waitMs);
+    else if (d.throttle !== (await s.guest.status()).throttle) await s.guest.throttle(d.throttle);
+  }
+}

@@ -1,0 +1,158 @@
+/**
+ * The state of one outgoing migration that crosses its phases, in one typed
+ * object. Each phase (handshake, precopy, stop-and-copy, verification,
+ * switch-over) reads and writes it; nothing else is shared between them.
+ */
+import { randomBytes } from 'node:crypto';
+import type { Logger } from 'pino';
+import type { Guest } from '../../guest/guest.ts';
+import { NO_BLOCK } from '../../p2b/map.ts';
+import { PAGE_SIZE, type Channel, type Progress, type Resumed, type Welcome } from '../../wire/index.ts';
+import { RateLimit } from '../rate-limit.ts';
+import { BandwidthMeter } from '../bandwidth.ts';
+import type { HashPool } from '../hash-pool.ts';
+import { MemoryDigests } from '../memory-digests.ts';
+import type { Faults } from '../faults.ts';
+import type { RoundStats, Strategy } from '../result.ts';
+import { Convergence } from './convergence.ts';
+
+export interface MigrateOptions {
+  host: string;
+  port: number;
+  strategy: Strategy;
+  /** Bytes per second; 0 for no limit. */
+  maxBandwidth: number;
+  downtimeLimitMs: number;
+  maxRounds: number;
+  /** When rounds do not converge: throttle the guest step by step, or give up. */
+  converge: 'throttle' | 'abort';
+  onRound?: (r: RoundStats) => void;
+  /** How long to wait for the destination to verify and resume after stop-and-copy. */
+  completeTimeoutMs?: number;
+  /** After the switch-over keep the guest here, paused with memory intact ('postmigrate'), instead of stopping it. */
+  keepPaused?: boolean;
+  log?: Logger;
+  /** Test-only fault injection (faults.ts). */
+  faults?: Faults;
+}
+
+/** What the return path has heard from the destination. */
+export interface Heard {
+  progress: Progress;
+  /** Pages the destination asked for in full, not yet sent. */
+  requested: Set<number>;
+  resumed: Resumed | null;
+  failure: Error | null;
+}
+
+export class SourceSession {
+  readonly t0 = performance.now();
+  /** Fresh per migration; keys every page hash and digest. */
+  readonly key = randomBytes(32);
+  readonly limit: RateLimit;
+  readonly meter = new BandwidthMeter();
+  readonly digests: MemoryDigests;
+  readonly convergence: Convergence;
+  readonly rounds: RoundStats[] = [];
+  /** Pages the destination asked for again (their reference failed its check). */
+  refRetried = 0;
+  /** The block of the last reference sent for each page (NO_BLOCK after a full or zero send). */
+  readonly lastRef: Uint32Array;
+  readonly heard: Heard = { progress: { refsReceived: 0, pending: 0, applied: 0, bytesRead: 0, readRate: 0, verifyMs: 0 }, requested: new Set(), resumed: null, failure: null };
+  /** Wakes whoever waits on the return path (a request, RESUMED, a failure); `signalled` keeps a wake-up nobody waited for. */
+  private wake: (() => void) | null = null;
+  private signalled = false;
+  /** The digests' settling, started at pause, awaited by verification. */
+  settling: Promise<void> = Promise.resolve();
+
+  channel!: Channel;
+  welcome!: Welcome;
+  /** Negotiated in the handshake. */
+  useRefs = false;
+  maxRun = 1;
+  /** The last sequence number used (the first page version sent is 1). */
+  seq = 0;
+  refsSent = 0;
+  /** The dirty pages still to send after the last round. */
+  dirty: Uint32Array = new Uint32Array(0);
+  // What rollback must undo.
+  wasRunning = false;
+  paused = false;
+  detached = false;
+  tPause = 0;
+
+  constructor(readonly guest: Guest, readonly opts: MigrateOptions, readonly hasher: HashPool, readonly log: Logger) {
+    this.limit = new RateLimit(opts.maxBandwidth);
+    this.digests = new MemoryDigests(hasher, guest.memory.pages, this.key);
+    this.convergence = new Convergence(opts);
+    this.lastRef = new Uint32Array(guest.memory.pages).fill(NO_BLOCK);
+  }
+
+  get pages(): number {
+    return this.guest.memory.pages;
+  }
+
+  /** Reads and clears the dirty log; the digests learn of every write through here. */
+  takeDirty(): Uint32Array {
+    const pages = this.guest.memory.dirty.readAndClear();
+    const f = this.opts.faults;
+    if (f?.dropDirtyBit && this.rounds.length > f.dropDirtyBit.afterRound && f.fired?.dropDirtyBit === undefined && pages.length) {
+      (f.fired ??= {}).dropDirtyBit = pages[0]; // test-only: a write the log never reports
+      this.log.warn({ page: pages[0] }, 'fault: dirty bit dropped');
+      const kept = pages.subarray(1);
+      this.digests.invalidate(kept);
+      return kept;
+    }
+    this.digests.invalidate(pages);
+    return pages;
+  }
+
+  /** How long the destination still needs for references already sent (its fetch backlog). */
+  fetchBacklogMs(): number {
+    const p = this.heard.progress;
+    const backlog = p.pending + (this.refsSent - p.refsReceived);
+    if (backlog <= 0) return 0;
+    return p.readRate > 0 ? ((backlog * PAGE_SIZE) / p.readRate) * 1000 : Infinity;
+  }
+
+  recordRound(r: RoundStats): void {
+    this.rounds.push(r);
+    this.opts.onRound?.(r);
+  }
+
+  /** Pages the destination asked for, taken out of the request set. */
+  takeRequested(): number[] {
+    const list = [...this.heard.requested];
+    this.heard.requested.clear();
+    return list;
+  }
+
+  /** Called by the return path whenever it heard something. */
+  notify(): void {
+    this.signalled = true;
+    const w = this.wake;
+    this.wake = null;
+    w?.();
+  }
+
+  /** Resolves when the return path hears something (or heard it since the last call), or after ms. */
+  heardSomething(ms: number): Promise<void> {
+    if (this.signalled) {
+      this.signalled = false;
+      return Promise.resolve();
+    }
+    return new Promise((r) => {
+      const t = setTimeout(r, ms);
+      this.wake = () => {
+        this.signalled = false;
+        clearTimeout(t);
+        r();
+      };
+    });
+  }
+
+  /** Throws the return path's failure, if it has one. */
+  check(): void {
+    if (this.heard.failure) throw this.heard.failure;
+  }
+}
