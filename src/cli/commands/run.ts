@@ -2,18 +2,17 @@
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { Guest } from '../../guest/guest.ts';
-import { serveControl, type ControlTarget } from '../../guest/control/server.ts';
-import type { MigrateArgs } from '../../guest/control/protocol.ts';
+import { serveControl } from '../../guest/control/server.ts';
 import { WORKLOADS } from '../../guest/workloads/registry.ts';
 import { listenIncoming } from '../../migrate/destination/index.ts';
-import { migrate, prepareMigration } from '../../migrate/source/index.ts';
-import type { RoundStats } from '../../migrate/result.ts';
+import { prepareMigration } from '../../migrate/source/index.ts';
+import { Agent } from '../agent.ts';
 import { parse, sizeOption, asUsage, workloadOption } from '../parse.ts';
 import { UsageError } from '../usage-error.ts';
-import { LivemigError } from '../../errors.ts';
 import { formatBytes } from '../../util/size.ts';
 import { parseTcpAddress } from '../tcp-address.ts';
 import { createLogger } from '../../log/logger.ts';
+import type { Logger } from 'pino';
 import { logLevel } from '../parse.ts';
 
 export const help = `Usage: livemig run --name NAME --memory SIZE --disk NBD-URI|PATH
@@ -48,17 +47,10 @@ the source's first ('livemig fingerprint' on both).
   --json               print {name, control, p2b, ...} as one line once running
   --log-level LEVEL    pino log on stderr: the migration's phases at debug (default silent)`;
 
-interface MigrationStatus {
-  state: 'active' | 'completed' | 'failed';
-  to: string;
-  strategy: string;
-  rounds: RoundStats[];
-  result?: unknown;
-  error?: { code: string; message: string };
-}
+type Values = ReturnType<typeof parseRun>['values'];
 
-export async function run(args: string[]): Promise<number> {
-  const { values } = parse(args, {
+function parseRun(args: string[]) {
+  return parse(args, {
     name: { type: 'string' },
     memory: { type: 'string' },
     disk: { type: 'string' },
@@ -71,81 +63,49 @@ export async function run(args: string[]): Promise<number> {
     incoming: { type: 'string' },
     paused: { type: 'boolean' },
   });
-  if (values.help) return void console.log(help), 0;
-  if (!values.control) throw new UsageError('run needs --control');
-  const log = createLogger(logLevel(values['log-level']));
-  const control = resolve(values.control);
-  const stateDirFor = (name: string) => resolve(values['state-dir'] ?? join(tmpdir(), `livemig-${name}`));
+}
 
-  let guest: Guest | null = null;
-  let migration: MigrationStatus | null = null;
-  let incoming: { port: number; state: () => string } | null = null;
-  let done!: () => void;
-  const finished = new Promise<void>((r) => (done = r));
-  let stopping: Promise<void> | null = null;
-  const stop = () => (stopping ??= (guest ? guest.stop() : Promise.resolve()).finally(done));
+const stateDirFor = (values: Values) => (name: string) => resolve(values['state-dir'] ?? join(tmpdir(), `livemig-${name}`));
 
-  const target: ControlTarget = {
-    guest: () => guest,
-    statusExtra: () => ({
-      ...(incoming && !guest ? { state: 'incoming', incoming: { port: incoming.port, phase: incoming.state() } } : {}),
-      ...(migration ? { migration: { ...migration, rounds: migration.rounds.length, lastRound: migration.rounds[migration.rounds.length - 1] } } : {}),
-    }),
-    migrate: async (m: MigrateArgs) => {
-      if (migration?.state === 'active') throw new LivemigError('MIGRATE_IN_PROGRESS', 'a migration of this guest is already running');
-      const to = parseTcpAddress(m.to);
-      migration = { state: 'active', to: m.to, strategy: m.strategy, rounds: [] };
-      const current = migration;
-      try {
-        const result = await migrate(guest!, { ...m, host: to.host, port: to.port, log, onRound: (r) => current.rounds.push(r) });
-        current.state = 'completed';
-        current.result = result;
-        // The guest runs on the destination now; kept paused here (postmigrate) until 'stop' if asked.
-        if (!m.keepPaused) setImmediate(() => void stop());
-        return result;
-      } catch (err) {
-        const e = err as Error & { code?: string };
-        current.state = 'failed';
-        current.error = { code: e.code ?? 'MIGRATE_FAILED', message: e.message };
-        throw err;
-      }
-    },
-    onStop: () => void stop(),
-  };
+function memoryOption(value: string): number {
+  const bytes = sizeOption('--memory', value);
+  if (bytes % 4096) throw new UsageError('--memory must be a multiple of 4 KiB');
+  return bytes;
+}
 
-  if (values.incoming) {
-    for (const flag of ['name', 'workload', 'seed', 'dirty-rate', 'write-rate'] as const) {
-      if (values[flag] !== undefined) throw new UsageError(`--${flag} comes from the source with --incoming`);
-    }
-    const at = asUsage(() => parseTcpAddress(values.incoming!));
-    const memoryBytes = values.memory === undefined ? undefined : sizeOption('--memory', values.memory);
-    if (memoryBytes !== undefined && memoryBytes % 4096) throw new UsageError('--memory must be a multiple of 4 KiB');
-    const inc = await listenIncoming({ host: at.host, port: at.port, disk: values.disk, stateDir: stateDirFor, memoryBytes, hold: values.paused, log });
-    incoming = inc;
-    const server = await serveControl(control, target);
-    process.once('SIGINT', () => (inc.close(), void stop()));
-    process.once('SIGTERM', () => (inc.close(), void stop()));
-    if (values.json) console.log(JSON.stringify({ incoming: `tcp://${at.host}:${inc.port}`, control }));
-    else console.log(`waiting for a guest on tcp://${at.host}:${inc.port}\n  control ${control}`);
-    inc.guest.then(
-      (g) => {
-        guest = g;
-        if (!values.json) console.log(`${g.config.name} arrived and runs here: ${formatBytes(g.config.memoryBytes)}, workload ${g.config.workload}`);
-      },
-      () => {},
-    );
-    await finished;
-    server.close();
-    return 0;
+/** `run --incoming`: a destination waiting for a guest. */
+async function runIncoming(values: Values, control: string, agent: Agent, log: Logger): Promise<number> {
+  for (const flag of ['name', 'workload', 'seed', 'dirty-rate', 'write-rate'] as const) {
+    if (values[flag] !== undefined) throw new UsageError(`--${flag} comes from the source with --incoming`);
   }
+  const at = asUsage(() => parseTcpAddress(values.incoming!));
+  const memoryBytes = values.memory === undefined ? undefined : memoryOption(values.memory);
+  const inc = await listenIncoming({ host: at.host, port: at.port, disk: values.disk, stateDir: stateDirFor(values), memoryBytes, hold: values.paused, log });
+  agent.incoming = inc;
+  const server = await serveControl(control, agent);
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) process.once(signal, () => (inc.close(), void agent.stop()));
+  if (values.json) console.log(JSON.stringify({ incoming: `tcp://${at.host}:${inc.port}`, control }));
+  else console.log(`waiting for a guest on tcp://${at.host}:${inc.port}\n  control ${control}`);
+  inc.guest.then(
+    (g) => {
+      agent.guestHere = g;
+      if (!values.json) console.log(`${g.config.name} arrived and ${values.paused ? 'waits here, paused' : 'runs here'}: ${formatBytes(g.config.memoryBytes)}, workload ${g.config.workload}`);
+    },
+    () => {},
+  );
+  await agent.finished;
+  server.close();
+  return 0;
+}
 
+/** `run`: starts a guest here. */
+async function runGuest(values: Values, control: string, agent: Agent): Promise<number> {
   if (values.paused) throw new UsageError('--paused goes with --incoming');
   for (const required of ['name', 'memory', 'disk', 'workload'] as const) {
     if (!values[required]) throw new UsageError(`run needs --${required}`);
   }
   workloadOption(values.workload!);
-  const memoryBytes = sizeOption('--memory', values.memory!);
-  if (memoryBytes % 4096) throw new UsageError('--memory must be a multiple of 4 KiB');
+  const memoryBytes = memoryOption(values.memory!);
   const seed = values.seed === undefined ? 1 : Number(values.seed);
   if (!Number.isInteger(seed)) throw new UsageError('--seed must be an integer');
   const strip = (v: string) => v.replace(/\/s$/, '');
@@ -155,17 +115,25 @@ export async function run(args: string[]): Promise<number> {
     ...(values['write-rate'] ? { writeRate: sizeOption('--write-rate', strip(values['write-rate'])) } : {}),
   };
   const name = values.name!;
-  guest = await Guest.start({ name, memoryBytes, disk: values.disk!, workload: values.workload!, options, stateDir: stateDirFor(name) });
+  const guest = await Guest.start({ name, memoryBytes, disk: values.disk!, workload: values.workload!, options, stateDir: stateDirFor(values)(name) });
+  agent.guestHere = guest;
   prepareMigration(guest); // hashing threads idle until a migration, instead of booting inside it
-  const server = await serveControl(control, target);
-  process.once('SIGINT', () => void stop());
-  process.once('SIGTERM', () => void stop());
-
+  const server = await serveControl(control, agent);
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) process.once(signal, () => void agent.stop());
   const s = await guest.status();
   if (values.json) console.log(JSON.stringify({ name, control, memoryBytes, workload: values.workload, disk: s.disk.description, p2b: s.p2b.path }));
   else console.log(`${name} running: ${formatBytes(memoryBytes)}, workload ${values.workload}, disk ${s.disk.description}\n  control ${control}\n  p2b map ${s.p2b.path}`);
-
-  await finished;
+  await agent.finished;
   server.close();
   return 0;
+}
+
+export async function run(args: string[]): Promise<number> {
+  const { values } = parseRun(args);
+  if (values.help) return void console.log(help), 0;
+  if (!values.control) throw new UsageError('run needs --control');
+  const log = createLogger(logLevel(values['log-level']));
+  const agent = new Agent(log);
+  const control = resolve(values.control);
+  return values.incoming ? runIncoming(values, control, agent, log) : runGuest(values, control, agent);
 }

@@ -1,0 +1,73 @@
+/**
+ * The agent behind `livemig run`: one guest (or a destination waiting for one)
+ * and its control socket. It answers status, starts migrations, and stops the
+ * process when the guest stops or has migrated away.
+ */
+import type { Logger } from 'pino';
+import type { Guest } from '../guest/guest.ts';
+import type { ControlTarget } from '../guest/control/server.ts';
+import type { MigrateArgs } from '../guest/control/protocol.ts';
+import { migrate } from '../migrate/source/index.ts';
+import type { RoundStats } from '../migrate/result.ts';
+import { LivemigError, codeOf } from '../errors.ts';
+import { parseTcpAddress } from './tcp-address.ts';
+
+interface MigrationStatus {
+  state: 'active' | 'completed' | 'failed';
+  to: string;
+  strategy: string;
+  rounds: RoundStats[];
+  result?: unknown;
+  error?: { code: string; message: string };
+}
+
+export class Agent implements ControlTarget {
+  guestHere: Guest | null = null;
+  incoming: { port: number; state: () => string } | null = null;
+  private migration: MigrationStatus | null = null;
+  private stopping: Promise<void> | null = null;
+  private done!: () => void;
+  /** Resolves once the agent has stopped: the process may exit. */
+  readonly finished = new Promise<void>((r) => (this.done = r));
+
+  constructor(private readonly log: Logger) {}
+
+  guest(): Guest | null {
+    return this.guestHere;
+  }
+
+  statusExtra(): Record<string, unknown> {
+    const m = this.migration;
+    return {
+      ...(this.incoming && !this.guestHere ? { state: 'incoming', incoming: { port: this.incoming.port, phase: this.incoming.state() } } : {}),
+      ...(m ? { migration: { ...m, rounds: m.rounds.length, lastRound: m.rounds[m.rounds.length - 1] } } : {}),
+    };
+  }
+
+  async migrate(m: MigrateArgs): Promise<unknown> {
+    if (this.migration?.state === 'active') throw new LivemigError('MIGRATE_IN_PROGRESS', 'a migration of this guest is already running');
+    const to = parseTcpAddress(m.to);
+    const current: MigrationStatus = (this.migration = { state: 'active', to: m.to, strategy: m.strategy, rounds: [] });
+    try {
+      const result = await migrate(this.guestHere!, { ...m, host: to.host, port: to.port, log: this.log, onRound: (r) => current.rounds.push(r) });
+      current.state = 'completed';
+      current.result = result;
+      // The guest runs on the destination now; kept paused here (postmigrate) until 'stop' if asked.
+      if (!m.keepPaused) setImmediate(() => void this.stop());
+      return result;
+    } catch (err) {
+      current.state = 'failed';
+      current.error = { code: codeOf(err) ?? 'MIGRATE_FAILED', message: (err as Error).message };
+      throw err;
+    }
+  }
+
+  onStop(): void {
+    void this.stop();
+  }
+
+  stop(): Promise<void> {
+    this.stopping ??= (this.guestHere ? this.guestHere.stop() : Promise.resolve()).finally(this.done);
+    return this.stopping;
+  }
+}
