@@ -5,8 +5,12 @@
  * request or environment variable reaches them. `fired` records what each did.
  */
 export interface Faults {
-  /** Source: from this round on, the first page the dirty log reports is dropped from the report (neither resent nor rehashed). */
-  dropDirtyBit?: { afterRound: number };
+  /**
+   * Source: once paused, one page is written without its dirty bit (as a DMA the
+   * tracking misses): neither resent nor rehashed. The page is chosen in a digest
+   * chunk that is settled, so the digests agree and only the oracle can tell.
+   */
+  dropDirtyBit?: boolean;
   /** Source: in this round, one byte of the first full page is flipped in the PAGES frame after the page was taken. */
   corruptWirePage?: { round: number };
   /** Destination: one fetched block is applied to its page although a newer version of the page arrived first. */

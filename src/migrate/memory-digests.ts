@@ -94,6 +94,12 @@ export class MemoryDigests {
     while (this.staleCount > 0 || this.running) await this.refresh();
   }
 
+  /** The first page of some chunk whose digest is current and not being rehashed (for test faults), or null. */
+  firstSettledPage(): number | null {
+    for (let c = 0; c < this.chunks; c++) if (!this.stale[c]) return c * DIGEST_CHUNK_PAGES;
+    return null;
+  }
+
   /** Per-region digests (hex) over settled chunk digests. */
   regionDigests(layout: RegionLayout[]): string[] {
     if (this.staleCount > 0 || this.running) throw new Error('memory digests are not settled');

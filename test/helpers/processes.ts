@@ -39,7 +39,8 @@ export function run(cmd: string, args: string[], opts: { input?: string; timeout
 
 export const livemig = (args: string[], opts?: { timeoutMs?: number }) => run(process.execPath, [LIVEMIG, ...args], opts);
 
-async function waitFor(check: () => Promise<boolean> | boolean, what: string, timeoutMs = 15_000): Promise<void> {
+/** Polls a condition every 50 ms until it holds; fails after timeoutMs naming what it waited for. */
+export async function waitFor(check: () => Promise<boolean> | boolean, what: string, timeoutMs = 15_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
     if (await check()) return;

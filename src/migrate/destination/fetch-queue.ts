@@ -73,6 +73,7 @@ export class FetchQueue {
   private busySince = 0;
   /** Pages in reads that have not completed. */
   inFlightPages = 0;
+  private readonly staleForTest: { page: number; bytes: Buffer }[] = [];
   /** Read buffers are reused: a fresh 1 MiB per read made the garbage collector a main cost. */
   private readonly buffers = new BufferPool(32);
 
@@ -119,6 +120,7 @@ export class FetchQueue {
       await new Promise<void>((r) => this.idleWaiters.push(r));
     }
     if (this.failure) throw this.failure;
+    this.applyStaleForTest();
   }
 
   /** Whether any page of the reference is still its newest version. */
@@ -213,7 +215,7 @@ export class FetchQueue {
           const at = (r.block - first + i) * PAGE_SIZE;
           if (!this.versions.isCurrent(page, r.seq + i)) {
             this.stats.stale++; // a newer version of this page already arrived: this one must not land
-            if (ok && this.staleFaultForTest(page)) this.memory.setPage(page, buf.subarray(at, at + PAGE_SIZE));
+            if (ok) this.keepStaleForTest(page, buf.subarray(at, at + PAGE_SIZE));
           } else if (!ok) {
             this.stats.mismatched++;
             mismatched.push(page);
@@ -236,12 +238,20 @@ export class FetchQueue {
     }
   }
 
-  /** Test-only fault (faults.ts): the first stale block is applied anyway. */
-  private staleFaultForTest(page: number): boolean {
+  /** Test-only fault (faults.ts): stale blocks that differ from their page, kept to apply one once drained. */
+  private keepStaleForTest(page: number, block: Uint8Array): void {
+    if (!this.faults?.applyStaleBlock || this.staleForTest.length >= 4096 || Buffer.compare(block, this.memory.page(page)) === 0) return;
+    this.staleForTest.push({ page, bytes: Buffer.from(block) });
+  }
+
+  private applyStaleForTest(): void {
     const f = this.faults;
-    if (!f?.applyStaleBlock || f.fired?.applyStaleBlock !== undefined) return false;
-    (f.fired ??= {}).applyStaleBlock = page;
-    return true;
+    if (!f || f.fired?.applyStaleBlock !== undefined) return;
+    // Late, so no newer version heals it; one that still differs from what the page holds now.
+    const s = this.staleForTest.find((x) => Buffer.compare(x.bytes, this.memory.page(x.page)) !== 0);
+    if (!s) return;
+    this.memory.setPage(s.page, s.bytes);
+    (f.fired ??= {}).applyStaleBlock = s.page;
   }
 
   private wake(): void {

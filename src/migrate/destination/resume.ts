@@ -1,7 +1,11 @@
 /**
  * Destination phase 5, switch-over: the map that travelled is restored, the
- * guest gets its device state and the disk (the source released it at pause)
- * and runs, or stays paused when held; RESUMED tells the source to let go.
+ * guest gets its device state and the disk (the source released it at pause),
+ * RESUMED tells the source to let go, and only then does the guest run (or stay
+ * paused when held). A source that gave up before this point (its link is gone)
+ * has resumed its own copy: then nothing starts here. If RESUMED cannot be sent,
+ * the guest here has not run a single step and is stopped; see docs/protocol.md,
+ * "Known gap", for a RESUMED lost after it was sent.
  */
 import type { Guest } from '../../guest/guest.ts';
 import type { Resumed } from '../../wire/index.ts';
@@ -37,10 +41,12 @@ export async function resume(s: DestinationSession): Promise<Guest> {
   await s.storage!.close();
   s.storage = null;
   const guest = await s.starting!;
+  s.throwIfFailed();
   await guest.loadDevice(s.received.device!); // attaches the disk: the source released it at pause
+  s.throwIfFailed();
+  await s.channel.send({ name: 'RESUMED', body: report(s) });
   if (!s.opts.hold) await guest.resume();
   s.setState(s.opts.hold ? 'paused' : 'running');
-  await s.channel.send({ name: 'RESUMED', body: report(s) });
   s.log.info({ running: !s.opts.hold }, 'guest arrived');
   s.channel.close();
   void s.hasher!.close();

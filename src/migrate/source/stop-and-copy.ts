@@ -34,6 +34,7 @@ export async function stopAndCopy(s: SourceSession, sender: PageSender): Promise
   s.log.debug('paused, disk detached');
   const retry = s.takeRequested();
   const last = new Set<number>([...s.takeDirty(), ...s.dirty]);
+  s.untrackedWriteForTest();
   for (const p of retry) last.delete(p);
   const fin = await sender.send(last, true);
   const again = await sender.send(retry, false); // a page whose reference failed goes in full
