@@ -148,7 +148,7 @@ test('a read completing while a write of its block is in flight records nothing;
   const mem = new HeldWrite(64 * B);
   const old = random(B);
   await mem.write(old, 3 * B);
-  const { index, client, find, close } = await serve(mem);
+  const { client, find, close } = await serve(mem);
   await client.read(3 * B, B);
   assert.equal(find(old), 3);
   mem.heldAt = 3 * B;
