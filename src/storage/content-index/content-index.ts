@@ -43,10 +43,11 @@ export interface ContentIndexStats {
   counters: Record<CindexCounterName, number>;
 }
 
+/** The image's identity, or null when it has none worth trusting (no file, a block device, gone). */
 async function identityOf(path: string | undefined): Promise<ImageIdentity | null> {
   if (!path) return null;
-  const st = await fsp.stat(path, { bigint: true });
-  if (!st.isFile()) return null; // a block device's mtime does not follow writes
+  const st = await fsp.stat(path, { bigint: true }).catch(() => null);
+  if (!st?.isFile()) return null; // a block device's mtime does not follow writes
   return { dev: String(st.dev), ino: String(st.ino), size: String(st.size), mtimeNs: String(st.mtimeNs) };
 }
 

@@ -6,8 +6,8 @@
 import type { ContentTable } from './content-table.ts';
 import type { ContentIndexStore } from './store.ts';
 
-/** Rows per transaction: a flood of new entries must not stall requests for long. */
-const CHUNK = 20_000;
+/** Rows per transaction: ~10 ms at 500 k rows/s, so a flood of new entries stalls no request for long. */
+const CHUNK = 5_000;
 
 export class ContentIndexPersister {
   private timer: NodeJS.Timeout | null = null;

@@ -44,8 +44,6 @@ CREATE TABLE entry (
   hash_lo INTEGER NOT NULL,
   block INTEGER NOT NULL       -- 4 KiB block number in the export
 );
-CREATE INDEX entry_by_hash ON entry (hash_hi, hash_lo);
-CREATE INDEX entry_by_block ON entry (block);
 CREATE TABLE counter (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 `;
 
