@@ -3,11 +3,13 @@ import * as nbd from './scenarios/nbd.ts';
 import * as interceptor from './scenarios/interceptor.ts';
 import * as p2b from './scenarios/p2b.ts';
 import * as migrateBench from './scenarios/migrate.ts';
+import * as cindex from './scenarios/cindex.ts';
 
 const SCENARIOS: Record<string, { run: (args: string[]) => Promise<void>; summary: string; help: string }> = {
   nbd: { run: nbd.run, summary: 'our NBD server vs nbdkit, our client vs nbdcopy', help: nbd.help },
   interceptor: { run: interceptor.run, summary: 'guest disk I/O with the interceptor vs without', help: interceptor.help },
   p2b: { run: p2b.run, summary: 'p2b map updates in memory and rows persisted to SQLite', help: p2b.help },
+  cindex: { run: cindex.run, summary: 'content index: hash, table, SQLite rows, batch lookups over the query socket', help: cindex.help },
   migrate: { run: migrateBench.run, summary: 'p2b vs baseline migrations, same workload and link', help: migrateBench.help },
 };
 

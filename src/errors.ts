@@ -46,6 +46,15 @@ export const ERROR_CODES = {
   P2B_FOREIGN_FILE: 'the file is not a livemig p2b map database',
   P2B_SCHEMA_VERSION: 'the p2b map database has a schema this build does not read',
   P2B_MISMATCH: 'the p2b map and the memory image or storage do not describe the same guest',
+  // The NBD server's content index (nbd serve --content-index) and its query socket.
+  CINDEX_NOT_FOUND: 'no content index database at that path',
+  CINDEX_FOREIGN_FILE: 'the file is not a livemig content index',
+  CINDEX_CONFIG: 'a content index option is impossible (capacity, path)',
+  CINDEX_BAD_REQUEST: 'the content index query is malformed or too large',
+  CINDEX_NO_EXPORT: 'the query names an export that has no content index',
+  CINDEX_CONNECT_FAILED: "the content index's query socket cannot be reached",
+  CINDEX_CLOSED: 'the content index query socket closed before answering',
+  CINDEX_PROTOCOL: 'the content index peer broke the query protocol',
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

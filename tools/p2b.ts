@@ -22,7 +22,9 @@ Commands:
 ${Object.entries(COMMANDS).map(([n, c]) => `  ${n.padEnd(8)} ${c.summary}`).join('\n')}
 
 A guest started with 'livemig run' keeps its map in STATE-DIR/p2b.sqlite; p2b
-reads it while the guest runs. Exit codes: 0 success, 1 failure or a check
+reads it while the guest runs. stats, dump, lookup and verify also read the
+content indexes of 'livemig nbd serve --content-index DIR'
+(DIR/<export>.cindex.sqlite), told apart by the file's application_id. Exit codes: 0 success, 1 failure or a check
 that found differences, 2 bad usage.`;
 
 export async function main(argv: string[]): Promise<number> {

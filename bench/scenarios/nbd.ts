@@ -28,7 +28,10 @@ Reads one file (random data, warm in the page cache) through our server
   sequential reads, 1 MiB requests, 4 connections (nbdcopy's default)
   random 4 KiB reads, our client, 4 connections x 64 in flight
 Goals: our server >= 0.8x nbdkit on sequential reads; our client >= 0.8x
-nbdcopy reading the same nbdkit export.`;
+nbdcopy reading the same nbdkit export. Also our server with --content-index
+(every block read is hashed and recorded) against itself without: the index's
+cost, as a ratio. The warm-up pass fills the index; timed passes re-hash blocks
+already recorded (the insert rate is in 'npm run bench -- cindex').`;
 
 const MiB = 1024 * 1024;
 const LIVEMIG = new URL('../../bin/livemig.js', import.meta.url).pathname;
@@ -47,12 +50,13 @@ async function freePort(): Promise<number> {
   return port;
 }
 
-async function startOurs(file: string, listen: string): Promise<Server> {
-  const proc = spawn(process.execPath, [LIVEMIG, 'nbd', 'serve', '--read-only', '--export', file, '--listen', listen, '--json'], {
+async function startOurs(file: string, listen: string, indexDir?: string): Promise<Server> {
+  const index = indexDir ? ['--content-index', indexDir] : [];
+  const proc = spawn(process.execPath, [LIVEMIG, 'nbd', 'serve', '--read-only', '--export', file, '--listen', listen, '--json', ...index], {
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   const [line] = (await once(createInterface({ input: proc.stdout! }), 'line')) as [string];
-  return { name: 'livemig', uri: JSON.parse(line).listening, proc };
+  return { name: indexDir ? 'livemig-cindex' : 'livemig', uri: JSON.parse(line).listening, proc };
 }
 
 async function startNbdkit(file: string, transport: 'tcp' | 'unix', dir: string): Promise<Server> {
@@ -180,16 +184,17 @@ export async function run(args: string[]): Promise<void> {
     for (const transport of transports) {
       const ours = await startOurs(file, transport === 'tcp' ? `tcp://127.0.0.1:${await freePort()}` : `unix:${join(dir, 'ours.sock')}`);
       const kit = await startNbdkit(file, transport, dir);
-      servers.push(ours, kit);
+      const indexed = await startOurs(file, transport === 'tcp' ? `tcp://127.0.0.1:${await freePort()}` : `unix:${join(dir, 'ours-cindex.sock')}`, join(dir, `cindex-${transport}`));
+      servers.push(ours, kit, indexed);
       // One untimed pass each: JIT, buffer pools and nbdkit's threads warm up before anything counts.
-      for (const s of [ours, kit]) {
+      for (const s of [ours, kit, indexed]) {
         progress(`${transport} warm-up: ${s.name}`);
         await timeNbdcopy(s.uri, MiB);
         await timeClientRandom(s.uri, size, randomOps / 4, 4, 64);
       }
       for (let r = 0; r < repeat; r++) {
         // Alternate which server goes first, so drift in machine load hits both alike.
-        const order = r % 2 ? [kit, ours] : [ours, kit];
+        const order = r % 2 ? [indexed, kit, ours] : [ours, kit, indexed];
         for (const s of order) {
           progress(`${transport} run ${r + 1}/${repeat}: ${s.name}`);
           record(`${transport}/seq/nbdcopy/${s.name}`, await timeNbdcopy(s.uri, MiB));
@@ -213,6 +218,9 @@ export async function run(args: string[]): Promise<void> {
       ratios[`${t}: server seq 1MiB (nbdcopy)`] = { value: ratio(thr(`${t}/seq/nbdcopy/livemig`), thr(`${t}/seq/nbdcopy/nbdkit`)), goal: 0.8, what: 'our server / nbdkit, both read by nbdcopy' };
       ratios[`${t}: server seq 1MiB (our client)`] = { value: ratio(thr(`${t}/seq/client/livemig`), thr(`${t}/seq/client/nbdkit`)), goal: 0.8, what: 'our server / nbdkit, both read by our client' };
       ratios[`${t}: server random 4KiB (our client)`] = { value: ratio(thr(`${t}/rand4k/client/livemig`), thr(`${t}/rand4k/client/nbdkit`)), what: 'our server / nbdkit, random 4 KiB reads' };
+      for (const [k, what] of [['seq/nbdcopy', 'seq 1MiB (nbdcopy)'], ['seq/client', 'seq 1MiB (our client)'], ['rand4k/client', 'random 4KiB (our client)']]) {
+        ratios[`${t}: content index, ${what}`] = { value: ratio(thr(`${t}/${k}/livemig-cindex`), thr(`${t}/${k}/livemig`)), what: 'our server with --content-index / without' };
+      }
       ratios[`${t}: client seq 1MiB on nbdkit`] = { value: ratio(thr(`${t}/seq/client/nbdkit`), thr(`${t}/seq/nbdcopy/nbdkit`)), goal: 0.8, what: 'our client / nbdcopy, both reading nbdkit' };
     }
     const command = `npm run bench -- nbd ${args.join(' ')}`.trim();

@@ -6,6 +6,8 @@ import { LIVEMIG } from './processes.ts';
 
 export interface ServeProcess {
   uri: (name?: string) => string;
+  /** The --json line the server printed. */
+  info: Record<string, unknown>;
   process: ChildProcess;
   stop: () => Promise<void>;
 }
@@ -15,6 +17,7 @@ export async function startNbdServe(args: string[]): Promise<ServeProcess> {
   const [line] = (await once(createInterface({ input: child.stdout! }), 'line')) as [string];
   const info = JSON.parse(line) as { exports: { name: string; uri: string }[] };
   return {
+    info,
     uri: (name = '') => info.exports.find((e) => e.name === name)!.uri,
     process: child,
     stop: async () => {

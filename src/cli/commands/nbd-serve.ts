@@ -4,9 +4,13 @@ import { createLogger } from '../../log/logger.ts';
 import { parse, logLevel, sizeOption, asUsage } from '../parse.ts';
 import { UsageError } from '../usage-error.ts';
 import { formatBytes } from '../../util/size.ts';
+import { ServedIndexes } from '../../storage/content-index/served-exports.ts';
+import { DEFAULT_CAPACITY } from '../../storage/content-index/content-index.ts';
 
 export const help = `Usage: livemig nbd serve --export [NAME=]PATH [--read-only] [--export …]
                          [--memory-export NAME=SIZE] [--listen ADDRESS] [--json]
+                         [--content-index DIR [--content-index-max N]
+                          [--content-index-listen ADDRESS]]
 
 Serve files and memory over NBD (fixed newstyle; structured replies; many
 clients at once). Runs in the foreground until SIGINT or SIGTERM.
@@ -23,6 +27,13 @@ clients at once). Runs in the foreground until SIGINT or SIGTERM.
   --json                     print the listening address and exports as one
                              JSON line on stdout
   --log-level LEVEL          pino log on stderr (default silent)
+  --content-index DIR        keep a content index per export (content hash of
+                             each 4 KiB block read or written -> block), for
+                             the QEMU stream proxy; DIR/<export>.cindex.sqlite
+  --content-index-max N      entries per export (default 4194304, ~114 MiB)
+  --content-index-listen ADDRESS
+                             answer index lookups on tcp://HOST:PORT or
+                             unix:PATH (JSON lines; no authentication)
 
 Example:
   livemig nbd serve --export disk.img --listen tcp://127.0.0.1:10809
@@ -53,6 +64,9 @@ export async function run(args: string[]): Promise<number> {
     'read-only': { type: 'boolean' },
     listen: { type: 'string' },
     'max-request': { type: 'string' },
+    'content-index': { type: 'string' },
+    'content-index-max': { type: 'string' },
+    'content-index-listen': { type: 'string' },
   });
   if (values.help) {
     console.log(help);
@@ -83,6 +97,15 @@ export async function run(args: string[]): Promise<number> {
   const listen = asUsage(() => parseListenAddress(values.listen ?? 'tcp://127.0.0.1:10809'));
   const maxRequest = values['max-request'] ? sizeOption('--max-request', values['max-request']) : undefined;
   const logger = createLogger(logLevel(values['log-level']));
+  const indexDir = values['content-index'];
+  if (!indexDir && (values['content-index-max'] || values['content-index-listen'])) {
+    throw new UsageError('--content-index-max and --content-index-listen need --content-index DIR');
+  }
+  const indexMax = values['content-index-max'] === undefined ? DEFAULT_CAPACITY : Number(values['content-index-max']);
+  if (!Number.isSafeInteger(indexMax) || indexMax < 1 || indexMax > 2 ** 30) {
+    throw new UsageError(`--content-index-max must be an integer from 1 to ${2 ** 30}, got ${JSON.stringify(values['content-index-max'])}`);
+  }
+  const indexListen = values['content-index-listen'] ? asUsage(() => parseListenAddress(values['content-index-listen']!)) : null;
 
   const specs: ExportSpec[] = [];
   try {
@@ -91,6 +114,18 @@ export async function run(args: string[]): Promise<number> {
       specs.push({ name: p.name, backend });
     }
   } catch (err) {
+    await Promise.all(specs.map((s) => s.backend.close()));
+    throw err;
+  }
+  let indexes: ServedIndexes | null = null;
+  let indexAddress: string | null = null;
+  try {
+    if (indexDir) {
+      indexes = await ServedIndexes.open(specs.map((spec, i) => ({ spec, imagePath: plan[i].kind === 'file' ? plan[i].source : undefined })), { dir: indexDir, capacity: indexMax });
+      if (indexListen) indexAddress = await indexes.listen(indexListen);
+    }
+  } catch (err) {
+    await indexes?.close();
     await Promise.all(specs.map((s) => s.backend.close()));
     throw err;
   }
@@ -103,13 +138,16 @@ export async function run(args: string[]): Promise<number> {
     size: s.backend.size,
     readOnly: s.backend.readOnly,
     description: s.backend.description,
+    ...(indexes ? { contentIndex: indexSummary(indexes, s.name) } : {}),
   }));
-  if (values.json) console.log(JSON.stringify({ listening: server.uri(), exports: summary }));
+  if (values.json) console.log(JSON.stringify({ listening: server.uri(), exports: summary, ...(indexes ? { contentIndexListening: indexAddress } : {}) }));
   else {
     console.log(`livemig nbd serve: listening on ${server.uri()}`);
     for (const e of summary) {
       console.log(`  ${e.uri}  ${e.description}, ${formatBytes(e.size)}${e.readOnly ? ', read-only' : ''}`);
+      if (e.contentIndex) console.log(`    content index ${e.contentIndex.path} (${e.contentIndex.reloaded} entries reloaded${e.contentIndex.reloadRefused ? `; not reloaded: ${e.contentIndex.reloadRefused}` : ''})`);
     }
+    if (indexAddress) console.log(`  content index lookups on ${indexAddress}`);
   }
 
   await new Promise<void>((resolve) => {
@@ -117,6 +155,12 @@ export async function run(args: string[]): Promise<number> {
     process.once('SIGTERM', resolve);
   });
   await server.close();
+  await indexes?.close();
   await Promise.all(specs.map((s) => s.backend.close()));
   return 0;
+}
+
+function indexSummary(indexes: ServedIndexes, name: string) {
+  const index = indexes.get(name)!;
+  return { path: index.path, capacity: index.table.capacity, reloaded: index.reloaded, reloadRefused: index.reloadRefused };
 }
