@@ -3,7 +3,7 @@
  * QEMU's own figures (total-time, downtime, ram.transferred) come back as they are:
  * they are the reference a proxy is measured against.
  */
-import type { QmpClient } from './qmp.ts';
+import { QmpError, type QmpClient } from './qmp.ts';
 
 export interface MigrationInfo {
   status: string;
@@ -17,18 +17,36 @@ export interface MigrationInfo {
 
 const FINAL = new Set(['completed', 'failed', 'cancelled']);
 
+/**
+ * Runs a migration command, retrying while QEMU still winds down the previous migration:
+ * after a failure query-migrate can read `failed` while its threads (multifd's) are
+ * still going, and QEMU refuses new settings until they are gone.
+ */
+async function whenIdle(qmp: QmpClient, command: string, args: Record<string, unknown>, timeoutMs = 15_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      return void (await qmp.execute(command, args));
+    } catch (err) {
+      const busy = err instanceof QmpError && /migration process in progress/i.test(err.message);
+      if (!busy || Date.now() > deadline) throw err;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+}
+
 export async function setCapabilities(qmp: QmpClient, caps: Record<string, boolean>): Promise<void> {
   const capabilities = Object.entries(caps).map(([capability, state]) => ({ capability, state }));
-  if (capabilities.length) await qmp.execute('migrate-set-capabilities', { capabilities });
+  if (capabilities.length) await whenIdle(qmp, 'migrate-set-capabilities', { capabilities });
 }
 
 /** migrate-set-parameters, e.g. { 'max-bandwidth': 131072000, 'downtime-limit': 300 }. */
 export async function setParameters(qmp: QmpClient, params: Record<string, unknown>): Promise<void> {
-  if (Object.keys(params).length) await qmp.execute('migrate-set-parameters', params);
+  if (Object.keys(params).length) await whenIdle(qmp, 'migrate-set-parameters', params);
 }
 
 export async function startMigration(qmp: QmpClient, uri: string): Promise<void> {
-  await qmp.execute('migrate', { uri });
+  await whenIdle(qmp, 'migrate', { uri });
 }
 
 /** Polls query-migrate until the migration completed, failed or was cancelled (or `timeoutMs` passed). */
