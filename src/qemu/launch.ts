@@ -37,6 +37,8 @@ export interface QemuOptions {
   incoming?: string;
   /** Start with the CPUs stopped (-S). */
   paused?: boolean;
+  /** TCG's threading: QEMU's default is one thread per vCPU (multi) on x86 hosts. */
+  tcgThread?: 'single' | 'multi';
   extraArgs?: string[];
   /** Milliseconds to wait for QMP (TCG start-up is slow on a busy machine). */
   startTimeoutMs?: number;
@@ -45,7 +47,7 @@ export interface QemuOptions {
 export function qemuArgs(o: QemuOptions, qmpPath: string, serialPath: string): string[] {
   const drive = `file=${o.disk.uri},format=raw,if=virtio,cache=none${o.disk.readOnly ? ',readonly=on' : ''}`;
   return [
-    '-name', o.name ?? 'livemig-guest', '-machine', 'pc,accel=tcg', '-m', `${Math.floor(o.memoryBytes / (1 << 20))}M`, '-smp', '1',
+    '-name', o.name ?? 'livemig-guest', '-machine', 'pc', '-accel', o.tcgThread ? `tcg,thread=${o.tcgThread}` : 'tcg', '-m', `${Math.floor(o.memoryBytes / (1 << 20))}M`, '-smp', '1',
     '-display', 'none', '-nodefaults', '-no-user-config', '-no-reboot',
     '-kernel', o.kernel, '-initrd', o.initrd, '-append', o.append,
     '-drive', drive,
