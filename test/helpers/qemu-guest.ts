@@ -50,12 +50,12 @@ export interface Recording {
 
 /**
  * Migrates `qemu` to a Unix socket in `dir` with the given capabilities and parameters
- * (both put back afterwards); `onConnection` gets every connection QEMU opens, in order.
+ * (both put back afterwards, unless keepSettings); `onConnection` gets every connection QEMU opens, in order.
  * Resolves once the migration completed, failed or was cancelled.
  */
 export async function recordMigration(
   qemu: QemuProcess, dir: string,
-  opts: { capabilities?: Record<string, boolean>; parameters?: Record<string, unknown>; reset?: Record<string, unknown>; timeoutMs?: number },
+  opts: { capabilities?: Record<string, boolean>; parameters?: Record<string, unknown>; reset?: Record<string, unknown>; keepSettings?: boolean; timeoutMs?: number },
   onConnection: (socket: net.Socket, index: number) => void,
 ): Promise<Recording> {
   const path = join(dir, `mig-${Math.random().toString(36).slice(2, 8)}.sock`);
@@ -71,7 +71,9 @@ export async function recordMigration(
     return { info, connections };
   } finally {
     server.close();
-    await setCapabilities(qemu.qmp, Object.fromEntries(Object.keys(caps).map((k) => [k, false])));
-    await setParameters(qemu.qmp, opts.reset ?? {});
+    if (!opts.keepSettings) {
+      await setCapabilities(qemu.qmp, Object.fromEntries(Object.keys(caps).map((k) => [k, false])));
+      await setParameters(qemu.qmp, opts.reset ?? {});
+    }
   }
 }
