@@ -12,6 +12,10 @@ export const PACKAGE_OF: Record<string, string> = {
   'qemu-img': 'qemu-utils',
   'qemu-io': 'qemu-utils',
   'qemu-nbd': 'qemu-utils',
+  'qemu-system-x86_64': 'qemu-system-x86',
+  busybox: 'busybox-static',
+  mke2fs: 'e2fsprogs',
+  cpio: 'cpio',
 };
 
 const found = new Map<string, boolean>();
