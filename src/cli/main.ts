@@ -8,6 +8,7 @@ import * as demo from './commands/demo.ts';
 import * as runGuest from './commands/run.ts';
 import * as migrateCmd from './commands/migrate.ts';
 import { verb } from './commands/control.ts';
+import * as guestImage from './commands/guest-image.ts';
 
 type Command = (args: string[]) => Promise<number>;
 
@@ -25,6 +26,7 @@ const COMMANDS: Record<string, { run: Command; summary: string }> = {
   'nbd serve': { run: nbdServe.run, summary: 'serve files or memory over NBD' },
   'nbd info': { run: nbdInfo.runInfo, summary: 'show an NBD export: size, flags, block sizes' },
   'nbd list': { run: nbdInfo.runList, summary: 'list the exports of an NBD server' },
+  'guest-image': { run: guestImage.run, summary: 'build a QEMU test guest: kernel, busybox initramfs, ext4 disk of real files' },
 };
 
 const HELP = `livemig — live migration of virtual machines on shared storage

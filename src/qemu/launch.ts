@@ -6,6 +6,7 @@
  * owner's exit (the owner ending normally).
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { LivemigError } from '../errors.ts';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { once } from 'node:events';
@@ -15,10 +16,9 @@ import { SerialConsole } from './serial-console.ts';
 
 export const QEMU_BINARY = 'qemu-system-x86_64';
 
-export class QemuLaunchError extends Error {
-  readonly code = 'QEMU_LAUNCH';
+export class QemuLaunchError extends LivemigError {
   constructor(message: string) {
-    super(message);
+    super('QEMU_LAUNCH', message);
     this.name = 'QemuLaunchError';
   }
 }

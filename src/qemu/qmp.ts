@@ -8,6 +8,7 @@
  */
 import net from 'node:net';
 import { once } from 'node:events';
+import { LivemigError } from '../errors.ts';
 
 export type QmpErrorCode =
   | 'QMP_CONNECT' // the socket did not accept or greet in time
@@ -16,14 +17,14 @@ export type QmpErrorCode =
   | 'QMP_CLOSED' // the connection ended with commands or waits pending
   | 'QMP_TIMEOUT'; // an awaited event did not come in time
 
-export class QmpError extends Error {
+export class QmpError extends LivemigError {
   constructor(
-    readonly code: QmpErrorCode,
+    code: QmpErrorCode,
     message: string,
     /** QEMU's error class for QMP_COMMAND, e.g. CommandNotFound, GenericError. */
     readonly errorClass?: string,
   ) {
-    super(message);
+    super(code, message);
     this.name = 'QmpError';
   }
 }

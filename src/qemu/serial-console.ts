@@ -6,11 +6,11 @@
 import net from 'node:net';
 import { once } from 'node:events';
 import { randomInt } from 'node:crypto';
+import { LivemigError } from '../errors.ts';
 
-export class SerialTimeoutError extends Error {
-  readonly code = 'SERIAL_TIMEOUT';
+export class SerialTimeoutError extends LivemigError {
   constructor(message: string) {
-    super(message);
+    super('SERIAL_TIMEOUT', message);
     this.name = 'SerialTimeoutError';
   }
 }

@@ -1,4 +1,6 @@
 /** Why a QEMU migration stream was refused; `capability` names the QEMU migration capability at fault. */
+import { LivemigError } from '../../errors.ts';
+
 export type QemuStreamErrorCode =
   | 'QEMU_STREAM_NOT_QEMU' // does not start like a QEMU stream (garbage, TLS, a multifd channel)
   | 'QEMU_STREAM_UNSUPPORTED' // a QEMU stream using something livemig cannot carry
@@ -7,13 +9,13 @@ export type QemuStreamErrorCode =
 
 export type QemuCapability = 'xbzrle' | 'compress' | 'multifd' | 'postcopy-ram' | 'return-path' | 'tls' | 'rdma' | 'x-colo' | 'x-ignore-shared' | 'block' | 'dirty-bitmaps';
 
-export class QemuStreamError extends Error {
+export class QemuStreamError extends LivemigError {
   constructor(
-    readonly code: QemuStreamErrorCode,
+    code: QemuStreamErrorCode,
     message: string,
     readonly capability?: QemuCapability,
   ) {
-    super(message);
+    super(code, message);
     this.name = 'QemuStreamError';
   }
 }
