@@ -12,6 +12,7 @@ export async function drain(s: DestinationSession): Promise<void> {
     await s.queue.drain().catch(() => {
       throw s.storageFailed();
     });
+    s.target.applyStaleForTest();
     if (s.versions.owed === 0 && s.queue.idle) break;
     await s.until(() => s.versions.owed === 0);
   }

@@ -8,5 +8,5 @@
  */
 export { listenIncoming, type Incoming } from './listener.ts';
 export type { DestinationState, IncomingOptions } from './session.ts';
-export { FetchQueue, FETCH_DEFAULTS, type FetchOptions, type FetchStats, type FetchEvents } from './fetch-queue.ts';
+export { FetchQueue, FETCH_DEFAULTS, type FetchOptions, type FetchStats, type FetchTarget } from '../fetch-queue.ts';
 export { PageVersions } from './page-versions.ts';

@@ -9,9 +9,10 @@ import { LivemigError } from '../../errors.ts';
 import { ENCODING, decodeMap, decodePages, encodePageRequest, peerError, PAGE_SIZE, type PageEntry } from '../../wire/index.ts';
 import { HashPool } from '../hash-pool.ts';
 import { MemoryDigests } from '../memory-digests.ts';
-import { FetchQueue, FETCH_DEFAULTS } from './fetch-queue.ts';
+import { FetchQueue, FETCH_DEFAULTS } from '../fetch-queue.ts';
 import { PageVersions } from './page-versions.ts';
 import { ArrivingMap } from './arriving-map.ts';
+import { MemoryTarget } from './memory-target.ts';
 import { startProgress } from './progress.ts';
 import type { DestinationSession } from './session.ts';
 
@@ -70,8 +71,8 @@ export async function receive(s: DestinationSession): Promise<void> {
   s.digests = new MemoryDigests(s.hasher, s.pages, s.key, true);
   s.versions = new PageVersions(s.pages);
   s.arriving = new ArrivingMap();
-  const events = { applied: (p: number, b: number) => s.arriving.applied(p, b), mismatched: (pages: number[]) => requestFull(s, pages) };
-  s.queue = new FetchQueue(s.storage!, s.hasher, s.memory, s.versions, events, { ...FETCH_DEFAULTS, ...s.opts.fetch }, s.opts.faults);
+  s.target = new MemoryTarget(s.memory, s.versions, s.arriving, (pages) => requestFull(s, pages), s.opts.faults);
+  s.queue = new FetchQueue(s.storage!, s.hasher, s.target, { ...FETCH_DEFAULTS, ...s.opts.fetch });
   startReader(s);
   const progress = startProgress(s);
   try {

@@ -14,9 +14,10 @@ import type { Channel, Hello, MapCorrection } from '../../wire/index.ts';
 import type { HashPool } from '../hash-pool.ts';
 import type { MemoryDigests } from '../memory-digests.ts';
 import type { Faults } from '../faults.ts';
-import type { FetchOptions, FetchQueue } from './fetch-queue.ts';
+import type { FetchOptions, FetchQueue } from '../fetch-queue.ts';
 import type { PageVersions } from './page-versions.ts';
 import type { ArrivingMap } from './arriving-map.ts';
+import type { MemoryTarget } from './memory-target.ts';
 
 export type DestinationState = 'listening' | 'handshake' | 'receiving' | 'draining' | 'verifying' | 'running' | 'paused' | 'failed';
 
@@ -83,6 +84,7 @@ export class DestinationSession {
   versions!: PageVersions;
   arriving!: ArrivingMap;
   queue!: FetchQueue;
+  target!: MemoryTarget;
   /** The guest's worker, started during the handshake and ready by the end. */
   starting: Promise<Guest> | null = null;
   guest: Guest | null = null;

@@ -9,18 +9,24 @@
  * carries, and each of its pages is applied only if no newer version of that page
  * arrived meanwhile (sequence numbers); a mismatch asks the source for the pages.
  */
-import type { GuestMemory } from '../../guest/memory.ts';
-import type { BlockBackend } from '../../storage/backend.ts';
-import { HASH_BYTES, PAGE_SIZE } from '../../wire/index.ts';
-import { BufferPool, MIN_POOLED } from '../../../nbd/index.ts';
-import type { HashPool } from '../hash-pool.ts';
-import type { Faults } from '../faults.ts';
-import type { PageVersions } from './page-versions.ts';
+import type { BlockBackend } from '../storage/backend.ts';
+import { HASH_BYTES, PAGE_SIZE } from '../wire/index.ts';
+import { BufferPool, MIN_POOLED } from '../../nbd/index.ts';
+import type { HashPool } from './hash-pool.ts';
 
-/** What the queue tells its owner: pages applied from blocks, and pages whose check failed. */
-export interface FetchEvents {
-  applied(page: number, block: number): void;
+/**
+ * Where resolved pages go. A "page" is the owner's id for one 4 KiB slot: a page of
+ * guest memory for the destination, a page record of a QEMU stream for its proxy.
+ */
+export interface FetchTarget {
+  /** Whether version `seq` of the page is still the one wanted (a newer one may have overtaken it). */
+  isCurrent(page: number, seq: number): boolean;
+  /** The page's verified bytes, from `block` (a view, valid only during the call). */
+  apply(page: number, bytes: Uint8Array, block: number): void;
+  /** Pages whose keyed hash did not match: ask for them in full. */
   mismatched(pages: number[]): void;
+  /** A block that arrived for a page a newer version had overtaken, and matched its hash (not applied). */
+  stale?(page: number, bytes: Uint8Array): void;
 }
 
 interface Ref {
@@ -73,18 +79,14 @@ export class FetchQueue {
   private busySince = 0;
   /** Pages in reads that have not completed. */
   inFlightPages = 0;
-  private readonly staleForTest: { page: number; bytes: Buffer }[] = [];
   /** Read buffers are reused: a fresh 1 MiB per read made the garbage collector a main cost. */
   private readonly buffers = new BufferPool(32);
 
   constructor(
     private readonly storage: BlockBackend,
     private readonly hasher: HashPool,
-    private readonly memory: GuestMemory,
-    private readonly versions: PageVersions,
-    private readonly events: FetchEvents,
+    private readonly target: FetchTarget,
     private readonly opts: FetchOptions = FETCH_DEFAULTS,
-    private readonly faults?: Faults,
   ) {}
 
   /** Pages page..page+count-1 are blocks block.., with sequence numbers seq..; `hash` covers them all. */
@@ -120,12 +122,11 @@ export class FetchQueue {
       await new Promise<void>((r) => this.idleWaiters.push(r));
     }
     if (this.failure) throw this.failure;
-    this.applyStaleForTest();
   }
 
   /** Whether any page of the reference is still its newest version. */
   private fresh(r: Ref): boolean {
-    for (let i = 0; i < r.count; i++) if (this.versions.isCurrent(r.page + i, r.seq + i)) return true;
+    for (let i = 0; i < r.count; i++) if (this.target.isCurrent(r.page + i, r.seq + i)) return true;
     return false;
   }
 
@@ -213,21 +214,20 @@ export class FetchQueue {
         for (let i = 0; i < r.count; i++) {
           const page = r.page + i;
           const at = (r.block - first + i) * PAGE_SIZE;
-          if (!this.versions.isCurrent(page, r.seq + i)) {
+          if (!this.target.isCurrent(page, r.seq + i)) {
             this.stats.stale++; // a newer version of this page already arrived: this one must not land
-            if (ok) this.keepStaleForTest(page, buf.subarray(at, at + PAGE_SIZE));
+            if (ok) this.target.stale?.(page, buf.subarray(at, at + PAGE_SIZE));
           } else if (!ok) {
             this.stats.mismatched++;
             mismatched.push(page);
           } else {
-            this.memory.setPage(page, buf.subarray(at, at + PAGE_SIZE));
-            this.events.applied(page, r.block + i);
+            this.target.apply(page, buf.subarray(at, at + PAGE_SIZE), r.block + i);
             this.stats.applied++;
           }
         }
       });
       this.buffers.put(buf); // small ones were never pooled: put() ignores them
-      if (mismatched.length) this.events.mismatched(mismatched);
+      if (mismatched.length) this.target.mismatched(mismatched);
     } catch (err) {
       this.failure ??= err as Error;
     } finally {
@@ -236,22 +236,6 @@ export class FetchQueue {
       this.inFlightPages -= pages;
       this.pump();
     }
-  }
-
-  /** Test-only fault (faults.ts): stale blocks that differ from their page, kept to apply one once drained. */
-  private keepStaleForTest(page: number, block: Uint8Array): void {
-    if (!this.faults?.applyStaleBlock || this.staleForTest.length >= 4096 || Buffer.compare(block, this.memory.page(page)) === 0) return;
-    this.staleForTest.push({ page, bytes: Buffer.from(block) });
-  }
-
-  private applyStaleForTest(): void {
-    const f = this.faults;
-    if (!f || f.fired?.applyStaleBlock !== undefined) return;
-    // Late, so no newer version heals it; one that still differs from what the page holds now.
-    const s = this.staleForTest.find((x) => Buffer.compare(x.bytes, this.memory.page(x.page)) !== 0);
-    if (!s) return;
-    this.memory.setPage(s.page, s.bytes);
-    (f.fired ??= {}).applyStaleBlock = s.page;
   }
 
   private wake(): void {
