@@ -7,7 +7,7 @@
  * oracle's fingerprint) and disk byte for byte.
  */
 import assert from 'node:assert/strict';
-import { copyFileSync, readFileSync } from 'node:fs';
+import { copyFileSync, readFileSync, rmSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { Guest } from '../../src/guest/guest.ts';
@@ -60,4 +60,5 @@ export async function assertNothingLost(source: Inspectable, disk: OwnDisk, dir:
   }
   assert.equal(sha256(disk.image), sha256(replayImage), `the disk after ${steps} steps differs from a replay's`);
   await source.resume();
+  rmSync(replayImage, { force: true });
 }
