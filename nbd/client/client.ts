@@ -18,7 +18,7 @@ import { negotiateClient, listExports, type ExportInfo } from './negotiation.ts'
 export interface NbdClientOptions {
   /** Requests in flight on the connection at once (default 64). */
   maxInflight?: number;
-  /** Give up connecting after this long (default 10 s). */
+  /** Give up connecting and negotiating after this long in all (default 10 s). */
   connectTimeoutMs?: number;
   signal?: AbortSignal;
 }
@@ -71,16 +71,12 @@ class Receiver {
   };
 }
 
-async function openSocket(address: NbdAddress, opts: NbdClientOptions, receiver?: Receiver): Promise<net.Socket> {
+async function openSocket(address: NbdAddress, opts: NbdClientOptions, deadline: number, receiver?: Receiver): Promise<net.Socket> {
   const onread = receiver?.onread;
   const socket = address.transport === 'tcp' ? net.connect({ port: address.port, host: address.host, onread }) : net.connect({ path: address.socket, onread });
-  const timeout = opts.connectTimeoutMs ?? 10_000;
   const where = formatNbdUri(address);
   try {
-    await Promise.race([
-      once(socket, 'connect', { signal: opts.signal }),
-      new Promise((_, reject) => setTimeout(() => reject(new Error(`timed out after ${timeout} ms`)), timeout).unref()),
-    ]);
+    await beforeDeadline(socket, deadline, once(socket, 'connect', { signal: opts.signal }), () => new Error(`timed out after ${opts.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT} ms`));
   } catch (err) {
     socket.destroy();
     const e = err as NodeJS.ErrnoException;
@@ -88,6 +84,24 @@ async function openSocket(address: NbdAddress, opts: NbdClientOptions, receiver?
   }
   socket.setNoDelay(true);
   return socket;
+}
+
+const DEFAULT_CONNECT_TIMEOUT = 10_000;
+
+/** Settles as `work` does, unless the deadline passes first: then the socket is dropped and timeout() thrown. */
+async function beforeDeadline<T>(socket: net.Socket, deadline: number, work: Promise<T>, timeout: () => Error): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const expired = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => {
+      reject(timeout());
+      socket.destroy();
+    }, Math.max(0, deadline - Date.now()));
+  });
+  try {
+    return await Promise.race([work, expired]);
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 export class NbdClient {
@@ -133,11 +147,15 @@ export class NbdClient {
   static async connect(uri: string | NbdAddress, opts: NbdClientOptions = {}): Promise<NbdClient> {
     const address = typeof uri === 'string' ? parseNbdUri(uri) : uri;
     const receiver = new Receiver();
-    const socket = await openSocket(address, opts, receiver);
+    const timeoutMs = opts.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT;
+    const deadline = Date.now() + timeoutMs;
+    const socket = await openSocket(address, opts, deadline, receiver);
     const reader = new SocketReader(socket, undefined, true);
     receiver.sink = (chunk) => reader.push(Buffer.from(chunk)); // negotiation keeps copies: scratch is reused
     try {
-      const info = await negotiateClient(socket, reader, address.exportName);
+      const negotiated = negotiateClient(socket, reader, address.exportName);
+      const info = await beforeDeadline(socket, deadline, negotiated, () =>
+        new NbdError('NBD_HANDSHAKE', `${formatNbdUri(address)}: server did not finish negotiation within ${timeoutMs} ms`));
       return new NbdClient(socket, address, info, reader.detach(), receiver, opts);
     } catch (err) {
       socket.destroy();
@@ -151,9 +169,17 @@ export class NbdClient {
   /** The exports a server lists (NBD_OPT_LIST). */
   static async list(uri: string | NbdAddress, opts: NbdClientOptions = {}): Promise<{ name: string; description: string }[]> {
     const address = typeof uri === 'string' ? parseNbdUri(uri) : uri;
-    const socket = await openSocket(address, opts);
+    const timeoutMs = opts.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT;
+    const deadline = Date.now() + timeoutMs;
+    const socket = await openSocket(address, opts, deadline);
     try {
-      return await listExports(socket, new SocketReader(socket));
+      return await beforeDeadline(socket, deadline, listExports(socket, new SocketReader(socket)), () =>
+        new NbdError('NBD_HANDSHAKE', `${formatNbdUri(address)}: server did not finish listing exports within ${timeoutMs} ms`));
+    } catch (err) {
+      if (err instanceof NbdError && err.code === 'NBD_CLOSED') {
+        throw new NbdError('NBD_HANDSHAKE', `${formatNbdUri(address)}: server closed the connection while listing exports`, { cause: err });
+      }
+      throw err;
     } finally {
       socket.end();
     }
@@ -358,10 +384,14 @@ export class NbdClient {
         if (errno !== 0) {
           p.error = new NbdRequestError(COMMAND_NAMES[p.cmd] ?? `command ${p.cmd}`, errno);
           this.complete(handle, p);
+        } else if (p.cmd === CMD.READ && this.structuredReplies) {
+          // With structured replies a read's data comes in chunks: where a simple payload ends is unknowable.
+          return this.fail(new NbdError('NBD_PROTOCOL', `simple reply with data to a read from ${this.uri}, after structured replies were agreed`));
         } else if (p.cmd === CMD.READ) {
           this.payload = { pending: p, handle, pos: 0, left: p.length, last: true };
         } else this.complete(handle, p);
       } else if (magic === STRUCTURED_REPLY_MAGIC) {
+        if (!this.structuredReplies) return this.fail(new NbdError('NBD_PROTOCOL', `structured reply from ${this.uri}, which were not agreed`));
         if (q.length < 20) return;
         const peek = q.peek(20);
         const type = peek.readUInt16BE(6);

@@ -6,7 +6,8 @@
 import type { Socket } from 'node:net';
 import {
   NBDMAGIC, IHAVEOPT, OPTION_REPLY_MAGIC, FLAG_FIXED_NEWSTYLE, FLAG_NO_ZEROES,
-  FLAG_C_FIXED_NEWSTYLE, FLAG_C_NO_ZEROES, OPT, REP, INFO, DEFAULT_MAX_REQUEST, isErrorReply,
+  FLAG_C_FIXED_NEWSTYLE, FLAG_C_NO_ZEROES, OPT, REP, INFO, DEFAULT_MAX_REQUEST, MAX_REQUEST, MAX_MINIMUM_BLOCK,
+  MAX_OPTION_LENGTH, isErrorReply,
 } from '../constants.ts';
 import { NbdError } from '../errors.ts';
 import type { SocketReader } from '../socket-reader.ts';
@@ -51,7 +52,8 @@ class OptionChannel {
     if (h.readBigUInt64BE(0) !== OPTION_REPLY_MAGIC) throw new NbdError('NBD_PROTOCOL', 'bad option reply magic from server');
     if (h.readUInt32BE(8) !== opt) throw new NbdError('NBD_PROTOCOL', `server replied to option ${h.readUInt32BE(8)}, expected ${opt}`);
     const length = h.readUInt32BE(16);
-    if (length > 16 * 1024 * 1024) throw new NbdError('NBD_PROTOCOL', `option reply of ${length} bytes is implausible`);
+    // Names and descriptions are at most 4 KiB each: anything near this is a broken or hostile server.
+    if (length > MAX_OPTION_LENGTH) throw new NbdError('NBD_PROTOCOL', `option reply of ${length} bytes is implausible`);
     return { type: h.readUInt32BE(12), data: await this.reader.read(length) };
   }
 }
@@ -80,6 +82,7 @@ export async function negotiateClient(socket: Socket, reader: SocketReader, expo
 
   ch.send(OPT.STRUCTURED_REPLY);
   const sr = await ch.receive(OPT.STRUCTURED_REPLY);
+  if (sr.type !== REP.ACK && !isErrorReply(sr.type)) throw new NbdError('NBD_PROTOCOL', `unexpected reply ${sr.type} to NBD_OPT_STRUCTURED_REPLY`);
   const structuredReplies = sr.type === REP.ACK;
 
   const name = Buffer.from(exportName);
@@ -90,27 +93,20 @@ export async function negotiateClient(socket: Socket, reader: SocketReader, expo
   go.writeUInt16BE(INFO.BLOCK_SIZE, 6 + name.length);
   ch.send(OPT.GO, go);
 
-  let size = -1;
-  let transmissionFlags = 0;
-  const blockSize = { minimum: 1, preferred: 4096, maximum: DEFAULT_MAX_REQUEST };
+  let exp: { size: number; transmissionFlags: number } | null = null;
+  let blockSize = { minimum: 1, preferred: 4096, maximum: DEFAULT_MAX_REQUEST };
   for (;;) {
     const r = await ch.receive(OPT.GO);
     if (r.type === REP.INFO) {
       if (r.data.length < 2) throw new NbdError('NBD_PROTOCOL', 'short NBD_REP_INFO');
       const kind = r.data.readUInt16BE(0);
-      if (kind === INFO.EXPORT && r.data.length >= 12) {
-        size = Number(r.data.readBigUInt64BE(2));
-        transmissionFlags = r.data.readUInt16BE(10);
-      } else if (kind === INFO.BLOCK_SIZE && r.data.length >= 14) {
-        blockSize.minimum = r.data.readUInt32BE(2);
-        blockSize.preferred = r.data.readUInt32BE(6);
-        blockSize.maximum = Math.min(r.data.readUInt32BE(10), DEFAULT_MAX_REQUEST);
-      }
+      if (kind === INFO.EXPORT) exp = parseExportInfo(r.data.subarray(2), 'NBD_INFO_EXPORT');
+      else if (kind === INFO.BLOCK_SIZE) blockSize = parseBlockSize(r.data);
       continue;
     }
     if (r.type === REP.ACK) {
-      if (size < 0) throw new NbdError('NBD_PROTOCOL', 'server finished NBD_OPT_GO without NBD_INFO_EXPORT');
-      return { size, transmissionFlags, blockSize, structuredReplies };
+      if (!exp) throw new NbdError('NBD_PROTOCOL', 'server finished NBD_OPT_GO without NBD_INFO_EXPORT');
+      return { ...exp, blockSize, structuredReplies };
     }
     if (r.type === REP.ERR_UNSUP) break; // an old server: fall back to EXPORT_NAME
     if (isErrorReply(r.type)) throw refusal(`export ${JSON.stringify(exportName)}:`, r);
@@ -122,9 +118,37 @@ export async function negotiateClient(socket: Socket, reader: SocketReader, expo
   try {
     tail = await reader.read(noZeroes ? 10 : 134);
   } catch {
+    // The spec's only way to refuse EXPORT_NAME is to close the connection.
     throw new NbdError('NBD_NO_EXPORT', `server closed the connection: export ${JSON.stringify(exportName)} not found`);
   }
-  return { size: Number(tail.readBigUInt64BE(0)), transmissionFlags: tail.readUInt16BE(8), blockSize, structuredReplies };
+  return { ...parseExportInfo(tail.subarray(0, 10), 'NBD_OPT_EXPORT_NAME reply'), blockSize, structuredReplies };
+}
+
+/** Size and transmission flags (10 bytes), as in NBD_INFO_EXPORT and the EXPORT_NAME reply. */
+function parseExportInfo(b: Buffer, what: string): { size: number; transmissionFlags: number } {
+  if (b.length !== 10) throw new NbdError('NBD_PROTOCOL', `${what} of ${b.length + 2} bytes (expected 12)`);
+  const size = b.readBigUInt64BE(0);
+  if (size > BigInt(Number.MAX_SAFE_INTEGER)) throw new NbdError('NBD_PROTOCOL', `export size ${size} is beyond 2^53`);
+  return { size: Number(size), transmissionFlags: b.readUInt16BE(8) };
+}
+
+const isPowerOfTwo = (n: number) => n > 0 && (n & (n - 1)) === 0;
+
+/**
+ * NBD_INFO_BLOCK_SIZE, checked as doc/proto.md requires ("Size constraints"). The
+ * maximum we use is capped at MAX_REQUEST and kept a multiple of the minimum, so a
+ * server advertising 4 GiB still gets requests we can hold.
+ */
+function parseBlockSize(b: Buffer): ExportInfo['blockSize'] {
+  if (b.length !== 14) throw new NbdError('NBD_PROTOCOL', `NBD_INFO_BLOCK_SIZE of ${b.length} bytes (expected 14)`);
+  const minimum = b.readUInt32BE(2);
+  const preferred = b.readUInt32BE(6);
+  const advertised = b.readUInt32BE(10);
+  if (!isPowerOfTwo(minimum) || minimum > MAX_MINIMUM_BLOCK || !isPowerOfTwo(preferred) || preferred < minimum || advertised < minimum) {
+    throw new NbdError('NBD_PROTOCOL', `impossible block sizes from server: minimum ${minimum}, preferred ${preferred}, maximum ${advertised}`);
+  }
+  const capped = Math.min(advertised, MAX_REQUEST);
+  return { minimum, preferred, maximum: capped - (capped % minimum) };
 }
 
 /** NBD_OPT_LIST: the server's export names and descriptions, then a soft disconnect. */
