@@ -8,7 +8,8 @@ export const MIN_POOLED = 64 * 1024;
 
 export class BufferPool {
   private readonly free = new Map<number, Buffer[]>();
-  constructor(private readonly perClass = 64) {}
+  /** Keeps up to `perClass` buffers of each size, and no more than `bytesPerClass` bytes of each. */
+  constructor(private readonly perClass = 64, private readonly bytesPerClass = Infinity) {}
 
   /** A buffer of exactly `length` bytes (a view of a pooled buffer), contents undefined. */
   get(length: number): Buffer {
@@ -24,7 +25,7 @@ export class BufferPool {
     const whole = Buffer.from(view.buffer, view.byteOffset, view.buffer.byteLength - view.byteOffset);
     if (view.byteOffset !== 0 || whole.length !== sizeClass(whole.length)) return; // not ours
     const list = this.free.get(whole.length) ?? [];
-    if (list.length < this.perClass) list.push(whole);
+    if (list.length < this.perClass && (list.length + 1) * whole.length <= this.bytesPerClass) list.push(whole);
     this.free.set(whole.length, list);
   }
 }

@@ -4,7 +4,7 @@ export * from './errors.ts';
 export * from './uri.ts';
 export type { Logger } from './logger.ts';
 export { NbdClient, type NbdClientOptions } from './client/client.ts';
-export { NbdServer, type NbdServerOptions } from './server/server.ts';
+export { NbdServer, type NbdServerOptions, MIN_MAX_REQUEST, MAX_MAX_REQUEST } from './server/server.ts';
 export { parseListenAddress, type ListenAddress } from './server/listen-address.ts';
 export type { ExportBackend, ExportSpec } from './server/export.ts';
 export { FileExport } from './server/file-export.ts';

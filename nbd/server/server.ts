@@ -4,7 +4,7 @@
  */
 import net from 'node:net';
 import { promises as fsp } from 'node:fs';
-import { DEFAULT_MAX_REQUEST } from '../constants.ts';
+import { MAX_REQUEST } from '../constants.ts';
 import { NbdError } from '../errors.ts';
 import { silentLogger, type Logger } from '../logger.ts';
 import { SocketReader } from '../socket-reader.ts';
@@ -14,16 +14,25 @@ import type { ListenAddress } from './listen-address.ts';
 import { negotiate } from './negotiation.ts';
 import { BufferPool } from '../buffer-pool.ts';
 import { serveTransmission } from './transmission.ts';
+import { ByteBudget } from './byte-budget.ts';
 
 export interface NbdServerOptions {
-  /** Largest READ/WRITE accepted, advertised in NBD_INFO_BLOCK_SIZE. */
+  /** Largest READ/WRITE accepted, advertised in NBD_INFO_BLOCK_SIZE (default 64 MiB, as nbdkit). */
   maxRequest?: number;
   /** Requests one connection may have in progress at once (default 64). */
   maxInflight?: number;
   /** Read/write bytes one connection may have in progress at once (default 16 MiB). */
   maxInflightBytes?: number;
+  /** Read/write bytes all connections together may hold at once (default 256 MiB). */
+  maxBufferedBytes?: number;
   logger?: Logger;
 }
+
+/** Limits on --max-request: the preferred block size below, what a 32-bit length field allows above. */
+export const MIN_MAX_REQUEST = 4096;
+export const MAX_MAX_REQUEST = 1024 * 1024 * 1024;
+/** Bytes of unread requests queued per connection before the socket is paused. */
+const READ_HIGH_WATER = 4 * 1024 * 1024;
 
 export class NbdServer {
   private readonly exports = new Map<string, ExportSpec>();
@@ -34,7 +43,8 @@ export class NbdServer {
   private readonly maxInflight: number;
   private readonly maxInflightBytes: number;
   private closing = false;
-  private readonly pool = new BufferPool();
+  private readonly pool: BufferPool;
+  private readonly budget: ByteBudget;
   private listenedOn: ListenAddress | null = null;
   /** Connections accepted since start (for status and tests). */
   connectionsAccepted = 0;
@@ -45,9 +55,14 @@ export class NbdServer {
       this.exports.set(e.name, e);
     }
     this.log = opts.logger ?? silentLogger;
-    this.maxRequest = opts.maxRequest ?? DEFAULT_MAX_REQUEST;
+    this.maxRequest = opts.maxRequest ?? MAX_REQUEST;
+    if (!Number.isInteger(this.maxRequest) || this.maxRequest < MIN_MAX_REQUEST || this.maxRequest > MAX_MAX_REQUEST) {
+      throw new NbdError('NBD_EXPORT_CONFIG', `maximum request ${opts.maxRequest} out of range (${MIN_MAX_REQUEST} to ${MAX_MAX_REQUEST} bytes)`);
+    }
     this.maxInflight = opts.maxInflight ?? 64;
     this.maxInflightBytes = opts.maxInflightBytes ?? 16 * 1024 * 1024;
+    this.budget = new ByteBudget(opts.maxBufferedBytes ?? 256 * 1024 * 1024);
+    this.pool = new BufferPool(64, 64 * 1024 * 1024);
     this.server = net.createServer((socket) => void this.handle(socket));
   }
 
@@ -84,6 +99,11 @@ export class NbdServer {
     return this.sockets.size;
   }
 
+  /** Request data held now, and the most held at once since start (bounded by maxBufferedBytes). */
+  get bufferedBytes(): { now: number; peak: number } {
+    return { now: this.budget.inUse, peak: this.budget.peak };
+  }
+
   /** Stops accepting, lets requests in progress finish briefly, then drops every client. */
   async close(): Promise<void> {
     this.closing = true;
@@ -106,7 +126,7 @@ export class NbdServer {
     const log = this.log;
     socket.on('close', () => this.sockets.delete(socket));
     socket.on('error', (err) => log.debug({ peer, err: err.message }, 'socket error'));
-    const reader = new SocketReader(socket);
+    const reader = new SocketReader(socket, READ_HIGH_WATER);
     try {
       const session = await negotiate(
         socket,
@@ -118,7 +138,7 @@ export class NbdServer {
       );
       if (!session) return;
       log.info({ peer, export: session.export.name, structured: session.structuredReplies }, 'client connected');
-      await serveTransmission(socket, reader, session, { maxRequest: this.maxRequest, maxInflight: this.maxInflight, maxInflightBytes: this.maxInflightBytes }, log, () => this.closing, this.pool);
+      await serveTransmission(socket, reader, session, { maxRequest: this.maxRequest, maxInflight: this.maxInflight, maxInflightBytes: this.maxInflightBytes, budget: this.budget }, log, () => this.closing, this.pool);
     } catch (err) {
       // A client that vanishes mid-request lands here; only this connection is affected.
       log.debug({ peer, err: (err as Error).message }, 'connection ended');

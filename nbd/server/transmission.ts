@@ -13,6 +13,7 @@ import type { SocketReader } from '../socket-reader.ts';
 import type { Negotiated } from './negotiation.ts';
 import type { Logger } from '../logger.ts';
 import type { BufferPool } from '../buffer-pool.ts';
+import type { ByteBudget } from './byte-budget.ts';
 
 export interface TransmissionLimits {
   maxRequest: number;
@@ -20,7 +21,12 @@ export interface TransmissionLimits {
   maxInflight: number;
   /** Bytes of read and write data in progress at once on one connection (one request may exceed it alone). */
   maxInflightBytes: number;
+  /** The same, shared by every connection of the server. */
+  budget: ByteBudget;
 }
+
+/** Replies queued in Node beyond this stop the reading of new requests until the client catches up. */
+const MAX_QUEUED_REPLIES = 4 * 1024 * 1024;
 
 interface Request {
   flags: number;
@@ -29,6 +35,9 @@ interface Request {
   offset: number;
   length: number;
   data?: Buffer;
+  /** Data bytes counted against the limits until released. */
+  bytes: number;
+  released: boolean;
 }
 
 /** Which command flags each command may carry (anything else is EINVAL). */
@@ -64,13 +73,18 @@ export async function serveTransmission(
   let slotFree: (() => void) | null = null;
   let allDone: (() => void) | null = null;
 
-  const dataBytes = (req: Request) => (req.type === CMD.READ || req.type === CMD.WRITE ? Math.min(req.length, limits.maxRequest) : 0);
+  // Oversized requests are refused without a buffer, so they count nothing.
+  const dataBytes = (type: number, length: number) => ((type === CMD.READ || type === CMD.WRITE) && length <= limits.maxRequest ? length : 0);
   const admitted = (bytes: number) =>
     inflight === 0 || (inflight < limits.maxInflight && inflightBytes + bytes <= limits.maxInflightBytes);
 
-  const release = (bytes: number) => {
+  /** Ends a request's hold on the limits: after its reply is queued, or for reads once the kernel has the data. */
+  const release = (req: Request) => {
+    if (req.released) return;
+    req.released = true;
     inflight--;
-    inflightBytes -= bytes;
+    inflightBytes -= req.bytes;
+    if (req.bytes) limits.budget.give(req.bytes);
     if (slotFree) {
       const f = slotFree;
       slotFree = null;
@@ -80,21 +94,37 @@ export async function serveTransmission(
   };
   const waitIdle = () => (inflight === 0 ? Promise.resolve() : new Promise<void>((r) => (allDone = r)));
 
-  const sendSimple = (handle: Buffer, errno: number, data?: Buffer) => {
-    if (socket.destroyed) return data && pool.put(data);
+  /** The read buffer is reusable, and its bytes stop counting, once the kernel has them. */
+  const sent = (req: Request, data: Buffer) => () => {
+    pool.put(data);
+    release(req);
+  };
+
+  const sendSimple = (handle: Buffer, errno: number) => {
+    if (socket.destroyed) return;
     const h = Buffer.allocUnsafe(16);
     h.writeUInt32BE(SIMPLE_REPLY_MAGIC, 0);
     h.writeUInt32BE(errno, 4);
     handle.copy(h, 8);
-    socket.cork();
     socket.write(h);
-    if (data) socket.write(data, () => pool.put(data)); // the buffer is reusable once the kernel has it
-    socket.uncork();
   };
 
-  const sendReadData = (handle: Buffer, offset: number, data: Buffer) => {
-    if (!session.structuredReplies) return sendSimple(handle, 0, data);
-    if (socket.destroyed) return pool.put(data);
+  const sendReadData = (req: Request, data: Buffer) => {
+    const done = sent(req, data);
+    if (socket.destroyed) return done();
+    const handle = req.handle;
+    if (!session.structuredReplies) {
+      const h = Buffer.allocUnsafe(16);
+      h.writeUInt32BE(SIMPLE_REPLY_MAGIC, 0);
+      h.writeUInt32BE(0, 4);
+      handle.copy(h, 8);
+      socket.cork();
+      socket.write(h);
+      socket.write(data, done);
+      socket.uncork();
+      return;
+    }
+    const offset = req.offset;
     const h = Buffer.allocUnsafe(28);
     h.writeUInt32BE(STRUCTURED_REPLY_MAGIC, 0);
     h.writeUInt16BE(REPLY_FLAG_DONE, 4);
@@ -103,8 +133,8 @@ export async function serveTransmission(
     h.writeUInt32BE(data.length ? data.length + 8 : 0, 16);
     h.writeBigUInt64BE(BigInt(offset), 20);
     socket.cork();
-    socket.write(data.length ? h : h.subarray(0, 20));
-    if (data.length) socket.write(data, () => pool.put(data));
+    socket.write(data.length ? h : h.subarray(0, 20), data.length ? undefined : done);
+    if (data.length) socket.write(data, done);
     socket.uncork();
   };
 
@@ -139,6 +169,8 @@ export async function serveTransmission(
       if (req.offset !== 0 || req.length !== 0) throw new RequestError(ERRNO.EINVAL, 'flush must have zero offset and length');
       return;
     }
+    // doc/proto.md: a READ or WRITE over the advertised maximum payload gets EINVAL (EOVERFLOW is for
+    // commands without payload); TRIM and WRITE_ZEROES may exceed it and are served in chunks.
     if ((req.type === CMD.READ || req.type === CMD.WRITE) && req.length > limits.maxRequest) {
       throw new RequestError(ERRNO.EINVAL, `request of ${req.length} bytes exceeds the maximum of ${limits.maxRequest}`);
     }
@@ -149,6 +181,7 @@ export async function serveTransmission(
   };
 
   const execute = async (req: Request) => {
+    let handedOver = false; // a read's reply releases it once sent
     try {
       if (shuttingDown()) throw new RequestError(ERRNO.ESHUTDOWN, 'server is shutting down');
       validate(req);
@@ -162,7 +195,8 @@ export async function serveTransmission(
             pool.put(data);
             throw err;
           }
-          sendReadData(req.handle, req.offset, data);
+          handedOver = true;
+          sendReadData(req, data);
           return;
         }
         case CMD.WRITE:
@@ -188,7 +222,8 @@ export async function serveTransmission(
         sendError(req, e.code === 'ENOSPC' || e.code === 'EDQUOT' || e.code === 'EFBIG' ? ERRNO.ENOSPC : ERRNO.EIO, e.message);
       }
     } finally {
-      release(dataBytes(req));
+      if (req.data) pool.put(req.data);
+      if (!handedOver) release(req);
     }
   };
 
@@ -199,27 +234,54 @@ export async function serveTransmission(
       return; // cannot resynchronise the stream: hard disconnect
     }
     const offset64 = header.readBigUInt64BE(16);
+    const type = header.readUInt16BE(6);
+    const length = header.readUInt32BE(24);
     const req: Request = {
       flags: header.readUInt16BE(4),
-      type: header.readUInt16BE(6),
+      type,
       handle: Buffer.from(header.subarray(8, 16)),
       // Offsets beyond 2^53 are past any export; clamp so the bounds check rejects them.
       offset: offset64 > BigInt(Number.MAX_SAFE_INTEGER) ? Number.MAX_SAFE_INTEGER : Number(offset64),
-      length: header.readUInt32BE(24),
+      length,
+      bytes: dataBytes(type, length),
+      released: false,
     };
     if (req.type === CMD.DISC) {
       await waitIdle(); // the spec: handle all outstanding requests, then close
       return;
     }
-    const bytes = dataBytes(req);
-    while (!admitted(bytes)) await new Promise<void>((r) => (slotFree = r));
+    while (!admitted(req.bytes)) await new Promise<void>((r) => (slotFree = r));
+    if (req.bytes) await limits.budget.take(req.bytes);
+    inflight++;
+    inflightBytes += req.bytes;
     if (req.type === CMD.WRITE) {
       // The payload follows whatever the verdict; an oversized one is drained, not buffered.
-      if (req.length > limits.maxRequest) await reader.skip(req.length);
-      else req.data = await reader.read(req.length);
+      if (req.bytes === 0) await reader.skip(req.length);
+      else {
+        req.data = pool.get(req.length);
+        try {
+          await reader.readInto(req.data);
+        } catch (err) {
+          pool.put(req.data);
+          release(req);
+          throw err;
+        }
+      }
     }
-    inflight++;
-    inflightBytes += bytes;
     void execute(req);
+    // A client that does not read its replies gets no more requests served.
+    if (socket.writableLength > MAX_QUEUED_REPLIES) await drainedOrClosed(socket);
   }
+}
+
+function drainedOrClosed(socket: Socket): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      socket.off('drain', done);
+      socket.off('close', done);
+      resolve();
+    };
+    socket.on('drain', done);
+    socket.on('close', done);
+  });
 }

@@ -1,5 +1,5 @@
 /** `livemig nbd serve`: the project's own NBD server over files and memory. */
-import { NbdServer, FileExport, MemoryExport, parseListenAddress, type ExportSpec } from '../../../nbd/index.ts';
+import { NbdServer, FileExport, MemoryExport, parseListenAddress, MIN_MAX_REQUEST, MAX_MAX_REQUEST, type ExportSpec } from '../../../nbd/index.ts';
 import { createLogger } from '../../log/logger.ts';
 import { parse, logLevel, sizeOption, asUsage } from '../parse.ts';
 import { UsageError } from '../usage-error.ts';
@@ -19,7 +19,9 @@ clients at once). Runs in the foreground until SIGINT or SIGTERM.
                              before every export: all of them are
   --listen ADDRESS           tcp://HOST:PORT or unix:PATH
                              (default tcp://127.0.0.1:10809; port 0 picks one)
-  --max-request SIZE         largest read/write accepted (default 32MiB)
+  --max-request SIZE         largest read/write accepted, advertised to clients
+                             (default 64MiB, as nbdkit; 4KiB to 1GiB); a larger
+                             one gets EINVAL and the connection goes on
   --json                     print the listening address and exports as one
                              JSON line on stdout
   --log-level LEVEL          pino log on stderr (default silent)
@@ -82,6 +84,9 @@ export async function run(args: string[]): Promise<number> {
   }
   const listen = asUsage(() => parseListenAddress(values.listen ?? 'tcp://127.0.0.1:10809'));
   const maxRequest = values['max-request'] ? sizeOption('--max-request', values['max-request']) : undefined;
+  if (maxRequest !== undefined && (maxRequest < MIN_MAX_REQUEST || maxRequest > MAX_MAX_REQUEST)) {
+    throw new UsageError(`--max-request: ${values['max-request']} is out of range (4KiB to 1GiB)`);
+  }
   const logger = createLogger(logLevel(values['log-level']));
 
   const specs: ExportSpec[] = [];
