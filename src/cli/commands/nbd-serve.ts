@@ -1,12 +1,20 @@
 /** `livemig nbd serve`: the project's own NBD server over files and memory. */
-import { NbdServer, FileExport, MemoryExport, parseListenAddress, MIN_MAX_REQUEST, MAX_MAX_REQUEST, type ExportSpec } from '../../../nbd/index.ts';
+import cluster, { type Worker } from 'node:cluster';
+import { once } from 'node:events';
+import { rmSync } from 'node:fs';
+import os from 'node:os';
+import {
+  NbdServer, FileExport, MemoryExport, parseListenAddress, formatNbdUri, MIN_MAX_REQUEST, MAX_MAX_REQUEST,
+  type ExportSpec, type ListenAddress,
+} from '../../../nbd/index.ts';
 import { createLogger } from '../../log/logger.ts';
 import { parse, logLevel, sizeOption, asUsage } from '../parse.ts';
 import { UsageError } from '../usage-error.ts';
 import { formatBytes } from '../../util/size.ts';
 
 export const help = `Usage: livemig nbd serve --export [NAME=]PATH [--read-only] [--export …]
-                         [--memory-export NAME=SIZE] [--listen ADDRESS] [--json]
+                         [--memory-export NAME=SIZE] [--listen ADDRESS]
+                         [--workers N] [--max-request SIZE] [--json]
 
 Serve files and memory over NBD (fixed newstyle; structured replies; many
 clients at once). Runs in the foreground until SIGINT or SIGTERM.
@@ -19,6 +27,10 @@ clients at once). Runs in the foreground until SIGINT or SIGTERM.
                              before every export: all of them are
   --listen ADDRESS           tcp://HOST:PORT or unix:PATH
                              (default tcp://127.0.0.1:10809; port 0 picks one)
+  --workers N                processes that share the listening socket, each
+                             serving the connections it accepts (default: the
+                             CPU count up to 4; 1 with memory exports, which
+                             cannot be shared)
   --max-request SIZE         largest read/write accepted, advertised to clients
                              (default 64MiB, as nbdkit; 4KiB to 1GiB); a larger
                              one gets EINVAL and the connection goes on
@@ -38,6 +50,15 @@ interface PlannedExport {
   readOnly: boolean;
 }
 
+interface Options {
+  plan: PlannedExport[];
+  listen: ListenAddress;
+  workers: number;
+  maxRequest?: number;
+  json: boolean;
+  logger: ReturnType<typeof createLogger>;
+}
+
 function splitNamed(value: string, flag: string, requireName: boolean): [string, string] {
   const eq = value.indexOf('=');
   // A '=' after a '/' belongs to the path, not to a NAME= prefix.
@@ -48,18 +69,8 @@ function splitNamed(value: string, flag: string, requireName: boolean): [string,
   return [value.slice(0, eq), value.slice(eq + 1)];
 }
 
-export async function run(args: string[]): Promise<number> {
-  const { values, tokens } = parse(args, {
-    export: { type: 'string', multiple: true },
-    'memory-export': { type: 'string', multiple: true },
-    'read-only': { type: 'boolean' },
-    listen: { type: 'string' },
-    'max-request': { type: 'string' },
-  });
-  if (values.help) {
-    console.log(help);
-    return 0;
-  }
+/** The exports in command-line order; --read-only binds to the export before it, or to all. */
+function planExports(tokens: ReturnType<typeof parse>['tokens']): PlannedExport[] {
   const plan: PlannedExport[] = [];
   let allReadOnly = false;
   for (const t of tokens ?? []) {
@@ -82,46 +93,166 @@ export async function run(args: string[]): Promise<number> {
     if (names.has(p.name)) throw new UsageError(`export name ${JSON.stringify(p.name)} given twice`);
     names.add(p.name);
   }
-  const listen = asUsage(() => parseListenAddress(values.listen ?? 'tcp://127.0.0.1:10809'));
+  return plan;
+}
+
+function parseOptions(args: string[]): Options | null {
+  const { values, tokens } = parse(args, {
+    export: { type: 'string', multiple: true },
+    'memory-export': { type: 'string', multiple: true },
+    'read-only': { type: 'boolean' },
+    listen: { type: 'string' },
+    workers: { type: 'string' },
+    'max-request': { type: 'string' },
+  });
+  if (values.help) return null;
+  const plan = planExports(tokens);
   const maxRequest = values['max-request'] ? sizeOption('--max-request', values['max-request']) : undefined;
   if (maxRequest !== undefined && (maxRequest < MIN_MAX_REQUEST || maxRequest > MAX_MAX_REQUEST)) {
     throw new UsageError(`--max-request: ${values['max-request']} is out of range (4KiB to 1GiB)`);
   }
-  const logger = createLogger(logLevel(values['log-level']));
+  const shareable = plan.every((p) => p.kind === 'file');
+  let workers = shareable ? Math.min(os.availableParallelism(), 4) : 1;
+  if (values.workers !== undefined) {
+    workers = Number(values.workers);
+    if (!Number.isInteger(workers) || workers < 1 || workers > 64) throw new UsageError(`--workers: expected 1 to 64, got ${JSON.stringify(values.workers)}`);
+    if (workers > 1 && !shareable) throw new UsageError('--workers above 1 needs file exports only: a memory export cannot be shared between processes');
+  }
+  return {
+    plan,
+    listen: asUsage(() => parseListenAddress(values.listen ?? 'tcp://127.0.0.1:10809')),
+    workers,
+    maxRequest,
+    json: values.json ?? false,
+    logger: createLogger(logLevel(values['log-level'])),
+  };
+}
 
+/**
+ * Opens every export. The process that holds the flocks opens with `lock`; workers
+ * beside it open unlocked.
+ */
+async function openExports(plan: PlannedExport[], lock: boolean): Promise<ExportSpec[]> {
   const specs: ExportSpec[] = [];
   try {
     for (const p of plan) {
-      const backend = p.kind === 'file' ? await FileExport.open(p.source, { readOnly: p.readOnly }) : new MemoryExport(p.size!, p.readOnly);
+      const backend = p.kind === 'file' ? await FileExport.open(p.source, { readOnly: p.readOnly, lock }) : new MemoryExport(p.size!, p.readOnly);
       specs.push({ name: p.name, backend });
     }
   } catch (err) {
-    await Promise.all(specs.map((s) => s.backend.close()));
+    await closeExports(specs);
     throw err;
   }
-  const server = new NbdServer(specs, { logger, maxRequest });
-  await server.listen(listen);
+  return specs;
+}
 
+const closeExports = (specs: ExportSpec[]) => Promise.all(specs.map((s) => s.backend.close()));
+
+function stopSignal(): Promise<void> {
+  return new Promise((resolve) => {
+    process.once('SIGINT', () => resolve());
+    process.once('SIGTERM', () => resolve());
+  });
+}
+
+function printSummary(specs: ExportSpec[], listening: string, uriOf: (name: string) => string, json: boolean): void {
   const summary = specs.map((s) => ({
     name: s.name,
-    uri: server.uri(s.name),
+    uri: uriOf(s.name),
     size: s.backend.size,
     readOnly: s.backend.readOnly,
     description: s.backend.description,
   }));
-  if (values.json) console.log(JSON.stringify({ listening: server.uri(), exports: summary }));
-  else {
-    console.log(`livemig nbd serve: listening on ${server.uri()}`);
-    for (const e of summary) {
-      console.log(`  ${e.uri}  ${e.description}, ${formatBytes(e.size)}${e.readOnly ? ', read-only' : ''}`);
-    }
-  }
+  if (json) return console.log(JSON.stringify({ listening, exports: summary }));
+  console.log(`livemig nbd serve: listening on ${listening}`);
+  for (const e of summary) console.log(`  ${e.uri}  ${e.description}, ${formatBytes(e.size)}${e.readOnly ? ', read-only' : ''}`);
+}
 
-  await new Promise<void>((resolve) => {
-    process.once('SIGINT', resolve);
-    process.once('SIGTERM', resolve);
-  });
+export async function run(args: string[]): Promise<number> {
+  const opts = parseOptions(args);
+  if (!opts) {
+    console.log(help);
+    return 0;
+  }
+  if (cluster.isWorker) return serveAsWorker(opts);
+  const specs = await openExports(opts.plan, true);
+  try {
+    return opts.workers === 1 ? await serveHere(opts, specs) : await serveWithWorkers(opts, specs);
+  } finally {
+    await closeExports(specs);
+  }
+}
+
+/** One process: this one accepts and serves every connection. */
+async function serveHere(opts: Options, specs: ExportSpec[]): Promise<number> {
+  const server = new NbdServer(specs, { logger: opts.logger, maxRequest: opts.maxRequest });
+  await server.listen(opts.listen);
+  printSummary(specs, server.uri(), (name) => server.uri(name), opts.json);
+  await stopSignal();
   await server.close();
-  await Promise.all(specs.map((s) => s.backend.close()));
   return 0;
+}
+
+/** A worker: serves the connections the primary hands it, on the socket the primary made. */
+async function serveAsWorker(opts: Options): Promise<number> {
+  const specs = await openExports(opts.plan, false);
+  const server = new NbdServer(specs, { logger: opts.logger, maxRequest: opts.maxRequest });
+  try {
+    await server.listen(opts.listen, { replaceSocket: false });
+    await stopSignal();
+    await server.close();
+  } finally {
+    await closeExports(specs);
+    cluster.worker?.disconnect(); // the channel to the primary would keep this process alive
+  }
+  return 0;
+}
+
+/**
+ * The primary holds the locks and starts `opts.workers` processes that share the
+ * listening socket (node:cluster hands each accepted connection to one of them).
+ * A worker that dies takes the server down with exit 1: its clients were cut off.
+ */
+async function serveWithWorkers(opts: Options, specs: ExportSpec[]): Promise<number> {
+  if (opts.listen.transport === 'unix') rmSync(opts.listen.path, { force: true });
+  const workers: Worker[] = [];
+  let stopping = false;
+  const died = new Promise<string>((resolve) => {
+    cluster.on('exit', (w, code, signal) => {
+      if (!stopping) resolve(`worker ${w.process.pid} exited (${signal ?? `code ${code}`})`);
+    });
+  });
+  for (let i = 0; i < opts.workers; i++) workers.push(cluster.fork());
+  const listening = Promise.all(workers.map(async (w) => (await once(w, 'listening')) as [{ port: number }]));
+  const first = await Promise.race([listening, died]);
+  if (typeof first === 'string') {
+    stopping = true;
+    await stopWorkers(workers);
+    throw new Error(`nbd serve: ${first} before listening`);
+  }
+  const address: ListenAddress = opts.listen.transport === 'tcp' ? { ...opts.listen, port: first[0][0].port } : opts.listen;
+  const uriOf = (exportName: string) =>
+    formatNbdUri(address.transport === 'tcp' ? { transport: 'tcp', host: address.host, port: address.port, exportName } : { transport: 'unix', socket: address.path, exportName });
+  printSummary(specs, uriOf(''), uriOf, opts.json);
+  const outcome = await Promise.race([stopSignal().then(() => null), died]);
+  stopping = true;
+  await stopWorkers(workers);
+  if (opts.listen.transport === 'unix') rmSync(opts.listen.path, { force: true });
+  if (outcome) {
+    opts.logger.error({ reason: outcome }, 'worker died; server stopped');
+    console.error(`livemig: nbd serve: ${outcome}; stopped`);
+    return 1;
+  }
+  return 0;
+}
+
+async function stopWorkers(workers: Worker[]): Promise<void> {
+  await Promise.all(workers.map(async (w) => {
+    if (w.isDead()) return;
+    const gone = once(w, 'exit');
+    w.process.kill('SIGTERM');
+    const kill = setTimeout(() => w.process.kill('SIGKILL'), 5000);
+    await gone;
+    clearTimeout(kill);
+  }));
 }
