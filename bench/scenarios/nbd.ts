@@ -59,8 +59,21 @@ async function startOurs(file: string, listen: string, bin = LIVEMIG): Promise<S
   const proc = spawn(process.execPath, [bin, 'nbd', 'serve', '--export', file, '--listen', listen, '--json'], {
     stdio: ['ignore', 'pipe', 'inherit'],
   });
-  const [line] = (await once(createInterface({ input: proc.stdout! }), 'line')) as [string];
+  const exited = once(proc, 'exit').then(([code]) => {
+    throw new Error(`livemig nbd serve exited (code ${code}) before listening`);
+  });
+  const [line] = (await Promise.race([once(createInterface({ input: proc.stdout! }), 'line'), exited])) as [string];
   return { name: 'livemig', uri: JSON.parse(line).listening, proc };
+}
+
+/** Stops servers and waits until they are gone (the file's lock goes with ours). */
+async function stopServers(servers: Server[]): Promise<void> {
+  await Promise.all(servers.splice(0).map(async (s) => {
+    if (s.proc.exitCode !== null || s.proc.signalCode !== null) return;
+    const gone = once(s.proc, 'exit');
+    s.proc.kill('SIGTERM');
+    await gone;
+  }));
 }
 
 async function startNbdkit(file: string, transport: 'tcp' | 'unix', dir: string): Promise<Server> {
@@ -334,7 +347,10 @@ export async function run(args: string[]): Promise<void> {
     makeImage(file, plan.size);
     await warm(file);
     const runs: Runs = { ms: {}, iops: {}, roundTrips: {} };
-    for (const transport of plan.transports) await measureTransport(transport, file, dir, plan, runs, servers);
+    for (const transport of plan.transports) {
+      await measureTransport(transport, file, dir, plan, runs, servers);
+      await stopServers(servers);
+    }
     progressDone();
 
     const figures = figuresOf(runs, plan);
@@ -347,7 +363,7 @@ export async function run(args: string[]): Promise<void> {
     else printReport(figures, ratios, plan, path, command);
     if (failedRoundTrips.length) throw new Error(`50 MB round trip returned other bytes: ${failedRoundTrips.join(', ')}`);
   } finally {
-    for (const s of servers) s.proc.kill('SIGTERM');
+    await stopServers(servers);
     rmSync(dir, { recursive: true, force: true });
   }
 }
