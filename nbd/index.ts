@@ -5,6 +5,8 @@ export * from './uri.ts';
 export type { Logger } from './logger.ts';
 export { NbdClient, type NbdClientOptions } from './client/client.ts';
 export { NbdServer, type NbdServerOptions, MIN_MAX_REQUEST, MAX_MAX_REQUEST } from './server/server.ts';
+export type { TlsMode } from './server/negotiation.ts';
+export { loadX509, loadPsk, startServerTls, startClientTls, clientIdentity, type TlsCredentials, type TlsEnd, type ClientTlsParams } from './tls.ts';
 export { parseListenAddress, type ListenAddress } from './server/listen-address.ts';
 export type { ExportBackend, ExportSpec } from './server/export.ts';
 export { FileExport } from './server/file-export.ts';

@@ -14,12 +14,15 @@ import { NbdError, NbdRequestError } from '../errors.ts';
 import { SocketReader } from '../socket-reader.ts';
 import { parseNbdUri, formatNbdUri, type NbdAddress } from '../uri.ts';
 import { negotiateClient, listExports, type ExportInfo } from './negotiation.ts';
+import { loadPsk, loadX509, type ClientTlsParams } from '../tls.ts';
 
 export interface NbdClientOptions {
   /** Requests in flight on the connection at once (default 64). */
   maxInflight?: number;
-  /** Give up connecting and negotiating after this long in all (default 10 s). */
+  /** Give up connecting and negotiating (TLS included) after this long in all (default 10 s). */
   connectTimeoutMs?: number;
+  /** TLS credentials and parameters; default: from an nbds:// URI's query, none for nbd://. */
+  tls?: ClientTlsParams;
   signal?: AbortSignal;
 }
 
@@ -88,6 +91,15 @@ async function openSocket(address: NbdAddress, opts: NbdClientOptions, deadline:
 
 const DEFAULT_CONNECT_TIMEOUT = 10_000;
 
+/** TLS settings from a URI's parameters (libnbd's names), loading the credentials they name. */
+function clientTlsOf(address: NbdAddress): ClientTlsParams | undefined {
+  const t = address.tls;
+  if (!t) return undefined;
+  const credentials = t.pskFile ? loadPsk(t.pskFile) : loadX509(t.certificates!, 'client');
+  const servername = t.hostname ?? (address.transport === 'tcp' ? address.host : undefined);
+  return { credentials, identity: t.username, servername, verifyPeer: t.verifyPeer };
+}
+
 /** Settles as `work` does, unless the deadline passes first: then the socket is dropped and timeout() thrown. */
 async function beforeDeadline<T>(socket: net.Socket, deadline: number, work: Promise<T>, timeout: () => Error): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
@@ -127,7 +139,7 @@ export class NbdClient {
     readonly address: NbdAddress,
     info: ExportInfo,
     leftover: Buffer[],
-    receiver: Receiver,
+    receiver: Receiver | null,
     opts: NbdClientOptions,
   ) {
     this.uri = formatNbdUri(address);
@@ -137,30 +149,40 @@ export class NbdClient {
     this.structuredReplies = info.structuredReplies;
     this.maxInflight = opts.maxInflight ?? 64;
     for (const c of leftover) this.queue.push(c);
-    receiver.target = () => this.directTarget();
-    receiver.sink = (chunk, direct) => this.onChunk(chunk, direct);
+    if (receiver) {
+      receiver.target = () => this.directTarget();
+      receiver.sink = (chunk, direct) => this.onChunk(chunk, direct, false);
+    } else {
+      socket.on('data', (chunk: Buffer) => this.onChunk(chunk, false, true)); // TLS: decrypted chunks are ours to keep
+    }
     socket.on('error', (err) => this.fail(new NbdError('NBD_CLOSED', `connection to ${this.uri} failed: ${err.message}`, { cause: err })));
     socket.on('close', () => this.fail(new NbdError('NBD_CLOSED', `connection to ${this.uri} closed`)));
     this.parse();
   }
 
+  /**
+   * Connects and negotiates. TLS comes from an nbds:// URI's parameters, or from
+   * opts.tls; without TLS, reads land straight in callers' buffers (Receiver).
+   */
   static async connect(uri: string | NbdAddress, opts: NbdClientOptions = {}): Promise<NbdClient> {
     const address = typeof uri === 'string' ? parseNbdUri(uri) : uri;
-    const receiver = new Receiver();
+    const tls = opts.tls ?? clientTlsOf(address);
+    const receiver = tls ? null : new Receiver();
+    const where = formatNbdUri(address);
     const timeoutMs = opts.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT;
     const deadline = Date.now() + timeoutMs;
-    const socket = await openSocket(address, opts, deadline, receiver);
-    const reader = new SocketReader(socket, undefined, true);
-    receiver.sink = (chunk) => reader.push(Buffer.from(chunk)); // negotiation keeps copies: scratch is reused
+    const socket = await openSocket(address, opts, deadline, receiver ?? undefined);
+    const reader = new SocketReader(socket, undefined, receiver !== null);
+    if (receiver) receiver.sink = (chunk) => reader.push(Buffer.from(chunk)); // negotiation keeps copies: scratch is reused
     try {
-      const negotiated = negotiateClient(socket, reader, address.exportName);
-      const info = await beforeDeadline(socket, deadline, negotiated, () =>
-        new NbdError('NBD_HANDSHAKE', `${formatNbdUri(address)}: server did not finish negotiation within ${timeoutMs} ms`));
-      return new NbdClient(socket, address, info, reader.detach(), receiver, opts);
+      const negotiated = negotiateClient(socket, reader, address.exportName, tls, where);
+      const session = await beforeDeadline(socket, deadline, negotiated, () =>
+        new NbdError('NBD_HANDSHAKE', `${where}: server did not finish negotiation within ${timeoutMs} ms`));
+      return new NbdClient(session.socket, address, session.info, session.reader.detach(), receiver, opts);
     } catch (err) {
       socket.destroy();
       if (err instanceof NbdError && err.code === 'NBD_CLOSED') {
-        throw new NbdError('NBD_HANDSHAKE', `${formatNbdUri(address)}: server closed the connection during negotiation`, { cause: err });
+        throw new NbdError('NBD_HANDSHAKE', `${where}: server closed the connection during negotiation`, { cause: err });
       }
       throw err;
     }
@@ -169,15 +191,17 @@ export class NbdClient {
   /** The exports a server lists (NBD_OPT_LIST). */
   static async list(uri: string | NbdAddress, opts: NbdClientOptions = {}): Promise<{ name: string; description: string }[]> {
     const address = typeof uri === 'string' ? parseNbdUri(uri) : uri;
+    const tls = opts.tls ?? clientTlsOf(address);
+    const where = formatNbdUri(address);
     const timeoutMs = opts.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT;
     const deadline = Date.now() + timeoutMs;
     const socket = await openSocket(address, opts, deadline);
     try {
-      return await beforeDeadline(socket, deadline, listExports(socket, new SocketReader(socket)), () =>
-        new NbdError('NBD_HANDSHAKE', `${formatNbdUri(address)}: server did not finish listing exports within ${timeoutMs} ms`));
+      return await beforeDeadline(socket, deadline, listExports(socket, new SocketReader(socket), tls, where), () =>
+        new NbdError('NBD_HANDSHAKE', `${where}: server did not finish listing exports within ${timeoutMs} ms`));
     } catch (err) {
       if (err instanceof NbdError && err.code === 'NBD_CLOSED') {
-        throw new NbdError('NBD_HANDSHAKE', `${formatNbdUri(address)}: server closed the connection while listing exports`, { cause: err });
+        throw new NbdError('NBD_HANDSHAKE', `${where}: server closed the connection while listing exports`, { cause: err });
       }
       throw err;
     } finally {
@@ -339,7 +363,8 @@ export class NbdClient {
     return c.pending.target.subarray(c.pos, c.pos + c.left);
   }
 
-  private onChunk(chunk: Buffer, direct: boolean): void {
+  /** `owned`: the chunk is the caller's to keep (not the reusable scratch buffer). */
+  private onChunk(chunk: Buffer, direct: boolean, owned: boolean): void {
     if (direct) {
       const c = this.payload!;
       c.pos += chunk.length;
@@ -354,7 +379,7 @@ export class NbdClient {
     this.queue.push(chunk);
     this.parse();
     // What parse could not consume still points into the scratch buffer: keep a copy.
-    if (this.queue.length > 0) for (const rest of this.queue.drain()) this.queue.push(Buffer.from(rest));
+    if (!owned && this.queue.length > 0) for (const rest of this.queue.drain()) this.queue.push(Buffer.from(rest));
   }
 
   /** Consumes replies from the queue as far as the bytes go. */

@@ -11,7 +11,8 @@ import { SocketReader } from '../socket-reader.ts';
 import { formatNbdUri, type NbdAddress } from '../uri.ts';
 import type { ExportSpec } from './export.ts';
 import type { ListenAddress } from './listen-address.ts';
-import { negotiate } from './negotiation.ts';
+import { negotiate, type TlsMode } from './negotiation.ts';
+import type { TlsCredentials } from '../tls.ts';
 import { BufferPool } from '../buffer-pool.ts';
 import { serveTransmission } from './transmission.ts';
 import { ByteBudget } from './byte-budget.ts';
@@ -28,6 +29,11 @@ export interface NbdServerOptions {
   maxBufferedBytes?: number;
   /** Small I/O on backends with synchronous calls runs on the event loop while quick (inline-io.ts); false: never. */
   inline?: InlineIoOptions | false;
+  /** NBD_OPT_STARTTLS: 'off' (default without credentials), 'on', or 'require' (default with credentials). */
+  tls?: TlsMode;
+  tlsCredentials?: TlsCredentials;
+  /** A client must finish negotiating (TLS included) within this (default 30 s). */
+  handshakeTimeoutMs?: number;
   logger?: Logger;
 }
 
@@ -51,6 +57,8 @@ export class NbdServer {
   /** One inline policy per export: exports may sit on storage of different speeds. */
   private readonly inline = new Map<ExportSpec, InlineIo>();
   private readonly activity = { inflight: 0 };
+  private readonly tls: { mode: TlsMode; credentials: TlsCredentials | null };
+  private readonly handshakeTimeoutMs: number;
   private listenedOn: ListenAddress | null = null;
   private ownsSocketFile = false;
   /** Connections accepted since start (for status and tests). */
@@ -67,6 +75,10 @@ export class NbdServer {
     if (!Number.isInteger(this.maxRequest) || this.maxRequest < MIN_MAX_REQUEST || this.maxRequest > MAX_MAX_REQUEST) {
       throw new NbdError('NBD_EXPORT_CONFIG', `maximum request ${opts.maxRequest} out of range (${MIN_MAX_REQUEST} to ${MAX_MAX_REQUEST} bytes)`);
     }
+    const mode = opts.tls ?? (opts.tlsCredentials ? 'require' : 'off');
+    if (mode !== 'off' && !opts.tlsCredentials) throw new NbdError('NBD_TLS_CONFIG', `TLS mode ${mode} needs credentials (x509 or PSK)`);
+    this.tls = { mode, credentials: opts.tlsCredentials ?? null };
+    this.handshakeTimeoutMs = opts.handshakeTimeoutMs ?? 30_000;
     this.maxInflight = opts.maxInflight ?? 64;
     this.maxInflightBytes = opts.maxInflightBytes ?? 16 * 1024 * 1024;
     this.budget = new ByteBudget(opts.maxBufferedBytes ?? 256 * 1024 * 1024);
@@ -100,13 +112,13 @@ export class NbdServer {
     return this.listenedOn;
   }
 
-  /** The NBD URI of an export on this server (after listen). */
+  /** The NBD URI of an export on this server (after listen): nbds:// when TLS is required, credentials left for the client to add. */
   uri(exportName = ''): string {
     const a = this.listenedOn;
     if (!a) throw new NbdError('NBD_INVALID_ARGUMENT', 'server is not listening');
     const addr: NbdAddress =
       a.transport === 'tcp' ? { transport: 'tcp', host: a.host, port: a.port, exportName } : { transport: 'unix', socket: a.path, exportName };
-    return formatNbdUri(addr);
+    return formatNbdUri(this.tls.mode === 'require' ? { ...addr, tls: {} } : addr);
   }
 
   get connections(): number {
@@ -147,26 +159,37 @@ export class NbdServer {
     socket.on('close', () => this.sockets.delete(socket));
     socket.on('error', (err) => log.debug({ peer, err: err.message }, 'socket error'));
     const reader = new SocketReader(socket, READ_HIGH_WATER);
+    let current: net.Socket = socket;
+    // A client that never finishes negotiating (or its TLS handshake) is not kept forever.
+    const stalled = setTimeout(() => {
+      log.info({ peer }, 'negotiation timed out; closing');
+      socket.destroy();
+    }, this.handshakeTimeoutMs);
     try {
-      const session = await negotiate(
-        socket,
-        reader,
-        (name) => this.exports.get(name),
-        () => [...this.exports.values()],
-        { maxRequest: this.maxRequest },
+      const session = await negotiate(socket, reader, {
+        lookup: (name) => this.exports.get(name),
+        list: () => [...this.exports.values()],
+        maxRequest: this.maxRequest,
+        tls: this.tls,
+        readerHighWater: READ_HIGH_WATER,
         log,
-      );
+        peer,
+      });
+      clearTimeout(stalled);
       if (!session) return;
-      log.info({ peer, export: session.export.name, structured: session.structuredReplies }, 'client connected');
+      current = session.socket;
+      log.info({ peer, export: session.export.name, structured: session.structuredReplies, tls: session.socket !== socket }, 'client connected');
       const limits = { maxRequest: this.maxRequest, maxInflight: this.maxInflight, maxInflightBytes: this.maxInflightBytes, budget: this.budget };
       const inline = this.inline.get(session.export) ?? null;
-      await serveTransmission(socket, reader.detach(), { session, limits, log, shuttingDown: () => this.closing, pool: this.pool, inline, activity: this.activity });
+      const ctx = { session, limits, log, shuttingDown: () => this.closing, pool: this.pool, inline, activity: this.activity };
+      await serveTransmission(session.socket, session.reader.detach(), ctx);
     } catch (err) {
       // A client that vanishes mid-request lands here; only this connection is affected.
       log.debug({ peer, err: (err as Error).message }, 'connection ended');
     } finally {
-      // Let queued replies flush, but never keep a half-closed peer around forever.
-      socket.end();
+      clearTimeout(stalled);
+      // Let queued replies flush (and TLS say goodbye), but never keep a half-closed peer around forever.
+      current.end();
       setTimeout(() => socket.destroy(), 5000).unref();
     }
   }

@@ -12,6 +12,7 @@ export const PACKAGE_OF: Record<string, string> = {
   'qemu-img': 'qemu-utils',
   'qemu-io': 'qemu-utils',
   'qemu-nbd': 'qemu-utils',
+  openssl: 'openssl',
 };
 
 const found = new Map<string, boolean>();

@@ -7,7 +7,10 @@ import { formatBytes } from '../../util/size.ts';
 export const infoHelp = `Usage: livemig nbd info URI [--json]
 
 Connect to an NBD export and print its size, flags and block sizes.
-URI: nbd://HOST[:PORT]/EXPORT or nbd+unix:///EXPORT?socket=PATH`;
+URI: nbd://HOST[:PORT]/EXPORT or nbd+unix:///EXPORT?socket=PATH; over TLS,
+nbds://[IDENTITY@]HOST[:PORT]/EXPORT?tls-psk-file=FILE (IDENTITY:HEXKEY lines)
+or ?tls-certificates=DIR (ca-cert.pem, client-cert.pem, client-key.pem), and
+nbds+unix:// likewise.`;
 
 export const listHelp = `Usage: livemig nbd list URI [--json]
 

@@ -4,8 +4,8 @@ import { once } from 'node:events';
 import { rmSync } from 'node:fs';
 import os from 'node:os';
 import {
-  NbdServer, FileExport, MemoryExport, parseListenAddress, formatNbdUri, MIN_MAX_REQUEST, MAX_MAX_REQUEST,
-  type ExportSpec, type ListenAddress,
+  NbdServer, FileExport, MemoryExport, parseListenAddress, formatNbdUri, loadX509, loadPsk, MIN_MAX_REQUEST, MAX_MAX_REQUEST,
+  type ExportSpec, type ListenAddress, type NbdServerOptions, type TlsMode,
 } from '../../../nbd/index.ts';
 import { createLogger } from '../../log/logger.ts';
 import { parse, logLevel, sizeOption, asUsage } from '../parse.ts';
@@ -14,6 +14,7 @@ import { formatBytes } from '../../util/size.ts';
 
 export const help = `Usage: livemig nbd serve --export [NAME=]PATH [--read-only] [--export …]
                          [--memory-export NAME=SIZE] [--listen ADDRESS]
+                         [--tls off|on|require] [--tls-creds DIR | --tls-psk FILE]
                          [--workers N] [--max-request SIZE] [--json]
 
 Serve files and memory over NBD (fixed newstyle; structured replies; many
@@ -27,6 +28,14 @@ clients at once). Runs in the foreground until SIGINT or SIGTERM.
                              before every export: all of them are
   --listen ADDRESS           tcp://HOST:PORT or unix:PATH
                              (default tcp://127.0.0.1:10809; port 0 picks one)
+  --tls-creds DIR            x509 credentials as QEMU's tls-creds-x509 names
+                             them: ca-cert.pem, server-cert.pem, server-key.pem;
+                             clients must present a certificate the CA signed
+  --tls-psk FILE             pre-shared keys, one IDENTITY:HEXKEY per line (as
+                             nbdkit --tls-psk and psktool)
+  --tls MODE                 off: no TLS; on: clients may upgrade; require: no
+                             option is answered before NBD_OPT_STARTTLS
+                             (default: require with credentials, else off)
   --workers N                processes that share the listening socket, each
                              serving the connections it accepts (default: the
                              CPU count up to 4; 1 with memory exports, which
@@ -40,7 +49,9 @@ clients at once). Runs in the foreground until SIGINT or SIGTERM.
 
 Example:
   livemig nbd serve --export disk.img --listen tcp://127.0.0.1:10809
-  nbdinfo nbd://127.0.0.1:10809/`;
+  nbdinfo nbd://127.0.0.1:10809/
+  livemig nbd serve --export disk.img --tls-psk keys.psk --listen tcp://0.0.0.0:10809
+  nbdinfo 'nbds://alice@HOST/?tls-psk-file=keys.psk'`;
 
 interface PlannedExport {
   name: string;
@@ -53,6 +64,9 @@ interface PlannedExport {
 interface Options {
   plan: PlannedExport[];
   listen: ListenAddress;
+  tls: TlsMode;
+  /** Where the credentials are; each process loads them itself. */
+  tlsSource: { kind: 'x509' | 'psk'; path: string } | null;
   workers: number;
   maxRequest?: number;
   json: boolean;
@@ -104,8 +118,12 @@ function parseOptions(args: string[]): Options | null {
     listen: { type: 'string' },
     workers: { type: 'string' },
     'max-request': { type: 'string' },
+    tls: { type: 'string' },
+    'tls-creds': { type: 'string' },
+    'tls-psk': { type: 'string' },
   });
   if (values.help) return null;
+  const { tls, tlsSource } = tlsOptions(values.tls, values['tls-creds'], values['tls-psk']);
   const plan = planExports(tokens);
   const maxRequest = values['max-request'] ? sizeOption('--max-request', values['max-request']) : undefined;
   if (maxRequest !== undefined && (maxRequest < MIN_MAX_REQUEST || maxRequest > MAX_MAX_REQUEST)) {
@@ -121,11 +139,28 @@ function parseOptions(args: string[]): Options | null {
   return {
     plan,
     listen: asUsage(() => parseListenAddress(values.listen ?? 'tcp://127.0.0.1:10809')),
+    tls,
+    tlsSource,
     workers,
     maxRequest,
     json: values.json ?? false,
     logger: createLogger(logLevel(values['log-level'])),
   };
+}
+
+function tlsOptions(mode: string | undefined, creds: string | undefined, psk: string | undefined): Pick<Options, 'tls' | 'tlsSource'> {
+  if (creds && psk) throw new UsageError('--tls-creds and --tls-psk exclude each other');
+  const tlsSource = creds ? { kind: 'x509' as const, path: creds } : psk ? { kind: 'psk' as const, path: psk } : null;
+  if (mode !== undefined && !['off', 'on', 'require'].includes(mode)) throw new UsageError(`--tls must be off, on or require, not ${JSON.stringify(mode)}`);
+  const tls = (mode ?? (tlsSource ? 'require' : 'off')) as TlsMode;
+  if (tls !== 'off' && !tlsSource) throw new UsageError(`--tls=${tls} needs --tls-creds DIR or --tls-psk FILE`);
+  return { tls, tlsSource };
+}
+
+function serverOptions(opts: Options): NbdServerOptions {
+  const src = opts.tlsSource;
+  const tlsCredentials = opts.tls === 'off' || !src ? undefined : src.kind === 'x509' ? loadX509(src.path, 'server') : loadPsk(src.path);
+  return { logger: opts.logger, maxRequest: opts.maxRequest, tls: opts.tls, tlsCredentials };
 }
 
 /**
@@ -175,6 +210,7 @@ export async function run(args: string[]): Promise<number> {
     return 0;
   }
   if (cluster.isWorker) return serveAsWorker(opts);
+  serverOptions(opts); // credentials load (and fail) here, before any worker starts
   const specs = await openExports(opts.plan, true);
   try {
     return opts.workers === 1 ? await serveHere(opts, specs) : await serveWithWorkers(opts, specs);
@@ -185,7 +221,7 @@ export async function run(args: string[]): Promise<number> {
 
 /** One process: this one accepts and serves every connection. */
 async function serveHere(opts: Options, specs: ExportSpec[]): Promise<number> {
-  const server = new NbdServer(specs, { logger: opts.logger, maxRequest: opts.maxRequest });
+  const server = new NbdServer(specs, serverOptions(opts));
   await server.listen(opts.listen);
   printSummary(specs, server.uri(), (name) => server.uri(name), opts.json);
   await stopSignal();
@@ -196,7 +232,7 @@ async function serveHere(opts: Options, specs: ExportSpec[]): Promise<number> {
 /** A worker: serves the connections the primary hands it, on the socket the primary made. */
 async function serveAsWorker(opts: Options): Promise<number> {
   const specs = await openExports(opts.plan, false);
-  const server = new NbdServer(specs, { logger: opts.logger, maxRequest: opts.maxRequest });
+  const server = new NbdServer(specs, serverOptions(opts));
   try {
     await server.listen(opts.listen, { replaceSocket: false });
     await stopSignal();
@@ -231,8 +267,9 @@ async function serveWithWorkers(opts: Options, specs: ExportSpec[]): Promise<num
     throw new Error(`nbd serve: ${first} before listening`);
   }
   const address: ListenAddress = opts.listen.transport === 'tcp' ? { ...opts.listen, port: first[0][0].port } : opts.listen;
+  const tls = opts.tls === 'require' ? { tls: {} } : {};
   const uriOf = (exportName: string) =>
-    formatNbdUri(address.transport === 'tcp' ? { transport: 'tcp', host: address.host, port: address.port, exportName } : { transport: 'unix', socket: address.path, exportName });
+    formatNbdUri(address.transport === 'tcp' ? { transport: 'tcp', host: address.host, port: address.port, exportName, ...tls } : { transport: 'unix', socket: address.path, exportName, ...tls });
   printSummary(specs, uriOf(''), uriOf, opts.json);
   const outcome = await Promise.race([stopSignal().then(() => null), died]);
   stopping = true;
