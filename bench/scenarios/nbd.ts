@@ -216,34 +216,43 @@ interface Runs {
 }
 
 /** One measurement of every chosen test against one server. */
-async function measureOnce(s: Server, transport: string, plan: Plan, runs: Runs): Promise<void> {
+/** One measurement of one test against one server. */
+async function measureTest(test: TestName, s: Server, transport: string, plan: Plan, runs: Runs): Promise<void> {
   const key = (k: string) => `${transport}/${k}/${s.name}`;
   const ms = (k: string, v: number) => (runs.ms[key(k)] ??= []).push(v);
   const iops = (k: string, v: number) => (runs.iops[key(k)] ??= []).push(Math.round(v));
   const fio = { blockSize: 4096, size: plan.size, seconds: plan.fioSeconds };
-  if (plan.tests.has('seq')) {
-    ms('seq/nbdcopy', await timeNbdcopy(s.uri, MiB));
-    ms('seq/client', await timeClientSequential(s.uri, plan.size, 4, 8, MiB));
-  }
-  if (plan.tests.has('rand')) ms('rand4k/client', await timeClientRandom(s.uri, plan.size, plan.randomOps, 4, 64));
-  if (plan.tests.has('qd1')) {
-    iops('qd1-read/fio', (await runFio(s.uri, { ...fio, rw: 'randread', jobs: 1, iodepth: 1 })).readIops);
-    iops('qd1-write/fio', (await runFio(s.uri, { ...fio, rw: 'randwrite', jobs: 1, iodepth: 1 })).writeIops);
-  }
-  if (plan.tests.has('load')) {
-    const r = await runFio(s.uri, { ...fio, seconds: plan.fioSeconds + 2, rw: 'randrw', readPercent: 70, jobs: 8, iodepth: 32 });
-    iops('load-read/fio', r.readIops);
-    iops('load-write/fio', r.writeIops);
-    iops('load-total/fio', r.readIops + r.writeIops);
-  }
-  if (plan.tests.has('big')) {
-    const r = await timeBigRoundTrip(s.uri, plan.size);
-    ms('big50MB/client', r.ms);
-    (runs.roundTrips[key('big50MB/client')] ??= []).push(r.ok);
+  switch (test) {
+    case 'seq':
+      ms('seq/nbdcopy', await timeNbdcopy(s.uri, MiB));
+      ms('seq/client', await timeClientSequential(s.uri, plan.size, 4, 8, MiB));
+      return;
+    case 'rand':
+      ms('rand4k/client', await timeClientRandom(s.uri, plan.size, plan.randomOps, 4, 64));
+      return;
+    case 'qd1':
+      iops('qd1-read/fio', (await runFio(s.uri, { ...fio, rw: 'randread', jobs: 1, iodepth: 1 })).readIops);
+      iops('qd1-write/fio', (await runFio(s.uri, { ...fio, rw: 'randwrite', jobs: 1, iodepth: 1 })).writeIops);
+      return;
+    case 'load': {
+      const r = await runFio(s.uri, { ...fio, seconds: plan.fioSeconds + 2, rw: 'randrw', readPercent: 70, jobs: 8, iodepth: 32 });
+      iops('load-read/fio', r.readIops);
+      iops('load-write/fio', r.writeIops);
+      iops('load-total/fio', r.readIops + r.writeIops);
+      return;
+    }
+    case 'big': {
+      const r = await timeBigRoundTrip(s.uri, plan.size);
+      ms('big50MB/client', r.ms);
+      (runs.roundTrips[key('big50MB/client')] ??= []).push(r.ok);
+    }
   }
 }
 
-/** Starts both servers on one transport, warms them, and measures them in turns. */
+/**
+ * Starts both servers on one transport, warms them, and measures them test by
+ * test, back to back: a pair of runs seconds apart sees the same machine load.
+ */
 async function measureTransport(transport: 'tcp' | 'unix', file: string, dir: string, plan: Plan, runs: Runs, servers: Server[]): Promise<void> {
   const ours = await startOurs(file, transport === 'tcp' ? `tcp://127.0.0.1:${await freePort()}` : `unix:${join(dir, 'ours.sock')}`, plan.oursBin);
   const kit = await startNbdkit(file, transport, dir);
@@ -255,12 +264,14 @@ async function measureTransport(transport: 'tcp' | 'unix', file: string, dir: st
     await timeClientRandom(s.uri, plan.size, plan.randomOps / 4, 4, 64);
   }
   for (let r = 0; r < plan.repeat; r++) {
-    // Alternate which server goes first, so drift in machine load hits both alike.
-    for (const s of r % 2 ? [kit, ours] : [ours, kit]) {
-      progress(`${transport} run ${r + 1}/${plan.repeat}: ${s.name}`);
-      // Reclaim (kswapd, DAMON) drops pages idle for a while: each measurement starts from a warm file.
+    for (const test of TESTS.filter((t) => plan.tests.has(t))) {
+      // Reclaim (kswapd, DAMON) drops pages idle for a while: each pair starts from a warm file.
       await warm(file);
-      await measureOnce(s, transport, plan, runs);
+      // Alternate which server goes first, so drift in machine load hits both alike.
+      for (const s of r % 2 ? [kit, ours] : [ours, kit]) {
+        progress(`${transport} run ${r + 1}/${plan.repeat} ${test}: ${s.name}`);
+        await measureTest(test, s, transport, plan, runs);
+      }
     }
   }
 }
@@ -371,7 +382,7 @@ export async function run(args: string[]): Promise<void> {
 function printReport(figures: ReturnType<typeof figuresOf>, ratios: Record<string, Ratio>, plan: Plan, path: string, command: string): void {
   console.log(`\nNBD, ${plan.size / MiB} MiB file in page cache, median of ${plan.repeat}\n`);
   const value = (f: (typeof figures)[string]) => (f.iops !== undefined ? `${f.iops} IOPS` : `${f.mibPerS} MiB/s`);
-  console.log(table(['measurement', 'median', 'min..max'], Object.entries(figures).map(([k, f]) => [k, value(f), `${f.min.toFixed(0)}..${f.max.toFixed(0)}`])));
+  console.log(table(['measurement', 'median', 'min..max (ms or IOPS)'], Object.entries(figures).map(([k, f]) => [k, value(f), `${f.min.toFixed(0)}..${f.max.toFixed(0)}`])));
   console.log('\nRatios (same run)\n');
   console.log(table(['ratio', 'value', 'goal', 'met'], Object.entries(ratios).map(([k, r]) => [k, r.value.toFixed(2), r.goal ? `>= ${r.goal}` : '-', r.goal ? (r.value >= r.goal ? 'yes' : 'NO') : '-'])));
   console.log(`\nraw figures: ${path}\ncommand: ${command}`);

@@ -43,8 +43,8 @@ clients at once). Runs in the foreground until SIGINT or SIGTERM.
   --max-request SIZE         largest read/write accepted, advertised to clients
                              (default 64MiB, as nbdkit; 4KiB to 1GiB); a larger
                              one gets EINVAL and the connection goes on
-  --json                     print the listening address and exports as one
-                             JSON line on stdout
+  --json                     print the listening address, the exports and the
+                             serving processes' pids as one JSON line on stdout
   --log-level LEVEL          pino log on stderr (default silent)
 
 Example:
@@ -190,7 +190,8 @@ function stopSignal(): Promise<void> {
   });
 }
 
-function printSummary(specs: ExportSpec[], listening: string, uriOf: (name: string) => string, json: boolean): void {
+/** `pids`: the processes serving (with workers, their CPU time is not in the first one's). */
+function printSummary(specs: ExportSpec[], listening: string, uriOf: (name: string) => string, json: boolean, pids: number[]): void {
   const summary = specs.map((s) => ({
     name: s.name,
     uri: uriOf(s.name),
@@ -198,7 +199,7 @@ function printSummary(specs: ExportSpec[], listening: string, uriOf: (name: stri
     readOnly: s.backend.readOnly,
     description: s.backend.description,
   }));
-  if (json) return console.log(JSON.stringify({ listening, exports: summary }));
+  if (json) return console.log(JSON.stringify({ listening, exports: summary, pids }));
   console.log(`livemig nbd serve: listening on ${listening}`);
   for (const e of summary) console.log(`  ${e.uri}  ${e.description}, ${formatBytes(e.size)}${e.readOnly ? ', read-only' : ''}`);
 }
@@ -223,7 +224,7 @@ export async function run(args: string[]): Promise<number> {
 async function serveHere(opts: Options, specs: ExportSpec[]): Promise<number> {
   const server = new NbdServer(specs, serverOptions(opts));
   await server.listen(opts.listen);
-  printSummary(specs, server.uri(), (name) => server.uri(name), opts.json);
+  printSummary(specs, server.uri(), (name) => server.uri(name), opts.json, [process.pid]);
   await stopSignal();
   await server.close();
   return 0;
@@ -270,7 +271,7 @@ async function serveWithWorkers(opts: Options, specs: ExportSpec[]): Promise<num
   const tls = opts.tls === 'require' ? { tls: {} } : {};
   const uriOf = (exportName: string) =>
     formatNbdUri(address.transport === 'tcp' ? { transport: 'tcp', host: address.host, port: address.port, exportName, ...tls } : { transport: 'unix', socket: address.path, exportName, ...tls });
-  printSummary(specs, uriOf(''), uriOf, opts.json);
+  printSummary(specs, uriOf(''), uriOf, opts.json, [process.pid, ...workers.map((w) => w.process.pid!)]);
   const outcome = await Promise.race([stopSignal().then(() => null), died]);
   stopping = true;
   await stopWorkers(workers);
