@@ -16,6 +16,10 @@ export interface ReadBuffer {
 
 export class ReplyWriter {
   private corked = false;
+  /** hold() depth: while above 0, replies wait for flush(). */
+  private held = 0;
+  /** An end-of-turn uncork is pending. */
+  private scheduled = false;
   /** Bytes of header in front of read data. */
   private readonly readHeader: number;
 
@@ -117,9 +121,6 @@ export class ReplyWriter {
     this.held--;
     if (this.held === 0 && this.corked && !this.scheduled) this.uncork();
   }
-
-  private held = 0;
-  private scheduled = false;
 
   private readonly uncork = () => {
     this.scheduled = false;
