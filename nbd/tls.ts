@@ -10,9 +10,11 @@
  *   psk:  a file of `identity:hexkey` lines, as psktool writes them and nbdkit
  *         (--tls-psk) and QEMU (tls-creds-psk, keys.psk) read them.
  *
- * Node's PSK callbacks work with TLS 1.2 cipher suites only, so a PSK session is
- * TLS 1.2 (which the NBD spec requires every implementation to support); x509
- * sessions use TLS 1.2 or 1.3, whichever the peer prefers.
+ * Sessions are TLS 1.3 where the peer speaks it, else 1.2 (which the NBD spec
+ * requires of everyone). Node's PSK callbacks are OpenSSL's pre-1.3 ones, which
+ * OpenSSL also uses for TLS 1.3 with SHA-256 cipher suites only: PSK offers
+ * those two and the TLS 1.2 PSK suites. GnuTLS (nbdkit, qemu-nbd, libnbd)
+ * negotiates TLS 1.3 with TLS_AES_128_GCM_SHA256 against it.
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -26,8 +28,9 @@ export type TlsCredentials =
   | { kind: 'x509'; ca: Buffer; cert: Buffer; key: Buffer; source: string }
   | { kind: 'psk'; keys: Map<string, Buffer>; source: string };
 
-/** TLS 1.2 PSK suites that GnuTLS (nbdkit, qemu-nbd, libnbd) and OpenSSL (Node) share. */
+/** PSK suites that GnuTLS (nbdkit, qemu-nbd, libnbd) and OpenSSL (Node) share: TLS 1.3 (SHA-256 only), then TLS 1.2. */
 const PSK_CIPHERS = [
+  'TLS_AES_128_GCM_SHA256', 'TLS_CHACHA20_POLY1305_SHA256',
   'ECDHE-PSK-CHACHA20-POLY1305', 'ECDHE-PSK-AES256-CBC-SHA384', 'ECDHE-PSK-AES128-CBC-SHA256',
   'DHE-PSK-AES256-GCM-SHA384', 'DHE-PSK-AES128-GCM-SHA256', 'DHE-PSK-CHACHA20-POLY1305',
   'PSK-AES256-GCM-SHA384', 'PSK-AES128-GCM-SHA256', 'PSK-CHACHA20-POLY1305',
@@ -99,7 +102,7 @@ export function clientIdentity(params: ClientTlsParams): string {
 function serverOptions(c: TlsCredentials): tls.TlsOptions {
   if (c.kind === 'x509') return { ca: c.ca, cert: c.cert, key: c.key, requestCert: true, rejectUnauthorized: true, minVersion: 'TLSv1.2' };
   const keys = c.keys;
-  return { ciphers: PSK_CIPHERS, minVersion: 'TLSv1.2', maxVersion: 'TLSv1.2', pskCallback: (_socket, identity) => keys.get(identity) ?? null };
+  return { ciphers: PSK_CIPHERS, minVersion: 'TLSv1.2', pskCallback: (_socket, identity) => keys.get(identity) ?? null };
 }
 
 function clientOptions(p: ClientTlsParams): tls.ConnectionOptions {
@@ -107,7 +110,7 @@ function clientOptions(p: ClientTlsParams): tls.ConnectionOptions {
   if (c.kind === 'psk') {
     const identity = clientIdentity(p);
     const psk = c.keys.get(identity)!;
-    return { ciphers: PSK_CIPHERS, minVersion: 'TLSv1.2', maxVersion: 'TLSv1.2', pskCallback: () => ({ psk, identity }), checkServerIdentity: () => undefined };
+    return { ciphers: PSK_CIPHERS, minVersion: 'TLSv1.2', pskCallback: () => ({ psk, identity }), checkServerIdentity: () => undefined };
   }
   return {
     ca: c.ca,

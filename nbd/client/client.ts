@@ -4,6 +4,7 @@
  * straight into the caller's buffer. Used by the storage layer as a block backend.
  */
 import net from 'node:net';
+import { TLSSocket } from 'node:tls';
 import { once } from 'node:events';
 import {
   CMD, CMD_FLAG, TF, REQUEST_MAGIC, SIMPLE_REPLY_MAGIC, STRUCTURED_REPLY_MAGIC, REPLY_FLAG_DONE,
@@ -122,6 +123,8 @@ export class NbdClient {
   readonly transmissionFlags: number;
   readonly blockSize: ExportInfo['blockSize'];
   readonly structuredReplies: boolean;
+  /** The TLS version in use (e.g. 'TLSv1.3'), or null without TLS. */
+  readonly tls: string | null;
 
   private readonly pending = new Map<number, Pending>();
   private readonly queue = new ByteQueue();
@@ -147,6 +150,7 @@ export class NbdClient {
     this.transmissionFlags = info.transmissionFlags;
     this.blockSize = info.blockSize;
     this.structuredReplies = info.structuredReplies;
+    this.tls = socket instanceof TLSSocket ? socket.getProtocol() : null;
     this.maxInflight = opts.maxInflight ?? 64;
     for (const c of leftover) this.queue.push(c);
     if (receiver) {

@@ -46,6 +46,7 @@ function image(name: string, size: number, content?: Buffer): string {
 async function clientRoundTrip(uri: string): Promise<void> {
   const client = await NbdClient.connect(uri);
   try {
+    assert.equal(client.tls, 'TLSv1.3', 'GnuTLS and Node agree on TLS 1.3, PSK included');
     const data = randomFillSync(Buffer.alloc(2 * MiB + 77));
     await client.write(4096 + 3, data);
     await client.flush();
@@ -144,6 +145,7 @@ test('livemig nbd serve --tls-psk and livemig nbd info nbds://; a wrong key is o
   const info = await livemig(['nbd', 'info', '--json', `${listed}?${pskParam}`]);
   assert.equal(info.code, 0, info.stderr);
   assert.equal(JSON.parse(info.stdout).size, 8 * MiB);
+  assert.equal(JSON.parse(info.stdout).tls, 'TLSv1.3');
   const wrong = await livemig(['nbd', 'info', `${listed}?tls-psk-file=${encodeURIComponent(wrongPsk)}`]);
   assert.equal(wrong.code, 1);
   assert.equal(wrong.stderr.trim().split('\n').length, 1, wrong.stderr);

@@ -54,6 +54,7 @@ const isCode = (code: NbdErrorCode, message?: RegExp) => (e: unknown) => {
 async function roundTrip(uri: string): Promise<void> {
   const client = await NbdClient.connect(uri);
   try {
+    assert.equal(client.tls, uri.startsWith('nbds') ? 'TLSv1.3' : null);
     const data = randomFillSync(Buffer.alloc(3 * MiB + 5));
     await client.write(1000, data);
     assert.ok((await client.read(1000, data.length)).equals(data));

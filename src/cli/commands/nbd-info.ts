@@ -30,6 +30,7 @@ export async function runInfo(args: string[]): Promise<number> {
     size: client.size,
     readOnly: client.readOnly,
     structuredReplies: client.structuredReplies,
+    tls: client.tls,
     canFlush: client.canFlush,
     canFua: client.canFua,
     canTrim: client.canTrim,
@@ -43,6 +44,7 @@ export async function runInfo(args: string[]): Promise<number> {
     console.log(`${info.uri}\n  size: ${info.size} (${formatBytes(info.size)})`);
     const flags = ['readOnly', 'structuredReplies', 'canFlush', 'canFua', 'canTrim', 'canWriteZeroes', 'canMultiConn'] as const;
     for (const f of flags) console.log(`  ${f}: ${info[f]}`);
+    console.log(`  tls: ${info.tls ?? 'no'}`);
     console.log(`  block sizes: minimum ${info.blockSize.minimum}, preferred ${info.blockSize.preferred}, maximum ${info.blockSize.maximum}`);
   }
   return 0;
