@@ -8,7 +8,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { once } from 'node:events';
-import { openSync, writeSync, closeSync, fdatasyncSync, mkdtempSync, rmSync, createReadStream } from 'node:fs';
+import { openSync, writeSync, closeSync, fdatasyncSync, mkdtempSync, rmSync, createReadStream, readFileSync } from 'node:fs';
 import { randomFillSync } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -31,7 +31,8 @@ One file (random data, warm in the page cache) served read-write by our server
   seq   sequential reads, 1 MiB requests, 4 connections: nbdcopy and our client
   rand  random 4 KiB reads, our client, 4 connections x 64 in flight
   qd1   random 4 KiB reads, and writes, one request in flight (fio, nbd engine)
-  load  random 4 KiB, 70 % reads / 30 % writes, 8 clients x 32 in flight (fio)
+  load  random 4 KiB, 70 % reads / 30 % writes, 8 clients x 32 in flight (fio),
+        with each server's CPU time per request
   big   one 50 MB write and read back through our client, compared
 Goals (ratios in the same run): our server >= 0.8x nbdkit on sequential reads,
 QD1 reads and writes, and under load; our client >= 0.8x nbdcopy reading the
@@ -45,6 +46,19 @@ interface Server {
   name: string;
   uri: string;
   proc: ChildProcess;
+  /** The processes doing the serving (our server's workers too), for their CPU time. */
+  pids: number[];
+}
+
+/** CPU time (user + system, all threads, exited ones included) of processes, in ms. */
+function cpuMs(pids: number[]): number {
+  let ticks = 0;
+  for (const pid of pids) {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    ticks += Number(f[11]) + Number(f[12]);
+  }
+  return ticks * 10; // USER_HZ is 100 on Linux
 }
 
 async function freePort(): Promise<number> {
@@ -63,7 +77,8 @@ async function startOurs(file: string, listen: string, bin = LIVEMIG): Promise<S
     throw new Error(`livemig nbd serve exited (code ${code}) before listening`);
   });
   const [line] = (await Promise.race([once(createInterface({ input: proc.stdout! }), 'line'), exited])) as [string];
-  return { name: 'livemig', uri: JSON.parse(line).listening, proc };
+  const info = JSON.parse(line) as { listening: string; pids?: number[] };
+  return { name: 'livemig', uri: info.listening, proc, pids: info.pids ?? [proc.pid!] };
 }
 
 /** Stops servers and waits until they are gone (the file's lock goes with ours). */
@@ -94,7 +109,7 @@ async function startNbdkit(file: string, transport: 'tcp' | 'unix', dir: string)
     try {
       const c = await NbdClient.connect(uri, { connectTimeoutMs: 1000 });
       await c.close();
-      return { name: 'nbdkit', uri, proc };
+      return { name: 'nbdkit', uri, proc, pids: [proc.pid!] };
     } catch (err) {
       if (Date.now() > deadline) throw new Error(`nbdkit did not start: ${(err as Error).message}`);
       await new Promise((r) => setTimeout(r, 50));
@@ -212,6 +227,8 @@ interface Plan {
 interface Runs {
   ms: Record<string, number[]>;
   iops: Record<string, number[]>;
+  /** Server CPU time per request under load, in µs. */
+  cpuUsPerIo: Record<string, number[]>;
   roundTrips: Record<string, boolean[]>;
 }
 
@@ -235,10 +252,14 @@ async function measureTest(test: TestName, s: Server, transport: string, plan: P
       iops('qd1-write/fio', (await runFio(s.uri, { ...fio, rw: 'randwrite', jobs: 1, iodepth: 1 })).writeIops);
       return;
     case 'load': {
-      const r = await runFio(s.uri, { ...fio, seconds: plan.fioSeconds + 2, rw: 'randrw', readPercent: 70, jobs: 8, iodepth: 32 });
+      const seconds = plan.fioSeconds + 2;
+      const cpu0 = cpuMs(s.pids);
+      const r = await runFio(s.uri, { ...fio, seconds, rw: 'randrw', readPercent: 70, jobs: 8, iodepth: 32 });
       iops('load-read/fio', r.readIops);
       iops('load-write/fio', r.writeIops);
       iops('load-total/fio', r.readIops + r.writeIops);
+      // Server CPU per request: what the server costs the machine, apart from how the scheduler shares it.
+      (runs.cpuUsPerIo[key('load-total/fio')] ??= []).push(((cpuMs(s.pids) - cpu0) * 1000) / ((r.readIops + r.writeIops) * seconds));
       return;
     }
     case 'big': {
@@ -277,7 +298,7 @@ async function measureTransport(transport: 'tcp' | 'unix', file: string, dir: st
 }
 
 function figuresOf(runs: Runs, plan: Plan) {
-  const figures: Record<string, Summary & { mibPerS?: number; opsPerS?: number; iops?: number; roundTrip?: boolean }> = {};
+  const figures: Record<string, Summary & { mibPerS?: number; opsPerS?: number; iops?: number; cpuUsPerIo?: number; roundTrip?: boolean }> = {};
   for (const [key, ms] of Object.entries(runs.ms)) {
     const s = summarize(ms);
     const bytes = key.includes('rand4k') ? plan.randomOps * 4096 : key.includes('big50MB') ? 2 * 50e6 : plan.size;
@@ -286,6 +307,7 @@ function figuresOf(runs: Runs, plan: Plan) {
     if (runs.roundTrips[key]) figures[key].roundTrip = runs.roundTrips[key].every(Boolean);
   }
   for (const [key, iops] of Object.entries(runs.iops)) figures[key] = { ...summarize(iops), iops: summarize(iops).median };
+  for (const [key, us] of Object.entries(runs.cpuUsPerIo)) figures[key].cpuUsPerIo = Math.round(summarize(us).median * 10) / 10;
   return figures;
 }
 
@@ -357,7 +379,7 @@ export async function run(args: string[]): Promise<void> {
     progress(`writing a ${plan.size / MiB} MiB random image`);
     makeImage(file, plan.size);
     await warm(file);
-    const runs: Runs = { ms: {}, iops: {}, roundTrips: {} };
+    const runs: Runs = { ms: {}, iops: {}, cpuUsPerIo: {}, roundTrips: {} };
     for (const transport of plan.transports) {
       await measureTransport(transport, file, dir, plan, runs, servers);
       await stopServers(servers);
@@ -381,7 +403,8 @@ export async function run(args: string[]): Promise<void> {
 
 function printReport(figures: ReturnType<typeof figuresOf>, ratios: Record<string, Ratio>, plan: Plan, path: string, command: string): void {
   console.log(`\nNBD, ${plan.size / MiB} MiB file in page cache, median of ${plan.repeat}\n`);
-  const value = (f: (typeof figures)[string]) => (f.iops !== undefined ? `${f.iops} IOPS` : `${f.mibPerS} MiB/s`);
+  const value = (f: (typeof figures)[string]) =>
+    f.iops !== undefined ? `${f.iops} IOPS${f.cpuUsPerIo !== undefined ? `, server ${f.cpuUsPerIo} µs CPU/IO` : ''}` : `${f.mibPerS} MiB/s`;
   console.log(table(['measurement', 'median', 'min..max (ms or IOPS)'], Object.entries(figures).map(([k, f]) => [k, value(f), `${f.min.toFixed(0)}..${f.max.toFixed(0)}`])));
   console.log('\nRatios (same run)\n');
   console.log(table(['ratio', 'value', 'goal', 'met'], Object.entries(ratios).map(([k, r]) => [k, r.value.toFixed(2), r.goal ? `>= ${r.goal}` : '-', r.goal ? (r.value >= r.goal ? 'yes' : 'NO') : '-'])));
