@@ -36,15 +36,6 @@ export class SocketReader {
     return this.take(() => this.queue.take(n));
   }
 
-  /** Fills target from the stream as bytes arrive, so a large payload is never queued whole. */
-  async readInto(target: Uint8Array): Promise<void> {
-    let done = 0;
-    while (done < target.length) {
-      await this.need(1);
-      done += this.take(() => this.queue.copyInto(target, done, target.length - done));
-    }
-  }
-
   /** Reads and discards n bytes without holding them all in memory. */
   async skip(n: number): Promise<void> {
     let left = n;
