@@ -81,15 +81,18 @@ export async function migrateGuest(dir: string, source: Guest, strategy: Strateg
   const oracle = await checkSwitchover(source, destination, extra);
   // The map the destination starts from must be true: every mapped page equals its block.
   const storage = await openBackend(extra.destinationDisk ?? source.config.disk, { readOnly: true, lock: false });
-  const buf = Buffer.alloc(4096);
-  let mapped = 0;
+  const pages: number[] = [];
+  for (let p = 0; p < destination.map.pages; p++) if (destination.map.state[p] !== P2B.NONE) pages.push(p);
   let mappedWrong = 0;
-  for (let p = 0; p < destination.map.pages; p++) {
-    if (destination.map.state[p] === P2B.NONE) continue;
-    mapped++;
-    await storage.readInto(buf, destination.map.block[p] * 4096);
-    if (!buf.equals(destination.memory.page(p))) mappedWrong++;
+  for (let i = 0; i < pages.length; i += 64) {
+    // 64 reads at a time: one by one, the check took about as long as the migration itself.
+    await Promise.all(pages.slice(i, i + 64).map(async (p) => {
+      const buf = Buffer.alloc(4096);
+      await storage.readInto(buf, destination.map.block[p] * 4096);
+      if (!buf.equals(destination.memory.page(p))) mappedWrong++;
+    }));
   }
+  const mapped = pages.length;
   await storage.close();
   await destination.resume();
   return { result, destination, oracle, mapped, mappedWrong };
