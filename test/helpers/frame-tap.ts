@@ -82,8 +82,9 @@ export async function startFrameTap(destinationPort: number, host = '127.0.0.1')
       if (!source.write(d)) destination.pause();
     });
     source.on('drain', () => destination.resume());
-    source.on('close', () => destination.destroy());
-    destination.on('close', () => source.destroy());
+    // A side that ends ends the other once what it sent has gone through (RESUMED must not be cut off).
+    source.on('close', () => destination.end());
+    destination.on('close', () => source.end());
     if (held) source.pause();
   });
   server.listen(0, host);
