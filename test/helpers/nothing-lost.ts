@@ -45,7 +45,7 @@ export interface Inspectable {
  * Pauses the source, replays its steps on a fresh guest over a copy of the pristine
  * disk, and asserts that memory and disk are identical; then resumes the source.
  */
-export async function assertNothingLost(source: Inspectable, disk: OwnDisk, dir: string): Promise<void> {
+export async function assertNothingLost(source: Inspectable, disk: Pick<OwnDisk, 'image' | 'pristine'>, dir: string): Promise<void> {
   const { steps } = await source.pause();
   const replayImage = join(dir, `replay-${Date.now()}.img`);
   copyFileSync(disk.pristine, replayImage);
