@@ -47,6 +47,8 @@ export interface Welcome {
   capabilities: string[];
   storageMatch: boolean;
   storageReason?: string;
+  /** The sampled blocks that read differently here, with this host's keyed hash of each. */
+  storageDiffers?: { block: number; hash: string }[];
 }
 
 /** The destination's fetch queue and verification, as it reports them every PROGRESS_INTERVAL_MS. */
@@ -167,14 +169,18 @@ function guestInfo(v: unknown): GuestInfo {
   return { name: str(g, 'name', 'HELLO.guest', 256), workload: str(g, 'workload', 'HELLO.guest', 64), options, memoryBytes, pageSize, regions };
 }
 
+function blockHashes(s: Record<string, unknown>, field: string, where: string): { block: number; hash: string }[] {
+  return list(s, field, where, STORAGE_SAMPLES).map((x, i) => {
+    const o = object(x, `${where}.${field}[${i}]`);
+    const hash = str(o, 'hash', `${where}.${field}`, 64);
+    if (!hex(hash, HASH_BYTES)) bad(`${where}.${field}`, `hash must be ${HASH_BYTES} bytes of hex`);
+    return { block: int(o, 'block', `${where}.${field}`), hash };
+  });
+}
+
 function storageIdentity(v: unknown): StorageIdentity {
   const s = object(v, 'HELLO.storage');
-  const sample = list(s, 'sample', 'HELLO.storage', STORAGE_SAMPLES).map((x, i) => {
-    const o = object(x, `HELLO.storage.sample[${i}]`);
-    const hash = str(o, 'hash', 'HELLO.storage.sample', 64);
-    if (!hex(hash, HASH_BYTES)) bad('HELLO.storage.sample', `hash must be ${HASH_BYTES} bytes of hex`);
-    return { block: int(o, 'block', 'HELLO.storage.sample'), hash };
-  });
+  const sample = blockHashes(s, 'sample', 'HELLO.storage');
   return { spec: str(s, 'spec', 'HELLO.storage'), description: str(s, 'description', 'HELLO.storage'), size: int(s, 'size', 'HELLO.storage'), sample };
 }
 
@@ -198,7 +204,8 @@ export function asHello(v: unknown): Hello {
 export function asWelcome(v: unknown): Welcome {
   const o = object(v, 'WELCOME');
   const reason = o.storageReason === undefined ? {} : { storageReason: str(o, 'storageReason', 'WELCOME') };
-  return { version: int(o, 'version', 'WELCOME', 0xffff), capabilities: strings(o, 'capabilities', 'WELCOME'), storageMatch: bool(o, 'storageMatch', 'WELCOME'), ...reason };
+  const differs = o.storageDiffers === undefined ? {} : { storageDiffers: blockHashes(o, 'storageDiffers', 'WELCOME') };
+  return { version: int(o, 'version', 'WELCOME', 0xffff), capabilities: strings(o, 'capabilities', 'WELCOME'), storageMatch: bool(o, 'storageMatch', 'WELCOME'), ...reason, ...differs };
 }
 
 export function asProgress(v: unknown): Progress {

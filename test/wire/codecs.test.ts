@@ -120,6 +120,15 @@ test('JSON messages round-trip through the codec, and HELLO is validated field b
   assert.throws(() => decodePayload(FRAMES.HELLO.type, Buffer.from('{not json')), /not valid JSON/);
 });
 
+test('WELCOME carries the sampled blocks that differ, bounded and hex-checked', () => {
+  const welcome = { version: PROTOCOL_VERSION, capabilities: ['return-path'], storageMatch: false, storageReason: 'r', storageDiffers: [{ block: 7, hash: 'cd'.repeat(16) }] };
+  assert.deepEqual(decodePayload(FRAMES.WELCOME.type, encodePayload({ name: 'WELCOME', body: welcome })).body, welcome);
+  const tooMany = { ...welcome, storageDiffers: Array.from({ length: 17 }, (_, i) => ({ block: i, hash: 'cd'.repeat(16) })) };
+  assert.throws(() => decodePayload(FRAMES.WELCOME.type, encodePayload({ name: 'WELCOME', body: tooMany })), isProtocolError);
+  const notHex = { ...welcome, storageDiffers: [{ block: 7, hash: 'zz'.repeat(16) }] };
+  assert.throws(() => decodePayload(FRAMES.WELCOME.type, encodePayload({ name: 'WELCOME', body: notHex })), isProtocolError);
+});
+
 test('frames that grow with the guest are bounded by its size, and by a fixed bound before HELLO', () => {
   assert.equal(frameLimit(FRAMES.HELLO, 1 << 30), FRAMES.HELLO.maxBytes);
   assert.equal(frameLimit(FRAMES.MAP, 0), FRAMES.MAP.maxBytes);

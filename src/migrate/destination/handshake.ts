@@ -16,18 +16,27 @@ import type { BlockBackend } from '../../storage/backend.ts';
 import { CAPABILITIES, PAGE_SIZE, TIMEOUT, chooseVersion, pageHash, requireCapabilities, type Hello } from '../../wire/index.ts';
 import type { DestinationSession, StorageCheck } from './session.ts';
 
-/** Compares the source's storage sample with what this host reads. */
+/**
+ * Compares the source's storage sample with what this host reads. Every sampled
+ * block is read: a guest that writes its disk may have changed some since the
+ * source sampled them, and the source, told which, can tell that from a real difference.
+ */
 async function checkStorage(storage: BlockBackend, key: Buffer, hello: Hello): Promise<StorageCheck> {
-  if (storage.size !== hello.storage.size) return { match: false, reason: `size differs: ${storage.size} here, ${hello.storage.size} at the source`, bytes: 0 };
+  if (storage.size !== hello.storage.size) {
+    return { match: false, sameSize: false, reason: `size differs: ${storage.size} here, ${hello.storage.size} at the source`, differs: [], bytes: 0 };
+  }
   const buf = Buffer.allocUnsafe(PAGE_SIZE);
+  const differs: StorageCheck['differs'] = [];
   let bytes = 0;
   for (const s of hello.storage.sample) {
-    if ((s.block + 1) * PAGE_SIZE > storage.size) return { match: false, reason: `sampled block ${s.block} is past the end of the disk`, bytes };
+    if ((s.block + 1) * PAGE_SIZE > storage.size) return { match: false, sameSize: true, reason: `sampled block ${s.block} is past the end of the disk`, differs: [], bytes };
     await storage.readInto(buf, s.block * PAGE_SIZE);
     bytes += PAGE_SIZE;
-    if (pageHash(key, buf).toString('hex') !== s.hash) return { match: false, reason: `block ${s.block} differs`, bytes };
+    const hash = pageHash(key, buf).toString('hex');
+    if (hash !== s.hash) differs.push({ block: s.block, hash });
   }
-  return { match: true, bytes };
+  if (!differs.length) return { match: true, sameSize: true, differs, bytes };
+  return { match: false, sameSize: true, reason: `${differs.length} sampled block(s) differ, first ${differs[0].block}`, differs, bytes };
 }
 
 /** Refuses a guest this destination cannot hold, before anything is allocated for it. */
@@ -84,7 +93,7 @@ export async function handshake(s: DestinationSession): Promise<void> {
   s.map = s.ready?.map ?? P2bMap.allocate(s.memory.pages);
   s.channel.memoryBytes = hello.guest.memoryBytes;
   const c = s.storageCheck;
-  await s.channel.send({ name: 'WELCOME', body: { version, capabilities: [...(s.opts.capabilities ?? CAPABILITIES)], storageMatch: c.match, ...(c.reason ? { storageReason: c.reason } : {}) } });
+  await s.channel.send({ name: 'WELCOME', body: { version, capabilities: [...(s.opts.capabilities ?? CAPABILITIES)], storageMatch: c.match, ...(c.reason ? { storageReason: c.reason } : {}), ...(c.differs.length ? { storageDiffers: c.differs } : {}) } });
   s.log.debug({ version, storageMatch: c.match }, 'welcome sent');
   startGuest(s);
 }

@@ -26,7 +26,7 @@ function applyRef(s: DestinationSession, e: Extract<PageEntry, { block: number }
   for (let i = 0; i < e.count; i++) s.versions.accept(e.page + i, e.seq + i);
   s.received.refs += e.count;
   if ((e.block + e.count) * PAGE_SIZE > s.storage!.size) throw new LivemigError('MIGRATE_PROTOCOL', `reference to block ${e.block} past the end of the disk`);
-  if (s.storageCheck.match) s.queue.add(e.page, e.block, e.hash, e.seq, e.count);
+  if (s.storageCheck.sameSize) s.queue.add(e.page, e.block, e.hash, e.seq, e.count);
   else requestFull(s, Array.from({ length: e.count }, (_, i) => e.page + i));
 }
 

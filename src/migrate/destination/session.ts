@@ -57,7 +57,11 @@ export interface Prepared {
 /** What the storage check found: whether references can be resolved here. */
 export interface StorageCheck {
   match: boolean;
+  /** Same size: references can be resolved here (each is still checked by its keyed hash). */
+  sameSize: boolean;
   reason?: string;
+  /** Sampled blocks that read differently here, with this host's hash: the source may have written them since it sampled. */
+  differs: { block: number; hash: string }[];
   bytes: number;
 }
 

@@ -69,6 +69,8 @@ export class SourceSession {
 
   channel!: Channel;
   welcome!: Welcome;
+  /** Whether both hosts see the same storage, the destination's sample corrected for the guest's writes. */
+  storage: { match: boolean; reason?: string } = { match: false };
   /** Negotiated in the handshake. */
   useRefs = false;
   maxRun = 1;
