@@ -4,7 +4,7 @@
  * inserts and lookups; rows persisted to SQLite; and batch lookups of 4096 hashes
  * through the query socket (a `livemig nbd serve --content-index` process) over
  * loopback TCP and a Unix socket, against the same lookups in process.
- * The index's cost on the server's read throughput is in `npm run bench -- nbd`.
+ * The index's cost on the server's read throughput is in `npm run bench -- nbd --index`.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';

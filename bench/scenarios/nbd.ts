@@ -8,7 +8,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { once } from 'node:events';
-import { openSync, writeSync, closeSync, fdatasyncSync, mkdtempSync, rmSync, createReadStream, readFileSync } from 'node:fs';
+import { copyFileSync, openSync, writeSync, closeSync, fdatasyncSync, mkdtempSync, rmSync, createReadStream, readFileSync } from 'node:fs';
 import { randomFillSync } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -24,7 +24,7 @@ import { parseSize } from '../../src/util/size.ts';
 
 export const help = `Usage: npm run bench -- nbd [--size 1GiB] [--repeat 5] [--random-ops 40000]
                            [--transport tcp|unix|both] [--fio-seconds 3]
-                           [--tests seq,rand,qd1,load,big] [--ours BIN] [--json]
+                           [--tests seq,rand,qd1,load,big] [--ours BIN] [--index] [--json]
 
 One file (random data, warm in the page cache) served read-write by our server
 ('livemig nbd serve') and by 'nbdkit file', the two taking turns:
@@ -37,7 +37,9 @@ One file (random data, warm in the page cache) served read-write by our server
 Goals (ratios in the same run): our server >= 0.8x nbdkit on sequential reads,
 QD1 reads and writes, and under load; our client >= 0.8x nbdcopy reading the
 same nbdkit export; the 50 MB request round-trips on both servers.
---ours BIN serves 'livemig' from another checkout's bin/livemig.js (before/after).`;
+--ours BIN serves 'livemig' from another checkout's bin/livemig.js (before/after).
+--index also runs our server with --content-index (which serves from one process)
+and, as its reference, with --workers 1, for seq and rand: the index's cost.`;
 
 const MiB = 1024 * 1024;
 const LIVEMIG = new URL('../../bin/livemig.js', import.meta.url).pathname;
@@ -69,8 +71,8 @@ async function freePort(): Promise<number> {
   return port;
 }
 
-async function startOurs(file: string, listen: string, bin = LIVEMIG): Promise<Server> {
-  const proc = spawn(process.execPath, [bin, 'nbd', 'serve', '--export', file, '--listen', listen, '--json'], {
+async function startOurs(file: string, listen: string, bin = LIVEMIG, name = 'livemig', extra: string[] = []): Promise<Server> {
+  const proc = spawn(process.execPath, [bin, 'nbd', 'serve', '--export', file, '--listen', listen, '--json', ...extra], {
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   const exited = once(proc, 'exit').then(([code]) => {
@@ -78,7 +80,7 @@ async function startOurs(file: string, listen: string, bin = LIVEMIG): Promise<S
   });
   const [line] = (await Promise.race([once(createInterface({ input: proc.stdout! }), 'line'), exited])) as [string];
   const info = JSON.parse(line) as { listening: string; pids?: number[] };
-  return { name: 'livemig', uri: info.listening, proc, pids: info.pids ?? [proc.pid!] };
+  return { name, uri: info.listening, proc, pids: info.pids ?? [proc.pid!] };
 }
 
 /** Stops servers and waits until they are gone (the file's lock goes with ours). */
@@ -221,7 +223,12 @@ interface Plan {
   fioSeconds: number;
   tests: Set<TestName>;
   oursBin?: string;
+  /** Also our server with a content index, and with one process as its reference. */
+  index: boolean;
 }
+
+/** Tests the index servers take part in: the ones that read. */
+const INDEX_TESTS: readonly TestName[] = ['seq', 'rand'];
 
 /** Raw measurements, keyed transport/test/client/server: ms for timed runs, IOPS for fio. */
 interface Runs {
@@ -275,11 +282,16 @@ async function measureTest(test: TestName, s: Server, transport: string, plan: P
  * test, back to back: a pair of runs seconds apart sees the same machine load.
  */
 async function measureTransport(transport: 'tcp' | 'unix', file: string, dir: string, plan: Plan, runs: Runs, servers: Server[]): Promise<void> {
-  const ours = await startOurs(file, transport === 'tcp' ? `tcp://127.0.0.1:${await freePort()}` : `unix:${join(dir, 'ours.sock')}`, plan.oursBin);
+  const listen = async (n: string) => (transport === 'tcp' ? `tcp://127.0.0.1:${await freePort()}` : `unix:${join(dir, `${n}.sock`)}`);
+  const ours = await startOurs(file, await listen('ours'), plan.oursBin);
   const kit = await startNbdkit(file, transport, dir);
-  servers.push(ours, kit);
+  const extra = plan.index
+    ? [await startOurs(`${file}.one`, await listen('one'), plan.oursBin, 'livemig-1', ['--workers', '1']),
+      await startOurs(`${file}.index`, await listen('index'), plan.oursBin, 'livemig+index', ['--content-index', join(dir, `cindex-${transport}`)])]
+    : [];
+  servers.push(ours, kit, ...extra);
   // One untimed pass each: JIT, buffer pools and nbdkit's threads warm up before anything counts.
-  for (const s of [ours, kit]) {
+  for (const s of [ours, kit, ...extra]) {
     progress(`${transport} warm-up: ${s.name}`);
     await timeNbdcopy(s.uri, MiB);
     await timeClientRandom(s.uri, plan.size, plan.randomOps / 4, 4, 64);
@@ -287,9 +299,10 @@ async function measureTransport(transport: 'tcp' | 'unix', file: string, dir: st
   for (let r = 0; r < plan.repeat; r++) {
     for (const test of TESTS.filter((t) => plan.tests.has(t))) {
       // Reclaim (kswapd, DAMON) drops pages idle for a while: each pair starts from a warm file.
-      await warm(file);
+      for (const f of plan.index && INDEX_TESTS.includes(test) ? [file, `${file}.one`, `${file}.index`] : [file]) await warm(f);
       // Alternate which server goes first, so drift in machine load hits both alike.
-      for (const s of r % 2 ? [kit, ours] : [ours, kit]) {
+      const turn = [ours, kit, ...(INDEX_TESTS.includes(test) ? extra : [])];
+      for (const s of r % 2 ? turn.reverse() : turn) {
         progress(`${transport} run ${r + 1}/${plan.repeat} ${test}: ${s.name}`);
         await measureTest(test, s, transport, plan, runs);
       }
@@ -333,6 +346,8 @@ function ratiosOf(figures: ReturnType<typeof figuresOf>, transports: readonly st
     add(`${t}: server QD1 4KiB write (fio)`, `${t}/qd1-write/fio/livemig`, `${t}/qd1-write/fio/nbdkit`, 'our server / nbdkit, IOPS, one request in flight', 'iops', 0.8);
     add(`${t}: server 70/30 4KiB 8x32 (fio)`, `${t}/load-total/fio/livemig`, `${t}/load-total/fio/nbdkit`, 'our server / nbdkit, IOPS, 8 clients x 32 in flight', 'iops', 0.8);
     add(`${t}: server 50MB write+read (our client)`, `${t}/big50MB/client/livemig`, `${t}/big50MB/client/nbdkit`, 'our server / nbdkit, one 50 MB write and read', 'mibPerS');
+    add(`${t}: index cost, seq 1MiB (nbdcopy)`, `${t}/seq/nbdcopy/livemig+index`, `${t}/seq/nbdcopy/livemig-1`, 'with a content index / without, one process each', 'mibPerS');
+    add(`${t}: index cost, random 4KiB (our client)`, `${t}/rand4k/client/livemig+index`, `${t}/rand4k/client/livemig-1`, 'with a content index / without, one process each', 'mibPerS');
     add(`${t}: client seq 1MiB on nbdkit`, `${t}/seq/client/nbdkit`, `${t}/seq/nbdcopy/nbdkit`, 'our client / nbdcopy, both reading nbdkit', 'mibPerS', 0.8);
   }
   return ratios;
@@ -349,6 +364,7 @@ function parsePlan(args: string[]): Plan & { transports: ('tcp' | 'unix')[]; jso
       'fio-seconds': { type: 'string', default: '3' },
       tests: { type: 'string', default: TESTS.join(',') },
       ours: { type: 'string' },
+      index: { type: 'boolean' },
       json: { type: 'boolean' },
     },
   });
@@ -365,6 +381,7 @@ function parsePlan(args: string[]): Plan & { transports: ('tcp' | 'unix')[]; jso
     fioSeconds: Number(values['fio-seconds']),
     tests: new Set(tests),
     oursBin: values.ours,
+    index: values.index ?? false,
     transports: values.transport === 'both' ? ['tcp', 'unix'] : [values.transport as 'tcp' | 'unix'],
     json: values.json ?? false,
   };
@@ -378,6 +395,8 @@ export async function run(args: string[]): Promise<void> {
     const file = join(dir, 'disk.img');
     progress(`writing a ${plan.size / MiB} MiB random image`);
     makeImage(file, plan.size);
+    // Each of our servers locks its file: the index servers serve copies.
+    if (plan.index) for (const copy of [`${file}.one`, `${file}.index`]) copyFileSync(file, copy);
     await warm(file);
     const runs: Runs = { ms: {}, iops: {}, cpuUsPerIo: {}, roundTrips: {} };
     for (const transport of plan.transports) {
