@@ -11,7 +11,10 @@ after(() => dir.cleanup());
 
 test('the quick migration benchmark runs, verifies every migration and writes JSON, Markdown and SVG charts', async (t) => {
   if (!requireTools(t, 'nbdcopy')) return;
-  const r = await run(process.execPath, [join(REPO, 'node_modules/tsx/dist/cli.mjs'), join(REPO, 'bench/run.ts'), 'migrate', '--quick', '--out', dir.path, '--json'], { timeoutMs: 170_000 });
+  const t0 = performance.now();
+  const r = await run(process.execPath, [join(REPO, 'node_modules/tsx/dist/cli.mjs'), join(REPO, 'bench/run.ts'), 'migrate', '--quick', '--out', dir.path, '--json'], { timeoutMs: 900_000 });
+  // Tests check behaviour, not time: the bound only stops a hang. --quick's 3 minutes on a quiet machine is printed, not asserted.
+  t.diagnostic(`bench migrate --quick took ${Math.round((performance.now() - t0) / 1000)} s`);
   assert.equal(r.code, 0, r.stderr);
   const out = JSON.parse(r.stdout.trim().split('\n').pop()!) as { path: string; report: string; goals: Record<string, { value: number }> };
   for (const g of ['pagecache: link bytes p2b / baseline', 'pagecache: total time p2b / baseline', 'engine stream / raw Node TCP socket', 'fetch queue storage reads / nbdcopy']) {

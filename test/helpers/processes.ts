@@ -27,7 +27,7 @@ export function run(cmd: string, args: string[], opts: { input?: string; timeout
     let stderr = '';
     child.stdout.on('data', (d) => (stdout += d));
     child.stderr.on('data', (d) => (stderr += d));
-    const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 120_000);
+    const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 300_000); // a bound on hangs, generous for a loaded machine
     child.on('error', reject);
     child.on('close', (code) => {
       clearTimeout(timer);
@@ -39,8 +39,8 @@ export function run(cmd: string, args: string[], opts: { input?: string; timeout
 
 export const livemig = (args: string[], opts?: { timeoutMs?: number }) => run(process.execPath, [LIVEMIG, ...args], opts);
 
-/** Polls a condition every 50 ms until it holds; fails after timeoutMs naming what it waited for. */
-export async function waitFor(check: () => Promise<boolean> | boolean, what: string, timeoutMs = 15_000): Promise<void> {
+/** Polls a condition every 50 ms until it holds; fails after timeoutMs (a bound on hangs, not a speed check) naming what it waited for. */
+export async function waitFor(check: () => Promise<boolean> | boolean, what: string, timeoutMs = 60_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
     if (await check()) return;
