@@ -1,0 +1,59 @@
+/**
+ * Batches onto the link, strictly in stream order: stream bytes and pages sent in full
+ * gather into BYTES entries, a run of referenced pages becomes one REF_RUN entry
+ * (its first page's header travels as bytes; the others' the destination rebuilds).
+ * Frames are flushed at their target size and at the end of each batch (a pause in
+ * QEMU's stream must not hold bytes back), each under the link's rate limit.
+ */
+import { FRAME_HEADER_BYTES, HASH_BYTES, encodeRefData } from '../../wire/index.ts';
+import { PAGE_FULL, PAGE_REF_START, SKIP, type Batch } from './batch.ts';
+import type { SourceProxySession } from './session.ts';
+
+async function flush(s: SourceProxySession): Promise<void> {
+  const body = s.frame.take();
+  await s.limit.take(FRAME_HEADER_BYTES + body.length);
+  await s.channel!.send({ name: 'QEMU_STREAM', body });
+  s.stall.touch();
+}
+
+/** Appends bytes to the frame, flushing whenever it fills. */
+async function put(s: SourceProxySession, data: Buffer): Promise<void> {
+  let at = s.frame.bytes(data);
+  while (at < data.length) {
+    await flush(s);
+    at += s.frame.bytes(data.subarray(at));
+  }
+  if (s.frame.full) await flush(s);
+}
+
+export async function sendBatch(s: SourceProxySession, b: Batch): Promise<void> {
+  let run = 0;
+  for (const x of b.pieces) {
+    if (typeof x !== 'number') {
+      if (x !== SKIP) await put(s, x);
+      continue;
+    }
+    const kind = b.kind[x];
+    if (kind === PAGE_FULL) {
+      await put(s, b.page(x));
+      s.counts.full++;
+    } else if (kind === PAGE_REF_START) {
+      s.frame.ref(b.offset[x], b.runBlock[run], b.runCount[run], b.hashes!.subarray(run * HASH_BYTES, (run + 1) * HASH_BYTES));
+      s.counts.ref += b.runCount[run];
+      s.counts.refRuns++;
+      run++;
+      if (s.frame.full) await flush(s);
+    }
+  }
+  s.kept.add(b);
+  if (s.frame.length) await flush(s);
+}
+
+/** Answers a re-request: the referenced pages in full, at most one run per frame. */
+export async function sendRefData(s: SourceProxySession, first: number, pages: number): Promise<void> {
+  const body = encodeRefData(first, s.kept.pages(first, pages));
+  await s.limit.take(FRAME_HEADER_BYTES + body.length);
+  await s.channel!.send({ name: 'QEMU_REF_DATA', body });
+  s.counts.refRetried += pages;
+  s.log.warn({ first, pages }, 'references re-sent in full after a failed check');
+}
