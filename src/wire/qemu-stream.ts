@@ -35,9 +35,22 @@ export class QemuStreamFrame {
   /** Where the open BYTES entry's header is (-1: none open). */
   private open = -1;
   refPages = 0;
+  /** Buffers taken and maybe still being sent, and buffers free for the next frames. */
+  private taken: Buffer[] = [];
+  private free: Buffer[] = [];
 
   constructor(readonly target = QEMU_FRAME_TARGET) {
-    this.buf = Buffer.allocUnsafe(target + QEMU_ENTRY_HEADER + REF_BODY);
+    this.buf = this.fresh();
+  }
+
+  private fresh(): Buffer {
+    return this.free.pop() ?? Buffer.allocUnsafeSlow(this.target + QEMU_ENTRY_HEADER + REF_BODY);
+  }
+
+  /** The caller knows every payload taken so far has been written out: their buffers serve again. */
+  recycle(): void {
+    this.free.push(...this.taken.splice(0));
+    this.free.length = Math.min(this.free.length, 4);
   }
 
   get length(): number {
@@ -81,7 +94,9 @@ export class QemuStreamFrame {
   take(): Buffer {
     this.close();
     const out = this.buf.subarray(0, this.at);
-    this.buf = Buffer.allocUnsafe(this.buf.length);
+    this.taken.push(this.buf);
+    if (this.taken.length > 16) this.taken.shift(); // never known to be written out: left to the collector
+    this.buf = this.fresh();
     this.at = 0;
     this.refPages = 0;
     return out;

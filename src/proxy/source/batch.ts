@@ -1,17 +1,16 @@
 /**
  * A stretch of QEMU's stream as the source proxy carries it: the stream's pieces in
- * order, where each PAGE record's 4 KiB are copied into one buffer (`data`, page p at
- * p * 4096) and stand in `pieces` as the number p. The copy makes the pages one buffer
- * the hashing threads can take whole, and keeps the referenced ones for re-requests.
- * After classification a page is sent in full, starts a reference run, or continues one
- * (its 8-byte header piece is then SKIP: the destination rebuilds it).
+ * order, where each PAGE record stands in `pieces` as the number p: its 4 KiB are
+ * copied into one buffer (`data`, page p at p * 4096) and its header is rebuilt when
+ * sent (RAM offset, CONTINUE, or the block's name). The copy makes the pages one
+ * buffer the hashing threads can take whole, and keeps the referenced ones for
+ * re-requests. After classification a page is sent in full, starts a reference run,
+ * or continues one (its header is then left out: the destination rebuilds it).
  */
 import { PAGE_SIZE } from '../../wire/index.ts';
 
 /** Pages per batch: 2 MiB of page data, one buffer for the pool and one hashing job. */
 export const BATCH_PAGES = 512;
-/** A piece the destination rebuilds: not sent. */
-export const SKIP: Buffer = Buffer.alloc(0);
 
 export const PAGE_FULL = 0;
 export const PAGE_REF_START = 1;
@@ -26,7 +25,8 @@ export class Batch {
   readonly offset = new Float64Array(BATCH_PAGES);
   /** Index in `pieces` of each page's number. */
   readonly piece = new Int32Array(BATCH_PAGES);
-  readonly continued = new Uint8Array(BATCH_PAGES);
+  /** The RAM block's name for a page that names it (not CONTINUE), else undefined. */
+  readonly blockName: (string | undefined)[] = [];
   readonly kind = new Uint8Array(BATCH_PAGES);
   /** Reference runs in order: first page, page count, first block. */
   runPage: number[] = [];
@@ -44,10 +44,6 @@ export class Batch {
 
   get refPages(): number {
     return this.refIndex.length;
-  }
-
-  get full(): boolean {
-    return this.pages === BATCH_PAGES;
   }
 
   page(p: number): Buffer {

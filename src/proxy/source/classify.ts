@@ -2,25 +2,18 @@
  * Which pages of a batch travel as references: each page's content hash is looked up
  * in the storage's content index (one request per batch; requests of many batches in
  * flight), and a page found on a block within the disk becomes a reference. Pages that
- * follow each other in the stream (nothing between them but the next page's 8-byte
- * CONTINUE header) at consecutive RAM offsets on consecutive blocks join one run, up
- * to MAX_REF_RUN. One keyed hash per run, computed on the hashing threads.
+ * follow each other in the stream (nothing between them: no EOS, footer or section
+ * header, the next page in the same RAM block) at consecutive RAM offsets on
+ * consecutive blocks join one run, up to MAX_REF_RUN. One keyed hash per run,
+ * computed on the hashing threads.
  */
 import { PAGE_SIZE } from '../../wire/index.ts';
-import { Batch, PAGE_FULL, PAGE_REF_NEXT, PAGE_REF_START, SKIP } from './batch.ts';
+import { Batch, PAGE_FULL, PAGE_REF_NEXT, PAGE_REF_START } from './batch.ts';
 import type { SourceProxySession } from './session.ts';
 
-/** A CONTINUE page's header: its RAM offset and flags, one u64. */
-const PAGE_HEADER_BYTES = 8;
-
-/**
- * Continues the current run with page p? Only if the one piece between the two pages is
- * p's own 8-byte header: the writer packs adjacent small records into one piece, so an
- * EOS, a section footer and header before p would share it (and must not be dropped).
- */
+/** Continues the current run with page p? */
 function continues(b: Batch, p: number, blocks: Float64Array, runLength: number, maxRun: number): boolean {
-  return runLength > 0 && runLength < maxRun && b.continued[p] === 1 && b.piece[p] === b.piece[p - 1] + 2
-    && (b.pieces[b.piece[p] - 1] as Buffer).length === PAGE_HEADER_BYTES
+  return runLength > 0 && runLength < maxRun && b.piece[p] === b.piece[p - 1] + 1 && b.blockName[p] === undefined
     && b.offset[p] === b.offset[p - 1] + PAGE_SIZE && blocks[p] === blocks[p - 1] + 1;
 }
 
@@ -38,7 +31,6 @@ export function findRuns(b: Batch, blocks: Float64Array, diskBlocks: number, max
     refs.push(p);
     if (continues(b, p, blocks, runLength, maxRun)) {
       b.kind[p] = PAGE_REF_NEXT;
-      b.pieces[b.piece[p] - 1] = SKIP; // its header: the destination writes it
       b.runCount[b.runCount.length - 1]++;
       runLength++;
     } else {

@@ -22,6 +22,8 @@ export interface SourceProxyResult {
   pages: { ref: number; full: number; zero: number };
   refRuns: number;
   refRetried: number;
+  /** Batches of QEMU's stream (up to 512 pages each) classified and sent. */
+  batches: number;
   destination: { fetchedBytes: number; refRetried: number; qemuClosed: boolean; fetch: FetchReport };
 }
 
@@ -43,6 +45,7 @@ export function sourceReport(s: SourceProxySession): SourceProxyResult {
     pages: { ref: s.counts.ref, full: s.counts.full, zero: s.counts.zero },
     refRuns: s.counts.refRuns,
     refRetried: s.counts.refRetried,
+    batches: s.batcher.sealed,
     destination: done
       ? { fetchedBytes: done.fetchedBytes, refRetried: done.refRetried, qemuClosed: done.qemuClosed, fetch: done.fetch }
       : { fetchedBytes: 0, refRetried: 0, qemuClosed: false, fetch: { reads: 0, maxInFlight: 0, meanLatencyMs: 0, stale: 0, busyMs: 0, readRate: 0, maxBacklog: 0, meanBacklog: 0 } },
