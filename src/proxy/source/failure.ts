@@ -10,15 +10,21 @@ export function failSource(s: SourceProxySession, err: unknown): Error {
   s.fail(err);
   const e = s.failure!;
   s.qemu?.destroy();
-  const channel = s.channel;
-  if (channel) {
-    channel
-      .send({ name: 'ERROR', body: { code: codeOf(e) ?? 'MIGRATE_FAILED', message: e.message.slice(0, 4000) } })
-      .catch(() => {})
-      .finally(() => channel.close());
-  }
+  tellDestination(s);
   s.log.error({ err: e }, 'migration failed');
   return e;
+}
+
+/** Sends the failure to the destination once, if the link is up (the handshake calls it too: a link made after the failure). */
+export function tellDestination(s: SourceProxySession): void {
+  const channel = s.channel;
+  const e = s.failure;
+  if (!channel || !e || s.told) return;
+  s.told = true;
+  channel
+    .send({ name: 'ERROR', body: { code: codeOf(e) ?? 'MIGRATE_FAILED', message: e.message.slice(0, 4000) } })
+    .catch(() => {})
+    .finally(() => channel.close());
 }
 
 export async function cleanupSource(s: SourceProxySession): Promise<void> {

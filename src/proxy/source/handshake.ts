@@ -11,6 +11,7 @@ import {
   REGION_PAGES, STREAM_KIND_QEMU, TIMEOUT, type Hello,
 } from '../../wire/index.ts';
 import type { SourceProxySession } from './session.ts';
+import { tellDestination } from './failure.ts';
 
 function hello(s: SourceProxySession): Hello {
   const pages = s.ramBlocks.reduce((n, b) => n + Math.ceil(b.bytes / PAGE_SIZE), 0);
@@ -32,6 +33,7 @@ function hello(s: SourceProxySession): Hello {
 export async function handshake(s: SourceProxySession): Promise<void> {
   if (s.ramBlocks.length === 0) throw new LivemigError('QEMU_STREAM_MALFORMED', "QEMU's stream declared no RAM blocks");
   s.channel = await Channel.connect(s.opts.to.host, s.opts.to.port);
+  if (s.failure) return tellDestination(s); // the stream failed while connecting: the destination hears it instead of HELLO
   await s.channel.send({ name: 'HELLO', body: hello(s) });
   const w = await s.channel.expect('WELCOME', TIMEOUT.WELCOME, 'destination proxy');
   if (w.version < PROTOCOL_VERSION_MIN || w.version > PROTOCOL_VERSION) {
@@ -39,6 +41,7 @@ export async function handshake(s: SourceProxySession): Promise<void> {
   }
   const missing = QEMU_PROXY_CAPABILITIES.filter((c) => !w.capabilities.includes(c));
   if (missing.length) throw new LivemigError('MIGRATE_CAPABILITY', `the destination is not a QEMU stream proxy: it lacks ${missing.join(', ')} (start it with 'livemig qemu-proxy --listen')`);
+  if (s.failure) return tellDestination(s);
   s.welcome = w;
   s.useRefs = s.index !== null && w.storageMatch && w.capabilities.includes(CAPABILITY.QEMU_STREAM);
   s.log.info({ storageMatch: w.storageMatch, storageReason: w.storageReason, useRefs: s.useRefs }, 'welcome received');

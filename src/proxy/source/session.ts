@@ -89,6 +89,8 @@ export class SourceProxySession {
   qemuPaused = false;
   streamEnded = false;
   failure: Error | null = null;
+  /** The destination has been sent the failure. */
+  told = false;
 
   constructor(
     readonly opts: SourceProxyOptions,

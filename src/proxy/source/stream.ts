@@ -26,6 +26,7 @@ function startHandshake(s: SourceProxySession): void {
   s.handshakeStarted = true;
   handshake(s).then(
     () => {
+      if (s.failure) return;
       s.handshaken.resolve();
       returnPath(s).catch((e) => s.fail(e));
     },
