@@ -111,8 +111,12 @@ export const REQUEST_HEADER_SIZE = 28;
 export const SIMPLE_REPLY_SIZE = 16;
 export const STRUCTURED_REPLY_HEADER_SIZE = 20;
 
-/** The request size every client may use unless the server advertises otherwise (32 MiB). */
+/** The payload every client may send unless the server advertises otherwise (32 MiB, doc/proto.md). */
 export const DEFAULT_MAX_REQUEST = 32 * 1024 * 1024;
+/** The largest READ/WRITE our server accepts by default and our client sends: 64 MiB, as nbdkit. */
+export const MAX_REQUEST = 64 * 1024 * 1024;
+/** The largest minimum block size the spec allows in NBD_INFO_BLOCK_SIZE. */
+export const MAX_MINIMUM_BLOCK = 64 * 1024;
 /** Strings (names, messages) must not exceed 4096 bytes. */
 export const MAX_STRING = 4096;
 /** Longest option payload we accept before calling the peer hostile. */

@@ -14,7 +14,9 @@ export type NbdErrorCode =
   | 'NBD_CLOSED' // the connection ended with requests pending
   | 'NBD_INVALID_ARGUMENT'
   | 'NBD_EXPORT_LOCKED'
-  | 'NBD_EXPORT_CONFIG';
+  | 'NBD_EXPORT_CONFIG'
+  | 'NBD_TLS' // TLS refused, required, or its handshake failed
+  | 'NBD_TLS_CONFIG'; // credentials missing or malformed
 
 export class NbdError extends Error {
   readonly code: NbdErrorCode;

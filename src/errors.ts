@@ -21,6 +21,7 @@ export const ERROR_CODES = {
   MIGRATE_CANCELLED: 'the migration was cancelled on this side',
   MIGRATE_GUEST_STATE: 'the guest is in no state to migrate (it stopped or failed)',
   MIGRATE_FAILED: 'the peer failed for a reason it did not name',
+  MIGRATE_OUTCOME_UNKNOWN: 'the link failed after the destination could have resumed the guest: the source stays paused until an operator checks the destination',
   // The guest.
   GUEST_CONFIG: 'the guest was asked for with an impossible configuration',
   GUEST_START: 'the guest could not start',

@@ -4,6 +4,7 @@
  * straight into the caller's buffer. Used by the storage layer as a block backend.
  */
 import net from 'node:net';
+import { TLSSocket } from 'node:tls';
 import { once } from 'node:events';
 import {
   CMD, CMD_FLAG, TF, REQUEST_MAGIC, SIMPLE_REPLY_MAGIC, STRUCTURED_REPLY_MAGIC, REPLY_FLAG_DONE,
@@ -14,12 +15,15 @@ import { NbdError, NbdRequestError } from '../errors.ts';
 import { SocketReader } from '../socket-reader.ts';
 import { parseNbdUri, formatNbdUri, type NbdAddress } from '../uri.ts';
 import { negotiateClient, listExports, type ExportInfo } from './negotiation.ts';
+import { loadPsk, loadX509, type ClientTlsParams } from '../tls.ts';
 
 export interface NbdClientOptions {
   /** Requests in flight on the connection at once (default 64). */
   maxInflight?: number;
-  /** Give up connecting after this long (default 10 s). */
+  /** Give up connecting and negotiating (TLS included) after this long in all (default 10 s). */
   connectTimeoutMs?: number;
+  /** TLS credentials and parameters; default: from an nbds:// URI's query, none for nbd://. */
+  tls?: ClientTlsParams;
   signal?: AbortSignal;
 }
 
@@ -71,16 +75,12 @@ class Receiver {
   };
 }
 
-async function openSocket(address: NbdAddress, opts: NbdClientOptions, receiver?: Receiver): Promise<net.Socket> {
+async function openSocket(address: NbdAddress, opts: NbdClientOptions, deadline: number, receiver?: Receiver): Promise<net.Socket> {
   const onread = receiver?.onread;
   const socket = address.transport === 'tcp' ? net.connect({ port: address.port, host: address.host, onread }) : net.connect({ path: address.socket, onread });
-  const timeout = opts.connectTimeoutMs ?? 10_000;
   const where = formatNbdUri(address);
   try {
-    await Promise.race([
-      once(socket, 'connect', { signal: opts.signal }),
-      new Promise((_, reject) => setTimeout(() => reject(new Error(`timed out after ${timeout} ms`)), timeout).unref()),
-    ]);
+    await beforeDeadline(socket, deadline, once(socket, 'connect', { signal: opts.signal }), () => new Error(`timed out after ${opts.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT} ms`));
   } catch (err) {
     socket.destroy();
     const e = err as NodeJS.ErrnoException;
@@ -90,12 +90,41 @@ async function openSocket(address: NbdAddress, opts: NbdClientOptions, receiver?
   return socket;
 }
 
+const DEFAULT_CONNECT_TIMEOUT = 10_000;
+
+/** TLS settings from a URI's parameters (libnbd's names), loading the credentials they name. */
+function clientTlsOf(address: NbdAddress): ClientTlsParams | undefined {
+  const t = address.tls;
+  if (!t) return undefined;
+  const credentials = t.pskFile ? loadPsk(t.pskFile) : loadX509(t.certificates!, 'client');
+  const servername = t.hostname ?? (address.transport === 'tcp' ? address.host : undefined);
+  return { credentials, identity: t.username, servername, verifyPeer: t.verifyPeer };
+}
+
+/** Settles as `work` does, unless the deadline passes first: then the socket is dropped and timeout() thrown. */
+async function beforeDeadline<T>(socket: net.Socket, deadline: number, work: Promise<T>, timeout: () => Error): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const expired = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => {
+      reject(timeout());
+      socket.destroy();
+    }, Math.max(0, deadline - Date.now()));
+  });
+  try {
+    return await Promise.race([work, expired]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 export class NbdClient {
   readonly uri: string;
   readonly size: number;
   readonly transmissionFlags: number;
   readonly blockSize: ExportInfo['blockSize'];
   readonly structuredReplies: boolean;
+  /** The TLS version in use (e.g. 'TLSv1.3'), or null without TLS. */
+  readonly tls: string | null;
 
   private readonly pending = new Map<number, Pending>();
   private readonly queue = new ByteQueue();
@@ -113,7 +142,7 @@ export class NbdClient {
     readonly address: NbdAddress,
     info: ExportInfo,
     leftover: Buffer[],
-    receiver: Receiver,
+    receiver: Receiver | null,
     opts: NbdClientOptions,
   ) {
     this.uri = formatNbdUri(address);
@@ -121,28 +150,43 @@ export class NbdClient {
     this.transmissionFlags = info.transmissionFlags;
     this.blockSize = info.blockSize;
     this.structuredReplies = info.structuredReplies;
+    this.tls = socket instanceof TLSSocket ? socket.getProtocol() : null;
     this.maxInflight = opts.maxInflight ?? 64;
     for (const c of leftover) this.queue.push(c);
-    receiver.target = () => this.directTarget();
-    receiver.sink = (chunk, direct) => this.onChunk(chunk, direct);
+    if (receiver) {
+      receiver.target = () => this.directTarget();
+      receiver.sink = (chunk, direct) => this.onChunk(chunk, direct, false);
+    } else {
+      socket.on('data', (chunk: Buffer) => this.onChunk(chunk, false, true)); // TLS: decrypted chunks are ours to keep
+    }
     socket.on('error', (err) => this.fail(new NbdError('NBD_CLOSED', `connection to ${this.uri} failed: ${err.message}`, { cause: err })));
     socket.on('close', () => this.fail(new NbdError('NBD_CLOSED', `connection to ${this.uri} closed`)));
     this.parse();
   }
 
+  /**
+   * Connects and negotiates. TLS comes from an nbds:// URI's parameters, or from
+   * opts.tls; without TLS, reads land straight in callers' buffers (Receiver).
+   */
   static async connect(uri: string | NbdAddress, opts: NbdClientOptions = {}): Promise<NbdClient> {
     const address = typeof uri === 'string' ? parseNbdUri(uri) : uri;
-    const receiver = new Receiver();
-    const socket = await openSocket(address, opts, receiver);
-    const reader = new SocketReader(socket, undefined, true);
-    receiver.sink = (chunk) => reader.push(Buffer.from(chunk)); // negotiation keeps copies: scratch is reused
+    const tls = opts.tls ?? clientTlsOf(address);
+    const receiver = tls ? null : new Receiver();
+    const where = formatNbdUri(address);
+    const timeoutMs = opts.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT;
+    const deadline = Date.now() + timeoutMs;
+    const socket = await openSocket(address, opts, deadline, receiver ?? undefined);
+    const reader = new SocketReader(socket, undefined, receiver !== null);
+    if (receiver) receiver.sink = (chunk) => reader.push(Buffer.from(chunk)); // negotiation keeps copies: scratch is reused
     try {
-      const info = await negotiateClient(socket, reader, address.exportName);
-      return new NbdClient(socket, address, info, reader.detach(), receiver, opts);
+      const negotiated = negotiateClient(socket, reader, address.exportName, tls, where);
+      const session = await beforeDeadline(socket, deadline, negotiated, () =>
+        new NbdError('NBD_HANDSHAKE', `${where}: server did not finish negotiation within ${timeoutMs} ms`));
+      return new NbdClient(session.socket, address, session.info, session.reader.detach(), receiver, opts);
     } catch (err) {
       socket.destroy();
       if (err instanceof NbdError && err.code === 'NBD_CLOSED') {
-        throw new NbdError('NBD_HANDSHAKE', `${formatNbdUri(address)}: server closed the connection during negotiation`, { cause: err });
+        throw new NbdError('NBD_HANDSHAKE', `${where}: server closed the connection during negotiation`, { cause: err });
       }
       throw err;
     }
@@ -151,9 +195,19 @@ export class NbdClient {
   /** The exports a server lists (NBD_OPT_LIST). */
   static async list(uri: string | NbdAddress, opts: NbdClientOptions = {}): Promise<{ name: string; description: string }[]> {
     const address = typeof uri === 'string' ? parseNbdUri(uri) : uri;
-    const socket = await openSocket(address, opts);
+    const tls = opts.tls ?? clientTlsOf(address);
+    const where = formatNbdUri(address);
+    const timeoutMs = opts.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT;
+    const deadline = Date.now() + timeoutMs;
+    const socket = await openSocket(address, opts, deadline);
     try {
-      return await listExports(socket, new SocketReader(socket));
+      return await beforeDeadline(socket, deadline, listExports(socket, new SocketReader(socket), tls, where), () =>
+        new NbdError('NBD_HANDSHAKE', `${where}: server did not finish listing exports within ${timeoutMs} ms`));
+    } catch (err) {
+      if (err instanceof NbdError && err.code === 'NBD_CLOSED') {
+        throw new NbdError('NBD_HANDSHAKE', `${where}: server closed the connection while listing exports`, { cause: err });
+      }
+      throw err;
     } finally {
       socket.end();
     }
@@ -313,7 +367,8 @@ export class NbdClient {
     return c.pending.target.subarray(c.pos, c.pos + c.left);
   }
 
-  private onChunk(chunk: Buffer, direct: boolean): void {
+  /** `owned`: the chunk is the caller's to keep (not the reusable scratch buffer). */
+  private onChunk(chunk: Buffer, direct: boolean, owned: boolean): void {
     if (direct) {
       const c = this.payload!;
       c.pos += chunk.length;
@@ -328,7 +383,7 @@ export class NbdClient {
     this.queue.push(chunk);
     this.parse();
     // What parse could not consume still points into the scratch buffer: keep a copy.
-    if (this.queue.length > 0) for (const rest of this.queue.drain()) this.queue.push(Buffer.from(rest));
+    if (!owned && this.queue.length > 0) for (const rest of this.queue.drain()) this.queue.push(Buffer.from(rest));
   }
 
   /** Consumes replies from the queue as far as the bytes go. */
@@ -358,10 +413,14 @@ export class NbdClient {
         if (errno !== 0) {
           p.error = new NbdRequestError(COMMAND_NAMES[p.cmd] ?? `command ${p.cmd}`, errno);
           this.complete(handle, p);
+        } else if (p.cmd === CMD.READ && this.structuredReplies) {
+          // With structured replies a read's data comes in chunks: where a simple payload ends is unknowable.
+          return this.fail(new NbdError('NBD_PROTOCOL', `simple reply with data to a read from ${this.uri}, after structured replies were agreed`));
         } else if (p.cmd === CMD.READ) {
           this.payload = { pending: p, handle, pos: 0, left: p.length, last: true };
         } else this.complete(handle, p);
       } else if (magic === STRUCTURED_REPLY_MAGIC) {
+        if (!this.structuredReplies) return this.fail(new NbdError('NBD_PROTOCOL', `structured reply from ${this.uri}, which were not agreed`));
         if (q.length < 20) return;
         const peek = q.peek(20);
         const type = peek.readUInt16BE(6);

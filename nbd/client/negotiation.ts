@@ -6,10 +6,12 @@
 import type { Socket } from 'node:net';
 import {
   NBDMAGIC, IHAVEOPT, OPTION_REPLY_MAGIC, FLAG_FIXED_NEWSTYLE, FLAG_NO_ZEROES,
-  FLAG_C_FIXED_NEWSTYLE, FLAG_C_NO_ZEROES, OPT, REP, INFO, DEFAULT_MAX_REQUEST, isErrorReply,
+  FLAG_C_FIXED_NEWSTYLE, FLAG_C_NO_ZEROES, OPT, REP, INFO, DEFAULT_MAX_REQUEST, MAX_REQUEST, MAX_MINIMUM_BLOCK,
+  MAX_OPTION_LENGTH, isErrorReply,
 } from '../constants.ts';
 import { NbdError } from '../errors.ts';
-import type { SocketReader } from '../socket-reader.ts';
+import { SocketReader } from '../socket-reader.ts';
+import { startClientTls, type ClientTlsParams } from '../tls.ts';
 
 export interface ExportInfo {
   size: number;
@@ -35,8 +37,9 @@ interface OptionReply {
   data: Buffer;
 }
 
+/** Options out, replies in; after STARTTLS both go over the TLS socket. */
 class OptionChannel {
-  constructor(private readonly socket: Socket, private readonly reader: SocketReader) {}
+  constructor(public socket: Socket, public reader: SocketReader) {}
 
   send(opt: number, data: Buffer = Buffer.alloc(0)): void {
     const h = Buffer.alloc(16);
@@ -51,8 +54,22 @@ class OptionChannel {
     if (h.readBigUInt64BE(0) !== OPTION_REPLY_MAGIC) throw new NbdError('NBD_PROTOCOL', 'bad option reply magic from server');
     if (h.readUInt32BE(8) !== opt) throw new NbdError('NBD_PROTOCOL', `server replied to option ${h.readUInt32BE(8)}, expected ${opt}`);
     const length = h.readUInt32BE(16);
-    if (length > 16 * 1024 * 1024) throw new NbdError('NBD_PROTOCOL', `option reply of ${length} bytes is implausible`);
-    return { type: h.readUInt32BE(12), data: await this.reader.read(length) };
+    // Names and descriptions are at most 4 KiB each: anything near this is a broken or hostile server.
+    if (length > MAX_OPTION_LENGTH) throw new NbdError('NBD_PROTOCOL', `option reply of ${length} bytes is implausible`);
+    const type = h.readUInt32BE(12);
+    const data = await this.reader.read(length);
+    if (type === REP.ERR_TLS_REQD) throw new NbdError('NBD_TLS', 'server requires TLS: connect with an nbds:// URI and credentials');
+    return { type, data };
+  }
+
+  /** NBD_OPT_STARTTLS, then the handshake; a server that will not is an error, never a quiet plaintext session. */
+  async startTls(params: ClientTlsParams, peer: string): Promise<void> {
+    this.send(OPT.STARTTLS);
+    const r = await this.receive(OPT.STARTTLS);
+    if (r.type !== REP.ACK) throw new NbdError('NBD_TLS', `${peer} does not offer TLS (${REP_NAMES[r.type] ?? `reply ${r.type}`})`);
+    if (this.reader.detach().some((b) => b.length > 0)) throw new NbdError('NBD_PROTOCOL', `${peer} sent data before the TLS handshake`);
+    this.socket = await startClientTls(this.socket, params, peer);
+    this.reader = new SocketReader(this.socket);
   }
 }
 
@@ -62,8 +79,8 @@ function refusal(what: string, reply: OptionReply): NbdError {
   return new NbdError(code, `${what} ${REP_NAMES[reply.type] ?? `refused (${reply.type})`}${msg}`);
 }
 
-/** Reads the greeting and answers it; returns the option channel. */
-async function greet(socket: Socket, reader: SocketReader): Promise<{ ch: OptionChannel; noZeroes: boolean }> {
+/** Reads the greeting, answers it, and upgrades to TLS when asked; returns the option channel. */
+async function greet(socket: Socket, reader: SocketReader, tls: ClientTlsParams | undefined, peer: string): Promise<{ ch: OptionChannel; noZeroes: boolean }> {
   const g = await reader.read(18);
   if (g.readBigUInt64BE(0) !== NBDMAGIC) throw new NbdError('NBD_PROTOCOL', 'not an NBD server (bad greeting magic)');
   if (g.readBigUInt64BE(8) !== IHAVEOPT) throw new NbdError('NBD_HANDSHAKE', 'server uses oldstyle negotiation, which is not supported');
@@ -72,64 +89,100 @@ async function greet(socket: Socket, reader: SocketReader): Promise<{ ch: Option
   const flags = Buffer.alloc(4);
   flags.writeUInt32BE(FLAG_C_FIXED_NEWSTYLE | (serverFlags & FLAG_NO_ZEROES ? FLAG_C_NO_ZEROES : 0), 0);
   socket.write(flags);
-  return { ch: new OptionChannel(socket, reader), noZeroes: (serverFlags & FLAG_NO_ZEROES) !== 0 };
+  const ch = new OptionChannel(socket, reader);
+  if (tls) await ch.startTls(tls, peer); // first, so that no option travels in clear
+  return { ch, noZeroes: (serverFlags & FLAG_NO_ZEROES) !== 0 };
 }
 
-export async function negotiateClient(socket: Socket, reader: SocketReader, exportName: string): Promise<ExportInfo> {
-  const { ch, noZeroes } = await greet(socket, reader);
+export interface ClientSession {
+  info: ExportInfo;
+  /** The socket to go on with: the TLS socket after an upgrade. */
+  socket: Socket;
+  reader: SocketReader;
+}
 
+export async function negotiateClient(socket: Socket, reader: SocketReader, exportName: string, tls?: ClientTlsParams, peer = 'server'): Promise<ClientSession> {
+  const { ch, noZeroes } = await greet(socket, reader, tls, peer);
   ch.send(OPT.STRUCTURED_REPLY);
   const sr = await ch.receive(OPT.STRUCTURED_REPLY);
+  if (sr.type !== REP.ACK && !isErrorReply(sr.type)) throw new NbdError('NBD_PROTOCOL', `unexpected reply ${sr.type} to NBD_OPT_STRUCTURED_REPLY`);
   const structuredReplies = sr.type === REP.ACK;
-
   const name = Buffer.from(exportName);
-  const go = Buffer.alloc(4 + name.length + 2 + 2);
-  go.writeUInt32BE(name.length, 0);
-  name.copy(go, 4);
-  go.writeUInt16BE(1, 4 + name.length);
-  go.writeUInt16BE(INFO.BLOCK_SIZE, 6 + name.length);
-  ch.send(OPT.GO, go);
+  const went = await go(ch, name, exportName);
+  if (went) return { info: { ...went, structuredReplies }, socket: ch.socket, reader: ch.reader };
 
-  let size = -1;
-  let transmissionFlags = 0;
+  ch.send(OPT.EXPORT_NAME, name);
+  let tail: Buffer;
+  try {
+    tail = await ch.reader.read(noZeroes ? 10 : 134);
+  } catch {
+    // The spec's only way to refuse EXPORT_NAME is to close the connection.
+    throw new NbdError('NBD_NO_EXPORT', `server closed the connection: export ${JSON.stringify(exportName)} not found`);
+  }
   const blockSize = { minimum: 1, preferred: 4096, maximum: DEFAULT_MAX_REQUEST };
+  const info = { ...parseExportInfo(tail.subarray(0, 10), 'NBD_OPT_EXPORT_NAME reply'), blockSize, structuredReplies };
+  return { info, socket: ch.socket, reader: ch.reader };
+}
+
+/** NBD_OPT_GO with a block size request; null when the server is too old for GO (fall back to EXPORT_NAME). */
+async function go(ch: OptionChannel, name: Buffer, exportName: string): Promise<Omit<ExportInfo, 'structuredReplies'> | null> {
+  const data = Buffer.alloc(4 + name.length + 2 + 2);
+  data.writeUInt32BE(name.length, 0);
+  name.copy(data, 4);
+  data.writeUInt16BE(1, 4 + name.length);
+  data.writeUInt16BE(INFO.BLOCK_SIZE, 6 + name.length);
+  ch.send(OPT.GO, data);
+  let exp: { size: number; transmissionFlags: number } | null = null;
+  let blockSize = { minimum: 1, preferred: 4096, maximum: DEFAULT_MAX_REQUEST };
   for (;;) {
     const r = await ch.receive(OPT.GO);
     if (r.type === REP.INFO) {
       if (r.data.length < 2) throw new NbdError('NBD_PROTOCOL', 'short NBD_REP_INFO');
       const kind = r.data.readUInt16BE(0);
-      if (kind === INFO.EXPORT && r.data.length >= 12) {
-        size = Number(r.data.readBigUInt64BE(2));
-        transmissionFlags = r.data.readUInt16BE(10);
-      } else if (kind === INFO.BLOCK_SIZE && r.data.length >= 14) {
-        blockSize.minimum = r.data.readUInt32BE(2);
-        blockSize.preferred = r.data.readUInt32BE(6);
-        blockSize.maximum = Math.min(r.data.readUInt32BE(10), DEFAULT_MAX_REQUEST);
-      }
+      if (kind === INFO.EXPORT) exp = parseExportInfo(r.data.subarray(2), 'NBD_INFO_EXPORT');
+      else if (kind === INFO.BLOCK_SIZE) blockSize = parseBlockSize(r.data);
       continue;
     }
     if (r.type === REP.ACK) {
-      if (size < 0) throw new NbdError('NBD_PROTOCOL', 'server finished NBD_OPT_GO without NBD_INFO_EXPORT');
-      return { size, transmissionFlags, blockSize, structuredReplies };
+      if (!exp) throw new NbdError('NBD_PROTOCOL', 'server finished NBD_OPT_GO without NBD_INFO_EXPORT');
+      return { ...exp, blockSize };
     }
-    if (r.type === REP.ERR_UNSUP) break; // an old server: fall back to EXPORT_NAME
+    if (r.type === REP.ERR_UNSUP) return null;
     if (isErrorReply(r.type)) throw refusal(`export ${JSON.stringify(exportName)}:`, r);
     throw new NbdError('NBD_PROTOCOL', `unexpected reply ${r.type} to NBD_OPT_GO`);
   }
+}
 
-  ch.send(OPT.EXPORT_NAME, name);
-  let tail: Buffer;
-  try {
-    tail = await reader.read(noZeroes ? 10 : 134);
-  } catch {
-    throw new NbdError('NBD_NO_EXPORT', `server closed the connection: export ${JSON.stringify(exportName)} not found`);
+/** Size and transmission flags (10 bytes), as in NBD_INFO_EXPORT and the EXPORT_NAME reply. */
+function parseExportInfo(b: Buffer, what: string): { size: number; transmissionFlags: number } {
+  if (b.length !== 10) throw new NbdError('NBD_PROTOCOL', `${what} of ${b.length + 2} bytes (expected 12)`);
+  const size = b.readBigUInt64BE(0);
+  if (size > BigInt(Number.MAX_SAFE_INTEGER)) throw new NbdError('NBD_PROTOCOL', `export size ${size} is beyond 2^53`);
+  return { size: Number(size), transmissionFlags: b.readUInt16BE(8) };
+}
+
+const isPowerOfTwo = (n: number) => n > 0 && (n & (n - 1)) === 0;
+
+/**
+ * NBD_INFO_BLOCK_SIZE, checked as doc/proto.md requires ("Size constraints"). The
+ * maximum we use is capped at MAX_REQUEST and kept a multiple of the minimum, so a
+ * server advertising 4 GiB still gets requests we can hold.
+ */
+function parseBlockSize(b: Buffer): ExportInfo['blockSize'] {
+  if (b.length !== 14) throw new NbdError('NBD_PROTOCOL', `NBD_INFO_BLOCK_SIZE of ${b.length} bytes (expected 14)`);
+  const minimum = b.readUInt32BE(2);
+  const preferred = b.readUInt32BE(6);
+  const advertised = b.readUInt32BE(10);
+  if (!isPowerOfTwo(minimum) || minimum > MAX_MINIMUM_BLOCK || !isPowerOfTwo(preferred) || preferred < minimum || advertised < minimum) {
+    throw new NbdError('NBD_PROTOCOL', `impossible block sizes from server: minimum ${minimum}, preferred ${preferred}, maximum ${advertised}`);
   }
-  return { size: Number(tail.readBigUInt64BE(0)), transmissionFlags: tail.readUInt16BE(8), blockSize, structuredReplies };
+  const capped = Math.min(advertised, MAX_REQUEST);
+  return { minimum, preferred, maximum: capped - (capped % minimum) };
 }
 
 /** NBD_OPT_LIST: the server's export names and descriptions, then a soft disconnect. */
-export async function listExports(socket: Socket, reader: SocketReader): Promise<{ name: string; description: string }[]> {
-  const { ch } = await greet(socket, reader);
+export async function listExports(socket: Socket, reader: SocketReader, tls?: ClientTlsParams, peer = 'server'): Promise<{ name: string; description: string }[]> {
+  const { ch } = await greet(socket, reader, tls, peer);
   ch.send(OPT.LIST);
   const out: { name: string; description: string }[] = [];
   for (;;) {
@@ -142,5 +195,6 @@ export async function listExports(socket: Socket, reader: SocketReader): Promise
     out.push({ name: r.data.toString('utf8', 4, 4 + n), description: r.data.toString('utf8', 4 + n) });
   }
   ch.send(OPT.ABORT);
+  ch.socket.end();
   return out;
 }

@@ -17,6 +17,11 @@ const pread = (fd: number, buf: Buffer, at: number, n: number, pos: number) =>
 const pwrite = (fd: number, buf: Buffer, at: number, n: number, pos: number) =>
   new Promise<number>((resolve, reject) => fs.write(fd, buf, at, n, pos, (err, bytes) => (err ? reject(err) : resolve(bytes))));
 
+export interface FileExportOptions {
+  readOnly?: boolean;
+  lock?: boolean;
+}
+
 export class FileExport implements ExportBackend {
   readonly description: string;
   private constructor(
@@ -32,7 +37,7 @@ export class FileExport implements ExportBackend {
    * `lock: false` is for readers beside a running owner (inspection tools) and for
    * guest workers, whose process's main thread holds the lock (see flock.ts).
    */
-  static async open(path: string, opts: { readOnly?: boolean; lock?: boolean } = {}): Promise<FileExport> {
+  static async open(path: string, opts: FileExportOptions = {}): Promise<FileExport> {
     const readOnly = opts.readOnly ?? false;
     const lock = opts.lock ?? true;
     let fh: fsp.FileHandle;
@@ -78,6 +83,19 @@ export class FileExport implements ExportBackend {
       const bytesWritten = await pwrite(this.fh.fd, data, done, data.length - done, offset + done);
       done += bytesWritten;
     }
+  }
+
+  readSync(target: Buffer, offset: number): void {
+    let done = 0;
+    while (done < target.length) {
+      const n = fs.readSync(this.fh.fd, target, done, target.length - done, offset + done);
+      if (n === 0) return void target.fill(0, done);
+      done += n;
+    }
+  }
+
+  writeSync(data: Buffer, offset: number): void {
+    for (let done = 0; done < data.length; ) done += fs.writeSync(this.fh.fd, data, done, data.length - done, offset + done);
   }
 
   async flush(): Promise<void> {

@@ -1,18 +1,24 @@
 /**
  * The server side of the transmission phase for one connection. Requests are
- * dispatched as they arrive and answered in completion order (the protocol
- * allows any order); at most `maxInflight` run at once, and the socket is not
- * read further until one finishes, which pushes back on the client through TCP.
+ * parsed and dispatched synchronously as bytes arrive, and answered in
+ * completion order (the protocol allows any order). A backend's fast path
+ * (readNow/writeNow) answers a request within the same turn, with no promise or
+ * thread hop; anything else goes through the backend's asynchronous calls.
+ * At most `maxInflight` requests and `maxInflightBytes` (or one request) run at
+ * once, within the server-wide byte budget; while a request waits for room, or
+ * the client is not reading its replies, the socket is not read, which pushes
+ * back on the client through TCP.
  */
 import type { Socket } from 'node:net';
-import {
-  REQUEST_MAGIC, SIMPLE_REPLY_MAGIC, STRUCTURED_REPLY_MAGIC, CMD, CMD_FLAG, ERRNO,
-  REPLY_FLAG_DONE, REPLY_TYPE, REQUEST_HEADER_SIZE, TF, errnoName,
-} from '../constants.ts';
-import type { SocketReader } from '../socket-reader.ts';
+import { CMD, CMD_FLAG, ERRNO, REQUEST_HEADER_SIZE, errnoName } from '../constants.ts';
+import { ByteQueue } from '../byte-queue.ts';
 import type { Negotiated } from './negotiation.ts';
 import type { Logger } from '../logger.ts';
 import type { BufferPool } from '../buffer-pool.ts';
+import type { ByteBudget } from './byte-budget.ts';
+import { parseRequest, checkRequest, RequestError, type Request } from './request.ts';
+import { ReplyWriter, type ReadBuffer } from './replies.ts';
+import type { InlineIo } from './inline-io.ts';
 
 export interface TransmissionLimits {
   maxRequest: number;
@@ -20,150 +26,191 @@ export interface TransmissionLimits {
   maxInflight: number;
   /** Bytes of read and write data in progress at once on one connection (one request may exceed it alone). */
   maxInflightBytes: number;
+  /** The same, shared by every connection of the server. */
+  budget: ByteBudget;
 }
 
-interface Request {
-  flags: number;
-  type: number;
-  handle: Buffer;
-  offset: number;
-  length: number;
-  data?: Buffer;
+export interface TransmissionContext {
+  session: Negotiated;
+  limits: TransmissionLimits;
+  log: Logger;
+  shuttingDown: () => boolean;
+  pool: BufferPool;
+  /** When the export's small I/O may run on the event loop; null: never. */
+  inline: InlineIo | null;
+  /** Requests in progress across the server's connections. */
+  activity: { inflight: number };
 }
 
-/** Which command flags each command may carry (anything else is EINVAL). */
-function allowedFlags(type: number, tflags: number): number {
-  const fua = tflags & TF.SEND_FUA ? CMD_FLAG.FUA : 0;
-  switch (type) {
-    case CMD.WRITE_ZEROES:
-      return fua | CMD_FLAG.NO_HOLE;
-    default:
-      return fua; // FUA is accepted (and ignored where meaningless) on every command
+/** Replies without counted data queued in Node beyond this stop the reading of new requests until the client catches up. */
+const MAX_QUEUED_REPLIES = 4 * 1024 * 1024;
+/** Unparsed bytes queued beyond this pause the socket. */
+const HIGH_WATER = 4 * 1024 * 1024;
+
+/** Serves requests until NBD_CMD_DISC (after the requests in flight), a bad request magic, or the end of the connection. */
+export function serveTransmission(socket: Socket, leftover: Buffer[], ctx: TransmissionContext): Promise<void> {
+  return new Promise((resolve) => new Connection(socket, ctx, resolve).start(leftover));
+}
+
+/** A write whose payload is still arriving (into `data`, or dropped when the request is refused). */
+interface Payload {
+  req: Request;
+  left: number;
+}
+
+class Connection {
+  private readonly queue = new ByteQueue();
+  private readonly replies: ReplyWriter;
+  private payload: Payload | null = null;
+  /** A request that waits for room under the limits; nothing more is parsed meanwhile. */
+  private stalled: Request | null = null;
+  /** What it waits for: a request of this connection to finish, or the server-wide budget. */
+  private stalledOn: 'slot' | 'budget' = 'slot';
+  private waitingForDrain = false;
+  private ending = false;
+  private closed = false;
+  private inflight = 0;
+  private inflightBytes = 0;
+
+  constructor(private readonly socket: Socket, private readonly ctx: TransmissionContext, private readonly done: () => void) {
+    this.replies = new ReplyWriter(socket, ctx.session.structuredReplies, ctx.pool);
   }
-}
 
-class RequestError extends Error {
-  constructor(readonly errno: number, message: string) {
-    super(message);
+  start(leftover: Buffer[]): void {
+    for (const c of leftover) this.queue.push(c);
+    this.socket.on('data', (chunk: Buffer) => {
+      this.queue.push(chunk);
+      if (this.queue.length > HIGH_WATER) this.socket.pause();
+      this.pump();
+    });
+    this.socket.on('close', () => this.onClose());
+    this.socket.resume();
+    this.pump();
   }
-}
 
-export async function serveTransmission(
-  socket: Socket,
-  reader: SocketReader,
-  session: Negotiated,
-  limits: TransmissionLimits,
-  log: Logger,
-  shuttingDown: () => boolean,
-  pool: BufferPool,
-): Promise<void> {
-  const backend = session.export.backend;
-  const tflags = session.transmissionFlags;
-  let inflight = 0;
-  let inflightBytes = 0;
-  let slotFree: (() => void) | null = null;
-  let allDone: (() => void) | null = null;
-
-  const dataBytes = (req: Request) => (req.type === CMD.READ || req.type === CMD.WRITE ? Math.min(req.length, limits.maxRequest) : 0);
-  const admitted = (bytes: number) =>
-    inflight === 0 || (inflight < limits.maxInflight && inflightBytes + bytes <= limits.maxInflightBytes);
-
-  const release = (bytes: number) => {
-    inflight--;
-    inflightBytes -= bytes;
-    if (slotFree) {
-      const f = slotFree;
-      slotFree = null;
-      f();
+  /** Parses and dispatches as far as the bytes and the limits allow; the replies it produced leave together. */
+  private pump(): void {
+    this.replies.hold();
+    try {
+      this.parseAvailable();
+    } finally {
+      this.replies.flush();
     }
-    if (inflight === 0 && allDone) allDone();
-  };
-  const waitIdle = () => (inflight === 0 ? Promise.resolve() : new Promise<void>((r) => (allDone = r)));
+    if (this.socket.isPaused() && !this.stalled && !this.waitingForDrain && this.queue.length <= HIGH_WATER / 2) this.socket.resume();
+  }
 
-  const sendSimple = (handle: Buffer, errno: number, data?: Buffer) => {
-    if (socket.destroyed) return data && pool.put(data);
-    const h = Buffer.allocUnsafe(16);
-    h.writeUInt32BE(SIMPLE_REPLY_MAGIC, 0);
-    h.writeUInt32BE(errno, 4);
-    handle.copy(h, 8);
-    socket.cork();
-    socket.write(h);
-    if (data) socket.write(data, () => pool.put(data)); // the buffer is reusable once the kernel has it
-    socket.uncork();
-  };
-
-  const sendReadData = (handle: Buffer, offset: number, data: Buffer) => {
-    if (!session.structuredReplies) return sendSimple(handle, 0, data);
-    if (socket.destroyed) return pool.put(data);
-    const h = Buffer.allocUnsafe(28);
-    h.writeUInt32BE(STRUCTURED_REPLY_MAGIC, 0);
-    h.writeUInt16BE(REPLY_FLAG_DONE, 4);
-    h.writeUInt16BE(data.length ? REPLY_TYPE.OFFSET_DATA : REPLY_TYPE.NONE, 6);
-    handle.copy(h, 8);
-    h.writeUInt32BE(data.length ? data.length + 8 : 0, 16);
-    h.writeBigUInt64BE(BigInt(offset), 20);
-    socket.cork();
-    socket.write(data.length ? h : h.subarray(0, 20));
-    if (data.length) socket.write(data, () => pool.put(data));
-    socket.uncork();
-  };
-
-  const sendError = (req: Request, errno: number, message: string) => {
-    log.debug({ type: req.type, offset: req.offset, length: req.length, errno: errnoName(errno) }, message);
-    // Structured replies: a READ must be answered in structured form, with the message attached.
-    if (!session.structuredReplies || req.type !== CMD.READ) return sendSimple(req.handle, errno);
-    if (socket.destroyed) return;
-    const msg = Buffer.from(message.slice(0, 1024));
-    const h = Buffer.allocUnsafe(26 + msg.length);
-    h.writeUInt32BE(STRUCTURED_REPLY_MAGIC, 0);
-    h.writeUInt16BE(REPLY_FLAG_DONE, 4);
-    h.writeUInt16BE(REPLY_TYPE.ERROR, 6);
-    req.handle.copy(h, 8);
-    h.writeUInt32BE(6 + msg.length, 16);
-    h.writeUInt32BE(errno, 20);
-    h.writeUInt16BE(msg.length, 24);
-    msg.copy(h, 26);
-    socket.write(h);
-  };
-
-  /** Checks that do not touch the backend; throws RequestError with the spec's errno. */
-  const validate = (req: Request) => {
-    const known = [CMD.READ, CMD.WRITE, CMD.FLUSH, CMD.TRIM, CMD.WRITE_ZEROES] as number[];
-    if (!known.includes(req.type)) throw new RequestError(ERRNO.EINVAL, `unsupported command ${req.type}`);
-    if (req.flags & ~allowedFlags(req.type, tflags)) {
-      throw new RequestError(ERRNO.EINVAL, `command flags 0x${req.flags.toString(16)} not valid for command ${req.type}`);
+  private parseAvailable(): void {
+    while (!this.ending && !this.closed && !this.stalled && !this.waitingForDrain) {
+      if (this.payload) {
+        if (!this.receivePayload(this.payload)) break;
+        continue;
+      }
+      if (this.queue.length < REQUEST_HEADER_SIZE) break;
+      const req = parseRequest(this.queue.take(REQUEST_HEADER_SIZE), this.ctx.limits.maxRequest);
+      if (!req) {
+        this.ctx.log.warn({}, 'bad request magic; closing connection');
+        return this.finish(); // cannot resynchronise the stream: hard disconnect
+      }
+      if (req.type === CMD.DISC) {
+        this.ending = true; // the spec: handle all outstanding requests, then close
+        return this.finishWhenIdle();
+      }
+      if (this.admit(req)) this.proceed(req);
+      this.watchQueuedReplies();
     }
-    const writes = req.type === CMD.WRITE || req.type === CMD.TRIM || req.type === CMD.WRITE_ZEROES;
-    if (writes && backend.readOnly) throw new RequestError(ERRNO.EPERM, 'export is read-only');
-    if (req.type === CMD.FLUSH) {
-      if (req.offset !== 0 || req.length !== 0) throw new RequestError(ERRNO.EINVAL, 'flush must have zero offset and length');
-      return;
-    }
-    if ((req.type === CMD.READ || req.type === CMD.WRITE) && req.length > limits.maxRequest) {
-      throw new RequestError(ERRNO.EINVAL, `request of ${req.length} bytes exceeds the maximum of ${limits.maxRequest}`);
-    }
-    if (req.offset + req.length > backend.size) {
-      const errno = req.type === CMD.WRITE || req.type === CMD.WRITE_ZEROES ? ERRNO.ENOSPC : ERRNO.EINVAL;
-      throw new RequestError(errno, `request [${req.offset}, +${req.length}) goes past the end of the export (${backend.size} bytes)`);
-    }
-  };
+  }
 
-  const execute = async (req: Request) => {
+  /** Counts the request against the limits, or stalls parsing until it fits. */
+  private admit(req: Request): boolean {
+    const { maxInflight, maxInflightBytes, budget } = this.ctx.limits;
+    const fits = this.inflight === 0 || (this.inflight < maxInflight && this.inflightBytes + req.bytes <= maxInflightBytes);
+    if (!fits) return this.stall(req, 'slot');
+    if (req.bytes) {
+      const granted = budget.take(req.bytes);
+      if (granted) {
+        void granted.then(() => this.onBudget(req));
+        return this.stall(req, 'budget');
+      }
+    }
+    this.inflight++;
+    this.inflightBytes += req.bytes;
+    this.ctx.activity.inflight++;
+    return true;
+  }
+
+  private stall(req: Request, on: 'slot' | 'budget'): false {
+    this.stalled = req;
+    this.stalledOn = on;
+    this.socket.pause();
+    return false;
+  }
+
+  /** The server-wide budget granted a stalled request's bytes. */
+  private onBudget(req: Request): void {
+    if (this.closed) return this.ctx.limits.budget.give(req.bytes);
+    this.stalled = null;
+    this.inflight++;
+    this.inflightBytes += req.bytes;
+    this.ctx.activity.inflight++;
+    this.proceed(req);
+    this.pump();
+  }
+
+  private proceed(req: Request): void {
+    if (req.type !== CMD.WRITE) return this.dispatch(req);
+    // The payload follows whatever the verdict; a refused one is read and dropped, never buffered.
+    if (req.bytes) req.data = this.ctx.pool.get(req.length);
+    this.payload = { req, left: req.length };
+  }
+
+  /** Moves queued payload bytes into the write's buffer; true once it is complete and dispatched. */
+  private receivePayload(p: Payload): boolean {
+    const n = p.req.data ? this.queue.copyInto(p.req.data, p.req.length - p.left, p.left) : this.queue.skip(p.left);
+    p.left -= n;
+    if (p.left > 0) return false;
+    this.payload = null;
+    this.dispatch(p.req);
+    return true;
+  }
+
+  /** Runs a request: inline on the backend's synchronous calls when the policy allows, else asynchronously. */
+  private dispatch(req: Request): void {
+    const { session, limits, shuttingDown, inline, activity } = this.ctx;
+    const backend = session.export.backend;
     try {
       if (shuttingDown()) throw new RequestError(ERRNO.ESHUTDOWN, 'server is shutting down');
-      validate(req);
-      const fua = (req.flags & CMD_FLAG.FUA) !== 0;
+      checkRequest(req, session.transmissionFlags, backend, limits.maxRequest);
+      if (inline && !(req.flags & CMD_FLAG.FUA)) {
+        const others = activity.inflight > 1;
+        if (req.type === CMD.READ && backend.readSync) {
+          const buf = this.replies.readBuffer(req.length);
+          if (inline.run(req.length, others, () => backend.readSync!(buf.data, req.offset))) return this.sendRead(req, buf);
+          this.replies.dropRead(buf);
+        } else if (req.type === CMD.WRITE && backend.writeSync && inline.run(req.length, others, () => backend.writeSync!(req.data!, req.offset))) {
+          this.replies.ok(req);
+          return this.release(req);
+        }
+      }
+    } catch (err) {
+      return this.fail(req, err);
+    }
+    void this.dispatchAsync(req);
+  }
+
+  private async dispatchAsync(req: Request): Promise<void> {
+    const backend = this.ctx.session.export.backend;
+    try {
       switch (req.type) {
         case CMD.READ: {
-          const data = pool.get(req.length);
+          const buf = this.replies.readBuffer(req.length);
           try {
-            if (req.length) await backend.read(data, req.offset);
+            if (req.length) await backend.read(buf.data, req.offset);
+            if (req.flags & CMD_FLAG.FUA) await backend.flush();
           } catch (err) {
-            pool.put(data);
+            this.replies.dropRead(buf);
             throw err;
           }
-          sendReadData(req.handle, req.offset, data);
-          return;
+          return this.sendRead(req, buf);
         }
         case CMD.WRITE:
           if (req.length) await backend.write(req.data!, req.offset);
@@ -178,48 +225,86 @@ export async function serveTransmission(
           if (req.length) await backend.writeZeroes(req.offset, req.length);
           break;
       }
-      if (fua && req.type !== CMD.FLUSH) await backend.flush();
-      sendSimple(req.handle, 0);
+      if (req.flags & CMD_FLAG.FUA && req.type !== CMD.FLUSH) await backend.flush();
+      this.replies.ok(req);
+      this.release(req);
     } catch (err) {
-      if (err instanceof RequestError) sendError(req, err.errno, err.message);
-      else {
-        const e = err as NodeJS.ErrnoException;
-        log.error({ err: e.message, type: req.type, offset: req.offset }, 'backend error');
-        sendError(req, e.code === 'ENOSPC' || e.code === 'EDQUOT' || e.code === 'EFBIG' ? ERRNO.ENOSPC : ERRNO.EIO, e.message);
-      }
-    } finally {
-      release(dataBytes(req));
+      this.fail(req, err);
     }
-  };
+    this.watchQueuedReplies();
+  }
 
-  for (;;) {
-    const header = await reader.read(REQUEST_HEADER_SIZE);
-    if (header.readUInt32BE(0) !== REQUEST_MAGIC) {
-      log.warn({ magic: header.readUInt32BE(0) }, 'bad request magic; closing connection');
-      return; // cannot resynchronise the stream: hard disconnect
+  /** A read's bytes stay counted until the kernel has them. */
+  private sendRead(req: Request, buf: ReadBuffer): void {
+    this.replies.read(req, buf, () => this.release(req));
+  }
+
+  private fail(req: Request, err: unknown): void {
+    const { log } = this.ctx;
+    let errno: number;
+    if (err instanceof RequestError) errno = err.errno;
+    else {
+      const e = err as NodeJS.ErrnoException;
+      log.error({ err: e.message, type: req.type, offset: req.offset }, 'backend error');
+      errno = e.code === 'ENOSPC' || e.code === 'EDQUOT' || e.code === 'EFBIG' ? ERRNO.ENOSPC : ERRNO.EIO;
     }
-    const offset64 = header.readBigUInt64BE(16);
-    const req: Request = {
-      flags: header.readUInt16BE(4),
-      type: header.readUInt16BE(6),
-      handle: Buffer.from(header.subarray(8, 16)),
-      // Offsets beyond 2^53 are past any export; clamp so the bounds check rejects them.
-      offset: offset64 > BigInt(Number.MAX_SAFE_INTEGER) ? Number.MAX_SAFE_INTEGER : Number(offset64),
-      length: header.readUInt32BE(24),
-    };
-    if (req.type === CMD.DISC) {
-      await waitIdle(); // the spec: handle all outstanding requests, then close
-      return;
+    const message = (err as Error).message;
+    log.debug({ type: req.type, offset: req.offset, length: req.length, errno: errnoName(errno) }, message);
+    this.replies.error(req, errno, message, req.type === CMD.READ);
+    this.release(req);
+  }
+
+  /** Ends a request's hold on the limits, and lets a stalled request or DISC go on. */
+  private release(req: Request): void {
+    if (req.released) return;
+    req.released = true;
+    if (req.data) this.ctx.pool.put(req.data);
+    this.inflight--;
+    this.inflightBytes -= req.bytes;
+    this.ctx.activity.inflight--;
+    if (req.bytes) this.ctx.limits.budget.give(req.bytes);
+    if (this.ending) return this.finishWhenIdle();
+    const s = this.stalled;
+    if (s && this.stalledOn === 'slot' && !this.closed) {
+      this.stalled = null;
+      if (this.admit(s)) {
+        this.proceed(s);
+        this.pump();
+      }
     }
-    const bytes = dataBytes(req);
-    while (!admitted(bytes)) await new Promise<void>((r) => (slotFree = r));
-    if (req.type === CMD.WRITE) {
-      // The payload follows whatever the verdict; an oversized one is drained, not buffered.
-      if (req.length > limits.maxRequest) await reader.skip(req.length);
-      else req.data = await reader.read(req.length);
+  }
+
+  /**
+   * A client that does not read its replies gets no more requests served until it
+   * does. Read data waiting in the queue is already counted (and bounded) as bytes
+   * in flight; this bounds the rest: replies without data, error messages.
+   */
+  private watchQueuedReplies(): void {
+    if (this.waitingForDrain || this.closed || this.socket.writableLength - this.inflightBytes <= MAX_QUEUED_REPLIES) return;
+    this.waitingForDrain = true;
+    this.socket.pause();
+    this.socket.once('drain', () => {
+      this.waitingForDrain = false;
+      this.pump();
+    });
+  }
+
+  private finishWhenIdle(): void {
+    if (this.inflight === 0) this.finish();
+  }
+
+  private finish(): void {
+    this.ending = true;
+    this.done();
+  }
+
+  private onClose(): void {
+    this.closed = true;
+    const p = this.payload;
+    if (p) {
+      this.payload = null;
+      this.release(p.req); // admitted, but its payload will never arrive
     }
-    inflight++;
-    inflightBytes += bytes;
-    void execute(req);
+    this.done();
   }
 }

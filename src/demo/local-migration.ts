@@ -70,10 +70,10 @@ export type LocalMigrationResult = MigrationResult & {
   checkMs: number;
 };
 
-/** `livemig nbd serve` over the image, as the storage host. */
+/** `livemig nbd serve` over the image, as the storage host: one process, so its pid accounts for all its CPU. */
 export async function livemigStorage(hosts: Hosts, image: string): Promise<StorageServer> {
   const at = hosts.placement;
-  const nbd = await hosts.livemig('storage', ['nbd', 'serve', '--export', `disk=${image}`, '--listen', `tcp://${at.listen.storage}:0`]);
+  const nbd = await hosts.livemig('storage', ['nbd', 'serve', '--workers', '1', '--export', `disk=${image}`, '--listen', `tcp://${at.listen.storage}:0`]);
   const port = new URL((nbd.info as { exports: { uri: string }[] }).exports[0].uri).port;
   return { pid: nbd.child.pid!, uri: (role) => `nbd://${at.storageFrom[role]}:${port}/disk` };
 }

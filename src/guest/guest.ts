@@ -65,6 +65,7 @@ export class Guest {
   private readonly pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
   private exited = false;
   private migratedAway = false;
+  private diskDetached = false;
   failure: { code: string; message: string } | null = null;
 
   private constructor(
@@ -181,8 +182,10 @@ export class Guest {
     return this.status();
   }
 
+  /** Resumes a paused guest; a disk it handed over for a migration that failed is taken back first. */
   async resume(): Promise<GuestStatus> {
     if (this.migratedAway) throw new LivemigError('GUEST_MIGRATED', 'this guest has migrated away and runs on the destination: stop it here');
+    if (this.diskDetached) await this.attachDisk();
     await this.request<WorkerStatus>({ cmd: 'resume' });
     return this.status();
   }
@@ -204,11 +207,14 @@ export class Guest {
     await this.request({ cmd: 'detach-disk' });
     await this.diskLock?.release();
     this.diskLock = null;
+    this.diskDetached = true;
   }
 
+  /** Takes the disk back (its lock first: a file another host holds now is refused, GUEST_DISK_LOCKED). */
   async attachDisk(): Promise<void> {
     this.diskLock ??= await DiskLock.take(this.config.disk);
     await this.request({ cmd: 'attach-disk' });
+    this.diskDetached = false;
   }
 
   /** Gives a guest started with deferDevice its device state (as deviceStateBytes made it) and disk; it stays paused. */

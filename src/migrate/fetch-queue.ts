@@ -147,7 +147,7 @@ export class FetchQueue {
     // fair share of it, not on every completion (that cost ~150 ms of a 256 MiB migration).
     const waiting = this.pending.length - this.head;
     if (this.incoming.length && (waiting < this.opts.maxBlocks || this.incoming.length >= waiting >> 2)) this.merge();
-    while (this.inFlight < this.opts.maxInFlight && this.bytesInFlight < this.opts.maxBytesInFlight && this.head < this.pending.length) {
+    while (this.inFlight < this.opts.maxInFlight && this.head < this.pending.length) {
       // One read: references on nearby or shared blocks, about maxBlocks (a reference is never split).
       const start = this.head;
       const first = this.pending[start].block;
@@ -160,6 +160,8 @@ export class FetchQueue {
         end = e;
         at++;
       }
+      // The byte bound holds whole reads; only a read alone may exceed it (a reference is never split).
+      if (this.inFlight > 0 && this.bytesInFlight + (end - first) * PAGE_SIZE > this.opts.maxBytesInFlight) break;
       this.head = at;
       const run = this.pending.slice(start, at);
       for (const r of run) this.waitingPages -= r.count;

@@ -5,8 +5,8 @@
  * (PRAGMA application_id) so a foreign database is refused with a clear error.
  */
 import Database from 'better-sqlite3';
-import { existsSync, rmSync } from 'node:fs';
-import { LivemigError } from '../errors.ts';
+import { rmSync } from 'node:fs';
+import { openVersioned, writeSchema, type DatabaseKind } from '../util/versioned-db.ts';
 import { COUNTER, P2B, type P2bMap, type P2bState, type CounterName } from './map.ts';
 
 export const APPLICATION_ID = 0x6c6d6967; // "lmig"
@@ -36,26 +36,10 @@ CREATE INDEX mapping_by_block ON mapping (block);
 CREATE TABLE counter (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 `;
 
+export const P2B_DATABASE: DatabaseKind = { name: 'p2b map', applicationId: APPLICATION_ID, schemaVersion: SCHEMA_VERSION, notFound: 'P2B_NOT_FOUND', foreign: 'P2B_FOREIGN_FILE', version: 'P2B_SCHEMA_VERSION' };
+
 export function openDatabase(path: string, opts: { readOnly?: boolean; create?: boolean } = {}): Database.Database {
-  if (!opts.create && !existsSync(path)) throw new LivemigError('P2B_NOT_FOUND', `${path}: no such p2b map database`);
-  let db: Database.Database;
-  try {
-    db = new Database(path, { readonly: opts.readOnly ?? false, fileMustExist: !opts.create });
-    const appId = db.pragma('application_id', { simple: true }) as number;
-    const isNew = appId === 0 && (db.prepare("SELECT count(*) AS n FROM sqlite_master").get() as { n: number }).n === 0;
-    if (isNew && opts.create) return db;
-    if (appId !== APPLICATION_ID) throw new LivemigError('P2B_FOREIGN_FILE', `${path} is not a livemig p2b map database`);
-    const version = db.pragma('user_version', { simple: true }) as number;
-    if (version !== SCHEMA_VERSION) {
-      throw new LivemigError('P2B_SCHEMA_VERSION', `${path} has p2b schema version ${version}; this livemig reads version ${SCHEMA_VERSION}`);
-    }
-    return db;
-  } catch (err) {
-    if (err instanceof LivemigError) throw err;
-    const e = err as Error & { code?: string };
-    if (e.code === 'SQLITE_NOTADB') throw new LivemigError('P2B_FOREIGN_FILE', `${path} is not a livemig p2b map database (not SQLite)`);
-    throw err;
-  }
+  return openVersioned(path, P2B_DATABASE, opts);
 }
 
 export class P2bStore {
@@ -80,10 +64,7 @@ export class P2bStore {
     // short by a power loss here holds nothing yet; a killed process loses nothing.
     db.pragma('synchronous = OFF');
     db.pragma('journal_mode = WAL');
-    db.exec('DROP TABLE IF EXISTS mapping; DROP TABLE IF EXISTS meta; DROP TABLE IF EXISTS counter;');
-    db.exec(SCHEMA);
-    db.pragma(`application_id = ${APPLICATION_ID}`);
-    db.pragma(`user_version = ${SCHEMA_VERSION}`);
+    writeSchema(db, P2B_DATABASE, SCHEMA, ['mapping', 'meta', 'counter']);
     const store = new P2bStore(db, path);
     const full: P2bMeta = { ...meta, createdAt: new Date().toISOString(), clean: false };
     db.transaction(() => {

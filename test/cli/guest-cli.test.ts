@@ -10,8 +10,7 @@ import { createInterface } from 'node:readline';
 import { once } from 'node:events';
 import { join } from 'node:path';
 import { writeFileSync, copyFileSync } from 'node:fs';
-import { setTimeout as delay } from 'node:timers/promises';
-import { LIVEMIG, REPO, livemig, run, tempDir } from '../helpers/processes.ts';
+import { LIVEMIG, REPO, livemig, run, tempDir, waitFor } from '../helpers/processes.ts';
 import { randomImage } from '../helpers/disk-image.ts';
 import { startNbdServe, type ServeProcess } from '../helpers/nbd-serve.ts';
 
@@ -61,12 +60,15 @@ async function status(control: string) {
 }
 
 async function waitMapped(control: string, share: number) {
-  for (let i = 0; i < 300; i++) {
-    const s = await status(control);
-    if (s.p2b.mappedPages / s.p2b.pages >= share) return s;
-    await delay(100);
-  }
-  throw new Error('the map did not fill');
+  let s = await status(control);
+  await waitFor(async () => ((s = await status(control)), s.p2b.mappedPages / s.p2b.pages >= share), `the map to fill to ${share}`, 30_000);
+  return s;
+}
+
+/** Waits until the guest has run `steps` more steps (a count, not a time). */
+async function runSteps(control: string, steps: number): Promise<void> {
+  const from = (await status(control)).steps as number;
+  await waitFor(async () => (await status(control)).steps >= from + steps, `${steps} more steps`, 60_000);
 }
 
 test('run, status, throttle, pause, dump-memory, p2b verify/stats/lookup/dump/diff, resume, stop', async () => {
@@ -132,7 +134,7 @@ test('run, status, throttle, pause, dump-memory, p2b verify/stats/lookup/dump/di
   assert.equal((await p2b(['diff', map, map])).code, 0);
   await livemig(['resume', '--control', g.control]);
   await livemig(['throttle', '--control', g.control, '0']);
-  await delay(1500);
+  await runSteps(g.control, 300); // steady-state file reads: misses evict
   await livemig(['pause', '--control', g.control]);
   const d = await p2b(['diff', map, join(g.stateDir, 'p2b.sqlite'), '--json']);
   assert.equal(d.code, 1, 'steady-state evictions must change the map');
@@ -149,10 +151,14 @@ test('run, status, throttle, pause, dump-memory, p2b verify/stats/lookup/dump/di
 test('a guest killed with SIGKILL leaves a readable map; a restart reloads it as unverified, never referenceable', async () => {
   const g = await startGuest('vm2');
   await waitMapped(g.control, 0.5);
-  await delay(600); // let the persister write
+  const db = join(g.stateDir, 'p2b.sqlite');
+  // Killed once the persister has written the map (it writes every 250 ms, off the guest's thread).
+  await waitFor(async () => {
+    const r = await p2b(['stats', db, '--json']);
+    return r.code === 0 && JSON.parse(r.stdout).mappedPages > 1000;
+  }, 'the persister to write the map', 30_000);
   g.child.kill('SIGKILL');
   await g.exited;
-  const db = join(g.stateDir, 'p2b.sqlite');
   const after = await p2b(['stats', db, '--json']);
   assert.equal(after.code, 0, after.stderr);
   const st = JSON.parse(after.stdout);

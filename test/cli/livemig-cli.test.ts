@@ -93,11 +93,11 @@ test('nbd info on an unreachable server: exit 1, one line with the code', async 
   assert.match(r.stderr, /^livemig: cannot connect to nbd:\/\/127\.0\.0\.1:1\/: ECONNREFUSED \[NBD_CONNECT_FAILED\]\n$/);
 });
 
-test('demo runs a whole migration and prints the contract fields, verified', async () => {
+test('demo runs a whole migration and prints the contract fields, verified by the oracle', async () => {
   const r = await livemig(['demo', '--memory', '48MiB', '--json'], { timeoutMs: 180_000 });
   assert.equal(r.code, 0, r.stderr);
   const d = JSON.parse(r.stdout);
-  for (const k of ['strategy', 'workload', 'memoryBytes', 'verified', 'totalTimeMs', 'downtimeMs', 'rounds', 'linkBytes', 'nasBytes', 'pages']) {
+  for (const k of ['strategy', 'workload', 'memoryBytes', 'verified', 'check', 'checkMs', 'totalTimeMs', 'downtimeMs', 'rounds', 'linkBytes', 'nasBytes', 'pages']) {
     assert.ok(k in d, `demo --json has ${k}`);
   }
   assert.deepEqual(Object.keys(d.pages).sort(), ['full', 'ref', 'refRetried', 'zero']);
@@ -105,6 +105,19 @@ test('demo runs a whole migration and prints the contract fields, verified', asy
   assert.equal(d.strategy, 'p2b');
   assert.ok(d.pages.ref > 0, 'references were used');
   assert.equal(d.destinationRunning, true);
+  assert.equal(d.check, 'full', 'the oracle runs by default');
+  assert.equal(d.oracle.equal, true);
+  assert.ok(d.checkMs > 0, 'its cost is reported');
+});
+
+test('demo --check digests runs the production check only, and says so', async () => {
+  const r = await livemig(['demo', '--memory', '32MiB', '--check', 'digests', '--json'], { timeoutMs: 180_000 });
+  assert.equal(r.code, 0, r.stderr);
+  const d = JSON.parse(r.stdout);
+  assert.deepEqual([d.check, d.checkMs, d.verified, 'oracle' in d], ['digests', 0, true, false]);
+  const bad = await livemig(['demo', '--check', 'maybe']);
+  assert.equal(bad.code, 2);
+  assert.match(bad.stderr, /--check must be full or digests/);
 });
 
 test('p2b is installed as a command and answers --help', async () => {

@@ -167,7 +167,7 @@ test('the p2b tool reads an index database: stats, dump, lookup, and verify that
 
   // And the server, started again, does not trust it.
   const again = await serveIndexed(path, idx, join(dir.path, 'q4b.sock'));
-  const info = again.info as { exports: { contentIndex: { reloaded: number; reloadRefused: string } }[] };
+  const info = again.info as unknown as { exports: { contentIndex: { reloaded: number; reloadRefused: string } }[] };
   assert.equal(info.exports[0].contentIndex.reloaded, 0);
   assert.match(info.exports[0].contentIndex.reloadRefused, /image changed/);
   await again.stop();
@@ -186,12 +186,12 @@ test('a killed server leaves an index that the next start refuses to reload; a c
   await readAll(srv);
   await srv.stop();
   srv = await serveIndexed(path, idx, join(dir.path, 'q5.sock'));
-  const info = srv.info as { exports: { contentIndex: { reloaded: number } }[] };
+  const info = srv.info as unknown as { exports: { contentIndex: { reloaded: number } }[] };
   assert.equal(info.exports[0].contentIndex.reloaded, BLOCKS);
   srv.process.kill('SIGKILL');
   await once(srv.process, 'exit');
   srv = await serveIndexed(path, idx, join(dir.path, 'q5.sock'));
-  const after = srv.info as { exports: { contentIndex: { reloaded: number; reloadRefused: string } }[] };
+  const after = srv.info as unknown as { exports: { contentIndex: { reloaded: number; reloadRefused: string } }[] };
   assert.deepEqual([after.exports[0].contentIndex.reloaded, after.exports[0].contentIndex.reloadRefused], [0, 'not closed cleanly']);
   await srv.stop();
 });

@@ -5,11 +5,10 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { setTimeout as delay } from 'node:timers/promises';
 import { Guest, type GuestStatus } from '../../src/guest/guest.ts';
 import { WORKLOAD_NAMES } from '../../src/guest/workloads/registry.ts';
 import { requireTools } from '../helpers/tools.ts';
-import { run, tempDir, REPO } from '../helpers/processes.ts';
+import { run, tempDir, waitFor, REPO } from '../helpers/processes.ts';
 import { useSharedDisks } from '../helpers/shared-disks.ts';
 
 const MiB = 1024 * 1024;
@@ -18,14 +17,18 @@ const disks = useSharedDisks(dir.path, 128 * MiB);
 after(() => dir.cleanup());
 
 async function waitForSteady(guest: Guest, timeoutMs = 30_000): Promise<GuestStatus> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const s = await guest.status();
-    if (s.progress.phase === 'steady' && s.steps > 0) return s;
+  let s: GuestStatus | null = null;
+  await waitFor(async () => {
+    s = await guest.status();
     if (s.error) throw new Error(`guest failed: ${s.error.message}`);
-    if (Date.now() > deadline) throw new Error(`guest did not reach steady state: ${JSON.stringify(s.progress)}`);
-    await delay(100);
-  }
+    return s.progress.phase === 'steady' && s.steps > 0;
+  }, `guest ${guest.config.name} to reach steady state`, timeoutMs);
+  return s!;
+}
+
+/** Some steady-state work (evictions, rewrites, writes, flushes): a count of steps, whatever the machine's speed. */
+async function runSteps(guest: Guest, from: number, steps: number): Promise<void> {
+  await waitFor(async () => (await guest.status()).steps >= from + steps, `guest ${guest.config.name} to run ${steps} steps`, 60_000);
 }
 
 /**
@@ -56,8 +59,8 @@ for (const server of ['livemig', 'nbdkit'] as const) {
         stateDir: join(dir.path, `${workload}-${server}`),
       });
       try {
-        await waitForSteady(guest);
-        await delay(800); // some steady-state work: evictions, rewrites, writes, flushes
+        const steady = await waitForSteady(guest);
+        await runSteps(guest, steady.steps, 20);
         const v = await verify(guest, disk, `${workload}-${server}`);
         const s = await guest.status();
         assert.ok(v.checked > 1000, `expected a populated map, checked ${v.checked}`);

@@ -6,20 +6,20 @@ import { LIVEMIG } from './processes.ts';
 
 export interface ServeProcess {
   uri: (name?: string) => string;
-  /** The --json line the server printed. */
-  info: Record<string, unknown>;
   process: ChildProcess;
+  /** The --json line the server printed. */
+  info: { listening: string; exports: { name: string; uri: string; [k: string]: unknown }[]; pids: number[]; [k: string]: unknown };
   stop: () => Promise<void>;
 }
 
 export async function startNbdServe(args: string[]): Promise<ServeProcess> {
   const child = spawn(process.execPath, [LIVEMIG, 'nbd', 'serve', '--listen', 'tcp://127.0.0.1:0', '--json', ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
   const [line] = (await once(createInterface({ input: child.stdout! }), 'line')) as [string];
-  const info = JSON.parse(line) as { exports: { name: string; uri: string }[] };
+  const info = JSON.parse(line) as ServeProcess['info'];
   return {
-    info,
     uri: (name = '') => info.exports.find((e) => e.name === name)!.uri,
     process: child,
+    info,
     stop: async () => {
       if (child.exitCode !== null) return;
       child.kill('SIGTERM');

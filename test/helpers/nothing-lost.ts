@@ -7,7 +7,7 @@
  * oracle's fingerprint) and disk byte for byte.
  */
 import assert from 'node:assert/strict';
-import { copyFileSync, readFileSync } from 'node:fs';
+import { copyFileSync, readFileSync, rmSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { Guest } from '../../src/guest/guest.ts';
@@ -45,7 +45,7 @@ export interface Inspectable {
  * Pauses the source, replays its steps on a fresh guest over a copy of the pristine
  * disk, and asserts that memory and disk are identical; then resumes the source.
  */
-export async function assertNothingLost(source: Inspectable, disk: OwnDisk, dir: string): Promise<void> {
+export async function assertNothingLost(source: Inspectable, disk: Pick<OwnDisk, 'image' | 'pristine'>, dir: string): Promise<void> {
   const { steps } = await source.pause();
   const replayImage = join(dir, `replay-${Date.now()}.img`);
   copyFileSync(disk.pristine, replayImage);
@@ -60,4 +60,5 @@ export async function assertNothingLost(source: Inspectable, disk: OwnDisk, dir:
   }
   assert.equal(sha256(disk.image), sha256(replayImage), `the disk after ${steps} steps differs from a replay's`);
   await source.resume();
+  rmSync(replayImage, { force: true });
 }

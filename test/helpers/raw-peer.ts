@@ -17,8 +17,9 @@ export class RawPeer {
     socket.on('error', () => {});
   }
 
-  static async connect(path: string): Promise<RawPeer> {
-    const s = net.connect(path);
+  /** A Unix socket path, or a TCP port on 127.0.0.1. */
+  static async connect(where: string | number): Promise<RawPeer> {
+    const s = typeof where === 'number' ? net.connect(where, '127.0.0.1') : net.connect(where);
     await once(s, 'connect');
     return new RawPeer(s);
   }

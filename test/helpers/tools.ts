@@ -16,6 +16,7 @@ export const PACKAGE_OF: Record<string, string> = {
   busybox: 'busybox-static',
   mke2fs: 'e2fsprogs',
   cpio: 'cpio',
+  openssl: 'openssl',
 };
 
 const found = new Map<string, boolean>();

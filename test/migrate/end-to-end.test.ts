@@ -4,10 +4,9 @@
  */
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { setTimeout as delay } from 'node:timers/promises';
 import { WORKLOAD_NAMES } from '../../src/guest/workloads/registry.ts';
 import { requireTools } from '../helpers/tools.ts';
-import { tempDir } from '../helpers/processes.ts';
+import { tempDir, waitFor } from '../helpers/processes.ts';
 import { useSharedDisks } from '../helpers/shared-disks.ts';
 import { startWarmGuest, migrateGuest } from '../helpers/migration.ts';
 
@@ -32,8 +31,7 @@ for (const server of ['livemig', 'nbdkit'] as const) {
           assert.equal(s.state, 'running');
           assert.equal(s.workload, workload);
           const before = s.steps;
-          await delay(300);
-          assert.ok((await m.destination.status()).steps > before, 'the workload continues on the destination');
+          await waitFor(async () => (await m.destination.status()).steps > before, 'the workload to continue on the destination');
           assert.equal(m.mappedWrong, 0, 'every mapping the destination starts with is true');
           const p = m.result.pages;
           assert.ok(p.full + p.zero + p.ref >= 32 * MiB / 4096, 'every page was sent at least once');

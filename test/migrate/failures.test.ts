@@ -1,71 +1,79 @@
 /**
  * What must not lose anything: a dying destination, a cut link, storage that
  * vanishes or changes behind livemig's back, a peer of another version, a
- * destination that sees other storage. The source guest keeps running, intact.
+ * destination that sees other storage, failures after the pause. Every failed
+ * migration checks that nothing was lost, by replaying the source's steps on a
+ * pristine copy of its disk (test/helpers/nothing-lost.ts): memory and disk equal.
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import net from 'node:net';
-import { once } from 'node:events';
 import { spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
+import { once } from 'node:events';
 import { join } from 'node:path';
 import { copyFileSync, openSync, writeSync, closeSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
-import { setTimeout as delay } from 'node:timers/promises';
 import { listenIncoming } from '../../src/migrate/destination/index.ts';
 import { migrate } from '../../src/migrate/source/index.ts';
 import { LivemigError } from '../../src/errors.ts';
 import { Channel } from '../../src/wire/index.ts';
 import { P2B } from '../../src/p2b/map.ts';
-import type { Guest } from '../../src/guest/guest.ts';
+import type { Guest, GuestStatus } from '../../src/guest/guest.ts';
+import type { Fingerprint } from '../../src/guest/fingerprint.ts';
+import { controlRequest } from '../../src/guest/control/client.ts';
 import { requireTools } from '../helpers/tools.ts';
-import { tempDir, startNbdkit, livemig, run, LIVEMIG, REPO } from '../helpers/processes.ts';
+import { tempDir, startNbdkit, livemig, run, waitFor, LIVEMIG, REPO } from '../helpers/processes.ts';
 import { randomImage } from '../helpers/disk-image.ts';
-import { startNbdServe, type ServeProcess } from '../helpers/nbd-serve.ts';
+import { startNbdServe } from '../helpers/nbd-serve.ts';
 import { startWarmGuest, migrateGuest, checkSwitchover } from '../helpers/migration.ts';
+import { ownDisk, assertNothingLost, type Inspectable } from '../helpers/nothing-lost.ts';
+import { startFrameTap } from '../helpers/frame-tap.ts';
 
 const MiB = 1024 * 1024;
 const dir = tempDir();
-const image = join(dir.path, 'disk.img');
-let nbd: ServeProcess;
-before(async () => {
-  randomImage(image, 96 * MiB);
-  nbd = await startNbdServe(['--export', `disk=${image}`]);
-});
-after(async () => {
-  await nbd?.stop();
-  dir.cleanup();
-});
+const base = join(dir.path, 'base.img');
+before(() => randomImage(base, 64 * MiB));
+after(() => dir.cleanup());
 
-const base = { strategy: 'p2b' as const, maxBandwidth: 0, downtimeLimitMs: 300, maxRounds: 30, converge: 'throttle' as const };
+const opts = { strategy: 'p2b' as const, maxBandwidth: 0, downtimeLimitMs: 300, maxRounds: 30, converge: 'throttle' as const };
+const failsWith = (...codes: string[]) => (e: unknown) => e instanceof LivemigError && codes.includes(e.code);
 
-async function assertStillRunning(g: Guest): Promise<void> {
-  const before = await g.status();
-  assert.equal(before.state, 'running');
-  await delay(200);
-  assert.ok((await g.status()).steps > before.steps, 'the source guest keeps running');
+/** The source guest runs and its disk is back: its workload makes progress. */
+async function assertRunsOn(g: Guest): Promise<void> {
+  const s = await g.status();
+  assert.equal(s.state, 'running');
+  assert.notEqual(s.disk.description, 'detached', 'the disk is re-attached');
+  await waitFor(async () => (await g.status()).steps > s.steps + 5, 'the source guest to make progress');
 }
 
-test('a destination killed mid-round: migrate exits 1 with one line, the source runs on with memory and map intact', async () => {
+/** A source guest in another process, inspected through its control socket. */
+function overControl(control: string, config: Inspectable['config']): Inspectable {
+  return {
+    config,
+    pause: () => controlRequest<GuestStatus>(control, 'pause'),
+    fingerprint: () => controlRequest<Fingerprint>(control, 'fingerprint'),
+    resume: () => controlRequest(control, 'resume'),
+  };
+}
+
+test('a destination killed mid-round: migrate exits 1 with one line, the source runs on with nothing lost', async () => {
+  const disk = await ownDisk(dir.path, base, 'kill');
   const dstControl = join(dir.path, 'kill-dst.sock');
   const srcControl = join(dir.path, 'kill-src.sock');
   const dst = spawn(process.execPath, [LIVEMIG, 'run', '--incoming', 'tcp://127.0.0.1:0', '--control', dstControl, '--state-dir', join(dir.path, 'kill-dst'), '--json'], { stdio: ['ignore', 'pipe', 'ignore'] });
-  const src = spawn(process.execPath, [LIVEMIG, 'run', '--name', 'k', '--memory', '32MiB', '--disk', nbd.uri('disk'), '--workload', 'pagecache',
+  const src = spawn(process.execPath, [LIVEMIG, 'run', '--name', 'k', '--memory', '32MiB', '--disk', disk.uri, '--workload', 'pagecache',
     '--control', srcControl, '--state-dir', join(dir.path, 'kill-src'), '--json'], { stdio: ['ignore', 'pipe', 'ignore'] });
-  const srcExited = new Promise((r) => src.once('exit', r));
+  const srcExited = once(src, 'exit');
   try {
     const [dstLine] = (await once(createInterface({ input: dst.stdout! }), 'line')) as [string];
     await once(createInterface({ input: src.stdout! }), 'line');
-    await delay(1500);
+    await waitFor(async () => (await controlRequest<GuestStatus>(srcControl, 'status')).progress.phase === 'steady', 'the source guest to warm up', 60_000);
     // A slow link keeps the migration in its first round long enough to kill the destination there.
     const migrating = livemig(['migrate', '--control', srcControl, '--to', JSON.parse(dstLine).incoming, '--max-bandwidth', '10Mbit']);
-    // Kill it once it is receiving pages, however long the migrate command took to start.
-    for (let i = 0; i < 600; i++) {
+    await waitFor(async () => {
       const st = await livemig(['status', '--control', dstControl, '--json']);
-      if (st.code === 0 && JSON.parse(st.stdout).incoming?.phase === 'receiving') break;
-      await delay(50);
-    }
+      return st.code === 0 && JSON.parse(st.stdout).incoming?.phase === 'receiving';
+    }, 'the destination to receive pages', 30_000);
     dst.kill('SIGKILL');
     const r = await migrating;
     assert.equal(r.code, 1);
@@ -74,69 +82,136 @@ test('a destination killed mid-round: migrate exits 1 with one line, the source 
     const s = JSON.parse((await livemig(['status', '--control', srcControl, '--json'])).stdout);
     assert.equal(s.state, 'running');
     assert.equal(s.migration.state, 'failed');
-    // Memory and map intact: pause, dump, verify every mapping against the disk.
+    // The map is intact: every mapping checked against the disk.
     await livemig(['pause', '--control', srcControl]);
     const dump = JSON.parse((await livemig(['dump-memory', '--control', srcControl, '--out', join(dir.path, 'kill.mem'), '--json'])).stdout);
-    const v = await run(process.execPath, [join(REPO, 'bin/p2b.js'), 'verify', dump.map, '--memory', join(dir.path, 'kill.mem'), '--storage', nbd.uri('disk'), '--json']);
+    const v = await run(process.execPath, [join(REPO, 'bin/p2b.js'), 'verify', dump.map, '--memory', join(dir.path, 'kill.mem'), '--storage', disk.uri, '--json']);
     assert.equal(v.code, 0, v.stdout);
     assert.ok(JSON.parse(v.stdout).checked > 1000);
-    assert.equal(JSON.parse((await livemig(['resume', '--control', srcControl, '--json'])).stdout).state, 'running');
+    // Memory and disk as if no migration had been tried.
+    await assertNothingLost(overControl(srcControl, { memoryBytes: 32 * MiB, workload: 'pagecache', options: { seed: 1 } }), disk, dir.path);
   } finally {
     dst.kill('SIGKILL');
     await livemig(['stop', '--control', srcControl]);
     await srcExited;
+    await disk.server.stop();
   }
 });
 
-test('a link cut mid-migration fails with MIGRATE_LINK_LOST and the source guest resumes', async () => {
-  const g = await startWarmGuest(dir.path, 'cut', nbd.uri('disk'), 'pagecache');
+test('a link cut mid-migration fails with MIGRATE_LINK_LOST, the source guest runs on with nothing lost', async () => {
+  const disk = await ownDisk(dir.path, base, 'cut');
+  const g = await startWarmGuest(dir.path, 'cut', disk.uri, 'pagecache');
   const incoming = await listenIncoming({ host: '127.0.0.1', port: 0, stateDir: () => join(dir.path, 'cut-dst') });
-  // A real TCP hop between the agents, so the link can be cut without killing either.
-  const sockets: net.Socket[] = [];
-  const proxy = net.createServer((client) => {
-    const upstream = net.connect(incoming.port, '127.0.0.1');
-    sockets.push(client, upstream);
-    client.on('error', () => {});
-    upstream.on('error', () => {});
-    client.pipe(upstream).pipe(client);
-  });
-  proxy.listen(0, '127.0.0.1');
-  await once(proxy, 'listening');
+  // Cut while round 0 is on its way: after the 20th PAGES frame.
+  let pages = 0;
+  const tap = await startFrameTap(incoming.port, (_, name) => (name === 'PAGES' && ++pages === 20 ? 'cut' : 'pass'));
   try {
-    const migrating = migrate(g, { ...base, host: '127.0.0.1', port: (proxy.address() as net.AddressInfo).port, maxBandwidth: 5_000_000 });
-    await delay(600);
-    for (const s of sockets) s.destroy();
-    await assert.rejects(migrating, (e: unknown) => e instanceof LivemigError && e.code === 'MIGRATE_LINK_LOST');
-    await assertStillRunning(g);
+    await assert.rejects(migrate(g, { ...opts, host: '127.0.0.1', port: tap.port, maxBandwidth: 5_000_000 }), failsWith('MIGRATE_LINK_LOST'));
+    await waitFor(() => incoming.state() === 'failed', 'the destination to give up');
+    await assertRunsOn(g);
+    await assertNothingLost(g, disk, dir.path);
   } finally {
-    proxy.close();
+    tap.close();
     incoming.close();
     await g.stop();
+    await disk.server.stop();
   }
 });
 
-test("the destination's NBD server stopped during the fetch: the migration fails cleanly, the source runs on", async (t) => {
+test('a link cut in stop-and-copy: the source cannot know how far its frames got, says MIGRATE_OUTCOME_UNKNOWN and stays paused; the destination, short of DIGESTS, runs nothing; resuming the source loses nothing', async () => {
+  const disk = await ownDisk(dir.path, base, 'cutpause');
+  const g = await startWarmGuest(dir.path, 'cutpause', disk.uri, 'pagecache');
+  const incoming = await listenIncoming({ host: '127.0.0.1', port: 0, stateDir: () => join(dir.path, 'cutpause-dst') });
+  const tap = await startFrameTap(incoming.port, (dir, name) => (dir === 'toDestination' && name === 'DEVICE_STATE' ? 'cut' : 'pass'));
+  try {
+    await assert.rejects(migrate(g, { ...opts, host: '127.0.0.1', port: tap.port }), failsWith('MIGRATE_OUTCOME_UNKNOWN'));
+    assert.ok(tap.seen.toDestination.includes('DEVICE_STATE'), 'the link was cut in stop-and-copy');
+    await waitFor(() => incoming.state() === 'failed', 'the destination to give up');
+    assert.equal((await g.status()).state, 'paused');
+    await g.resume(); // the operator's move, once the destination runs nothing
+    await assertRunsOn(g);
+    await assertNothingLost(g, disk, dir.path);
+  } finally {
+    tap.close();
+    incoming.close();
+    await g.stop();
+    await disk.server.stop();
+  }
+});
+
+test('a drain that outlasts the source\'s patience: MIGRATE_OUTCOME_UNKNOWN, neither side runs, and resuming the source loses nothing', async (t) => {
   if (!requireTools(t, 'nbdkit')) return;
+  const disk = await ownDisk(dir.path, base, 'drain');
+  // The destination's reads take 2 s each, and a generous downtime limit lets the source stop with
+  // the fetch backlog of round 0 still owed: draining it outlasts the source's 1 s wait for RESUMED.
+  const slow = await startNbdkit(dir.path, 'file', [disk.image, 'delay-read=2000ms'], ['--filter=delay', '--readonly']);
+  const g = await startWarmGuest(dir.path, 'drain', disk.uri, 'pagecache');
+  const incoming = await listenIncoming({ host: '127.0.0.1', port: 0, disk: slow.uri(), stateDir: () => join(dir.path, 'drain-dst') });
+  try {
+    await assert.rejects(migrate(g, { ...opts, host: '127.0.0.1', port: incoming.port, downtimeLimitMs: 60_000, completeTimeoutMs: 1000 }), (e: unknown) =>
+      failsWith('MIGRATE_OUTCOME_UNKNOWN')(e) && /did not resume within 1000 ms.*check the destination/.test((e as Error).message));
+    assert.equal((await g.status()).state, 'paused', 'the source does not resume on its own: the destination might have');
+    await waitFor(() => incoming.state() === 'failed', 'the destination to give up once the source is gone', 60_000);
+    // The operator sees that the destination runs nothing, and resumes the source.
+    await g.resume();
+    await assertRunsOn(g);
+    await assertNothingLost(g, disk, dir.path);
+  } finally {
+    incoming.close();
+    await g.stop();
+    await slow.stop();
+    await disk.server.stop();
+  }
+});
+
+test('a lost RESUMED (docs/protocol.md, "Known gap"): the destination runs the guest, the source stays paused and says MIGRATE_OUTCOME_UNKNOWN', async () => {
+  const disk = await ownDisk(dir.path, base, 'lost');
+  const g = await startWarmGuest(dir.path, 'lost', disk.uri, 'pagecache');
+  const incoming = await listenIncoming({ host: '127.0.0.1', port: 0, stateDir: () => join(dir.path, 'lost-dst') });
+  const tap = await startFrameTap(incoming.port, (dir, name) => (dir === 'toSource' && name === 'RESUMED' ? 'drop' : 'pass'));
+  try {
+    await assert.rejects(migrate(g, { ...opts, host: '127.0.0.1', port: tap.port, completeTimeoutMs: 3000 }), failsWith('MIGRATE_OUTCOME_UNKNOWN'));
+    const destination = await incoming.guest;
+    try {
+      assert.equal((await destination.status()).state, 'running', 'the destination has the guest');
+      assert.equal((await g.status()).state, 'paused', 'and the source does not run it too');
+      // The source cannot take the disk's lock-free NBD export back by itself; the operator stops it.
+    } finally {
+      await destination.stop();
+    }
+  } finally {
+    tap.close();
+    incoming.close();
+    await g.stop();
+    await disk.server.stop();
+  }
+});
+
+test("the destination's NBD server stopped during the fetch: the migration fails cleanly, the source runs on with nothing lost", async (t) => {
+  if (!requireTools(t, 'nbdkit')) return;
+  const disk = await ownDisk(dir.path, base, 'nbdstop');
   // The destination reaches the disk through its own nbdkit, slowed so the fetch is still going when it dies.
-  const slow = await startNbdkit(dir.path, 'file', [image, 'delay-read=50ms'], ['--filter=delay', '--readonly']);
-  const g = await startWarmGuest(dir.path, 'nbdstop', nbd.uri('disk'), 'pagecache');
+  const slow = await startNbdkit(dir.path, 'file', [disk.image, 'delay-read=50ms'], ['--filter=delay', '--readonly']);
+  const g = await startWarmGuest(dir.path, 'nbdstop', disk.uri, 'pagecache');
   const incoming = await listenIncoming({ host: '127.0.0.1', port: 0, disk: slow.uri(), stateDir: () => join(dir.path, 'nbdstop-dst') });
   try {
     // Killed once round 0 has gone out: thousands of references are still waiting for their reads.
-    const migrating = migrate(g, { ...base, host: '127.0.0.1', port: incoming.port, onRound: (r) => r.round === 0 && slow.process.kill('SIGKILL') });
-    await assert.rejects(migrating, (e: unknown) => e instanceof LivemigError && /MIGRATE_STORAGE|MIGRATE_LINK_LOST/.test(e.code) && /disk|storage|link/i.test(e.message));
-    await assertStillRunning(g);
+    const migrating = migrate(g, { ...opts, host: '127.0.0.1', port: incoming.port, onRound: (r) => r.round === 0 && slow.process.kill('SIGKILL') });
+    await assert.rejects(migrating, (e: unknown) => failsWith('MIGRATE_STORAGE', 'MIGRATE_LINK_LOST')(e) && /disk|storage|link/i.test((e as Error).message));
+    await assertRunsOn(g);
+    await assertNothingLost(g, disk, dir.path);
   } finally {
     incoming.close();
     await slow.stop();
     await g.stop();
+    await disk.server.stop();
   }
 });
 
 test('blocks corrupted on storage behind livemig\'s back are caught by the keyed hash, re-sent in full, and counted', async (t) => {
   if (!requireTools(t, 'nbdkit')) return;
   const copy = join(dir.path, 'corrupt.img');
-  copyFileSync(image, copy);
+  copyFileSync(base, copy);
   const server = await startNbdServe(['--export', `disk=${copy}`]);
   const slow = await startNbdkit(dir.path, 'file', [copy, 'delay-read=20ms'], ['--filter=delay', '--readonly']);
   const g = await startWarmGuest(dir.path, 'corrupt', server.uri('disk'), 'pagecache');
@@ -157,6 +232,7 @@ test('blocks corrupted on storage behind livemig\'s back are caught by the keyed
     });
     try {
       assert.equal(m.result.verified, true, 'memory verified despite the corruption');
+      assert.equal(m.oracle.equal, true);
       assert.ok(m.result.pages.refRetried > 0, `mismatches re-sent (${m.result.pages.refRetried})`);
       assert.equal((await m.destination.status()).state, 'running');
     } finally {
@@ -169,34 +245,37 @@ test('blocks corrupted on storage behind livemig\'s back are caught by the keyed
 });
 
 test('a peer of another protocol version is refused with MIGRATE_VERSION, and the destination stays ready', async () => {
+  const disk = await ownDisk(dir.path, base, 'ver');
   const incoming = await listenIncoming({ host: '127.0.0.1', port: 0, hold: true, stateDir: () => join(dir.path, 'ver-dst') });
   try {
     const c = await Channel.connect('127.0.0.1', incoming.port);
     const hello = {
       protocol: 'livemig' as const, versionMin: 7, versionMax: 9, capabilities: ['pages.full', 'pages.zero', 'return-path'], key: '00'.repeat(32), strategy: 'p2b',
       guest: { name: 'v', workload: 'idle', options: {}, memoryBytes: 4096, pageSize: 4096, regions: [{ firstPage: 0, pages: 1 }] },
-      storage: { spec: nbd.uri('disk'), description: 'd', size: 4096, sample: [] },
+      storage: { spec: disk.uri, description: 'd', size: 4096, sample: [] },
     };
     await c.send({ name: 'HELLO', body: hello });
-    await assert.rejects(c.expect('WELCOME', 10_000), (e: unknown) => (e as { code: string }).code === 'MIGRATE_VERSION' && /7\.\.9/.test((e as Error).message));
+    await assert.rejects(c.expect('WELCOME', 10_000), (e: unknown) => failsWith('MIGRATE_VERSION')(e) && /7\.\.9/.test((e as Error).message));
     c.destroy();
     // A real source can still migrate to it afterwards.
-    const g = await startWarmGuest(dir.path, 'ver', nbd.uri('disk'), 'idle');
-    const r = await migrate(g, { ...base, host: '127.0.0.1', port: incoming.port, keepPaused: true });
+    const g = await startWarmGuest(dir.path, 'ver', disk.uri, 'idle');
+    const r = await migrate(g, { ...opts, host: '127.0.0.1', port: incoming.port, keepPaused: true });
     assert.equal(r.verified, true);
     const destination = await incoming.guest;
     assert.equal((await checkSwitchover(g, destination)).equal, true);
     await destination.stop();
   } finally {
     incoming.close();
+    await disk.server.stop();
   }
 });
 
 test('a destination that sees other storage refuses references: full pages, still verified, and it says why', async () => {
+  const disk = await ownDisk(dir.path, base, 'mismatch');
   const other = join(dir.path, 'other.img');
-  randomImage(other, 96 * MiB);
+  randomImage(other, 64 * MiB);
   const otherServer = await startNbdServe(['--export', `disk=${other}`]);
-  const g = await startWarmGuest(dir.path, 'mismatch', nbd.uri('disk'), 'pagecache');
+  const g = await startWarmGuest(dir.path, 'mismatch', disk.uri, 'pagecache');
   try {
     const m = await migrateGuest(dir.path, g, 'p2b', { destinationDisk: otherServer.uri('disk') });
     try {
@@ -204,22 +283,26 @@ test('a destination that sees other storage refuses references: full pages, stil
       assert.match(m.result.storageReason!, /block \d+ differs/);
       assert.equal(m.result.pages.ref, 0);
       assert.equal(m.result.verified, true);
+      assert.equal(m.oracle.equal, true);
     } finally {
       await m.destination.stop();
     }
   } finally {
     await otherServer.stop();
+    await disk.server.stop();
   }
 });
 
-test('a destination prepared for another memory size refuses the guest with MIGRATE_LAYOUT; one prepared for its size takes it', async () => {
-  const g = await startWarmGuest(dir.path, 'prepared', nbd.uri('disk'), 'pagecache'); // 32 MiB
+test('a destination prepared for another memory size refuses the guest with MIGRATE_LAYOUT, nothing lost; one prepared for its size takes it', async () => {
+  const disk = await ownDisk(dir.path, base, 'prepared');
+  const g = await startWarmGuest(dir.path, 'prepared', disk.uri, 'pagecache'); // 32 MiB
   const wrong = await listenIncoming({ host: '127.0.0.1', port: 0, stateDir: () => join(dir.path, 'prep-wrong'), memoryBytes: 64 * MiB });
   const right = await listenIncoming({ host: '127.0.0.1', port: 0, hold: true, stateDir: () => join(dir.path, 'prep-right'), memoryBytes: 32 * MiB });
   try {
-    await assert.rejects(migrate(g, { ...base, host: '127.0.0.1', port: wrong.port }), (e: unknown) => e instanceof LivemigError && e.code === 'MIGRATE_LAYOUT' && /67108864/.test(e.message));
-    assert.equal((await g.status()).state, 'running', 'the source keeps its guest');
-    const r = await migrate(g, { ...base, strategy: 'p2b', host: '127.0.0.1', port: right.port, keepPaused: true });
+    await assert.rejects(migrate(g, { ...opts, host: '127.0.0.1', port: wrong.port }), (e: unknown) => failsWith('MIGRATE_LAYOUT')(e) && /67108864/.test((e as Error).message));
+    await assertRunsOn(g);
+    await assertNothingLost(g, disk, dir.path);
+    const r = await migrate(g, { ...opts, host: '127.0.0.1', port: right.port, keepPaused: true });
     assert.equal(r.verified, true);
     assert.ok(r.pages.ref > 0);
     const destination = await right.guest;
@@ -228,5 +311,6 @@ test('a destination prepared for another memory size refuses the guest with MIGR
   } finally {
     wrong.close();
     right.close();
+    await disk.server.stop();
   }
 });

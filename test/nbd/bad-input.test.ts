@@ -9,7 +9,7 @@ import { randomFillSync } from 'node:crypto';
 import { writeFileSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { OPT, REP, CMD, CMD_FLAG, ERRNO, TF, STRUCTURED_REPLY_MAGIC, SIMPLE_REPLY_MAGIC, REPLY_TYPE, REPLY_FLAG_DONE, NbdClient, NbdError } from '../../nbd/index.ts';
-import { tempDir } from '../helpers/processes.ts';
+import { tempDir, waitFor } from '../helpers/processes.ts';
 import { startOwnServer, type OwnServer } from '../helpers/servers.ts';
 import { RawPeer, u16, u32, u64 } from '../helpers/raw-peer.ts';
 
@@ -220,11 +220,12 @@ test('transmission: a bad request magic ends the session', async () => {
 });
 
 test('transmission: a client vanishing mid-write leaves the file untouched and others served', async () => {
+  const before = srv.server.connections;
   const peer = await session();
   peer.sendRequest(CMD.WRITE, 1, 0, 65536, 0, Buffer.alloc(30000, 0xee)); // half the payload
-  await new Promise((r) => setTimeout(r, 50));
+  await new Promise((r) => peer.socket.write(Buffer.alloc(0), r)); // handed to the socket: the server gets it before the close
   peer.destroy();
-  await new Promise((r) => setTimeout(r, 50));
+  await waitFor(() => srv.server.connections <= before, 'the server to drop the vanished client');
   await serverStillHealthy();
 });
 

@@ -43,7 +43,7 @@ test('nbdinfo reads size and flags of a file export', async (t) => {
   assert.equal(info.exports[0]['can_fua'], true);
   assert.equal(info.exports[0]['can_trim'], true);
   assert.equal(info.exports[0]['can_zero'], true);
-  assert.equal(info.exports[0]['block_size_maximum'], 32 * MiB);
+  assert.equal(info.exports[0]['block_size_maximum'], 64 * MiB);
 });
 
 test('nbdinfo sees a read-only export as read-only', async (t) => {

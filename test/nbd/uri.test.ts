@@ -14,14 +14,31 @@ test('nbd+unix:// URIs need ?socket= and no host', () => {
   assert.throws(() => parseNbdUri('nbd+unix:///vm1'), (e: unknown) => e instanceof NbdError && e.code === 'NBD_BAD_URI');
 });
 
-test('TLS and foreign schemes are refused with a reason', () => {
-  assert.throws(() => parseNbdUri('nbds://h/e'), /TLS/);
-  assert.throws(() => parseNbdUri('http://h/e'), /unsupported URI scheme/);
-  assert.throws(() => parseNbdUri('disk.img'), /not an NBD URI/);
+test('nbds:// and nbds+unix:// carry libnbd\'s TLS parameters; the user part names the PSK identity', () => {
+  assert.deepEqual(parseNbdUri('nbds://alice@h:99/e?tls-psk-file=/k.psk'), {
+    transport: 'tcp', host: 'h', port: 99, exportName: 'e', tls: { pskFile: '/k.psk', username: 'alice' },
+  });
+  assert.deepEqual(parseNbdUri('nbds+unix:///e?socket=/s&tls-certificates=/pki&tls-hostname=nas&tls-verify-peer=false'), {
+    transport: 'unix', socket: '/s', exportName: 'e', tls: { certificates: '/pki', hostname: 'nas', verifyPeer: false },
+  });
+});
+
+test('TLS URIs without exactly one credential, TLS parameters on nbd://, unknown parameters and foreign schemes are refused', () => {
+  const bad = (uri: string, why: RegExp) => assert.throws(() => parseNbdUri(uri), (e: unknown) => e instanceof NbdError && e.code === 'NBD_BAD_URI' && why.test(e.message));
+  bad('nbds://h/e', /exactly one of tls-psk-file= and tls-certificates=/);
+  bad('nbds://h/e?tls-psk-file=a&tls-certificates=b', /exactly one/);
+  bad('nbd://h/e?tls-psk-file=a', /needs a TLS URI/);
+  bad('nbd://h/e?timeout=3', /unknown query parameter "timeout"/);
+  bad('nbds://h/e?tls-psk-file=a&tls-verify-peer=maybe', /tls-verify-peer must be true or false/);
+  bad('http://h/e', /unsupported URI scheme/);
+  bad('disk.img', /not an NBD URI/);
 });
 
 test('format and parse round-trip', () => {
-  for (const uri of ['nbd://127.0.0.1:10809/disk', 'nbd+unix:///x?socket=%2Ftmp%2Fa.sock', 'nbd://[::1]:5/']) {
+  for (const uri of [
+    'nbd://127.0.0.1:10809/disk', 'nbd+unix:///x?socket=%2Ftmp%2Fa.sock', 'nbd://[::1]:5/',
+    'nbds://alice@h:10809/d?tls-psk-file=%2Fk.psk', 'nbds+unix:///x?socket=%2Fs&tls-certificates=%2Fpki&tls-verify-peer=false',
+  ]) {
     assert.equal(formatNbdUri(parseNbdUri(uri)), uri);
   }
 });

@@ -7,7 +7,10 @@ import { formatBytes } from '../../util/size.ts';
 export const infoHelp = `Usage: livemig nbd info URI [--json]
 
 Connect to an NBD export and print its size, flags and block sizes.
-URI: nbd://HOST[:PORT]/EXPORT or nbd+unix:///EXPORT?socket=PATH`;
+URI: nbd://HOST[:PORT]/EXPORT or nbd+unix:///EXPORT?socket=PATH; over TLS,
+nbds://[IDENTITY@]HOST[:PORT]/EXPORT?tls-psk-file=FILE (IDENTITY:HEXKEY lines)
+or ?tls-certificates=DIR (ca-cert.pem, client-cert.pem, client-key.pem), and
+nbds+unix:// likewise.`;
 
 export const listHelp = `Usage: livemig nbd list URI [--json]
 
@@ -27,6 +30,7 @@ export async function runInfo(args: string[]): Promise<number> {
     size: client.size,
     readOnly: client.readOnly,
     structuredReplies: client.structuredReplies,
+    tls: client.tls,
     canFlush: client.canFlush,
     canFua: client.canFua,
     canTrim: client.canTrim,
@@ -40,6 +44,7 @@ export async function runInfo(args: string[]): Promise<number> {
     console.log(`${info.uri}\n  size: ${info.size} (${formatBytes(info.size)})`);
     const flags = ['readOnly', 'structuredReplies', 'canFlush', 'canFua', 'canTrim', 'canWriteZeroes', 'canMultiConn'] as const;
     for (const f of flags) console.log(`  ${f}: ${info[f]}`);
+    console.log(`  tls: ${info.tls ?? 'no'}`);
     console.log(`  block sizes: minimum ${info.blockSize.minimum}, preferred ${info.blockSize.preferred}, maximum ${info.blockSize.maximum}`);
   }
   return 0;

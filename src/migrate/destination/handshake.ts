@@ -73,7 +73,7 @@ function startGuest(s: DestinationSession): void {
 export async function handshake(s: DestinationSession): Promise<void> {
   s.setState('handshake');
   s.channel.only(['HELLO']);
-  const hello = await s.channel.expect('HELLO', TIMEOUT.HELLO, 'source');
+  const hello = await s.channel.expect('HELLO', s.opts.helloTimeoutMs ?? TIMEOUT.HELLO, 'source');
   const version = chooseVersion(hello);
   requireCapabilities(hello.capabilities, 'the source');
   checkFits(s, hello);

@@ -37,6 +37,8 @@ export interface IncomingOptions {
   fetch?: Partial<FetchOptions>;
   /** Leave the arrived guest paused instead of resuming it (QEMU's -S): someone compares memories first. */
   hold?: boolean;
+  /** How long a peer may take to send its whole HELLO before it is dropped (default TIMEOUT.HELLO). */
+  helloTimeoutMs?: number;
   /** The capabilities this destination lists in WELCOME (default: all this build speaks). */
   capabilities?: readonly string[];
   log?: Logger;

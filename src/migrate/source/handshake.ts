@@ -55,8 +55,10 @@ export async function handshake(s: SourceSession): Promise<void> {
   const status = await s.guest.status();
   if (status.state !== 'running' && status.state !== 'paused') throw new LivemigError('MIGRATE_GUEST_STATE', `guest is ${status.state}`);
   s.wasRunning = status.state === 'running';
+  const storage = await storageIdentity(s.guest.config.disk, s.key); // before connecting: HELLO goes out at once
   s.channel = await Channel.connect(s.opts.host, s.opts.port);
-  await s.channel.send({ name: 'HELLO', body: hello(s, await storageIdentity(s.guest.config.disk, s.key)) });
+  // A destination that refuses at once (busy) sends ERROR and closes: that reason, read below, beats a failed send.
+  await s.channel.send({ name: 'HELLO', body: hello(s, storage) }).catch(() => {});
   s.log.debug('hello sent');
   const w = await s.channel.expect('WELCOME', TIMEOUT.WELCOME, 'destination');
   if (w.version < PROTOCOL_VERSION_MIN || w.version > PROTOCOL_VERSION) {

@@ -21,7 +21,10 @@ export function startReturnPath(s: SourceSession): void {
       else if (m.name === 'RESUMED') {
         s.heard.resumed = m.body;
         return s.notify();
-      } else if (m.name === 'ERROR') throw peerError(m.body, 'destination');
+      } else if (m.name === 'ERROR') {
+        s.heard.refused = true;
+        throw peerError(m.body, 'destination');
+      }
       else throw new LivemigError('MIGRATE_PROTOCOL', `unexpected ${m.name} from the destination`);
       s.notify();
     }

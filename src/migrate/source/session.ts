@@ -43,6 +43,8 @@ export interface Heard {
   requested: Set<number>;
   resumed: Resumed | null;
   failure: Error | null;
+  /** The destination said ERROR: it has given up, so it runs nothing. */
+  refused: boolean;
 }
 
 export class SourceSession {
@@ -58,7 +60,7 @@ export class SourceSession {
   refRetried = 0;
   /** The block of the last reference sent for each page (NO_BLOCK after a full or zero send). */
   readonly lastRef: Uint32Array;
-  readonly heard: Heard = { progress: { refsReceived: 0, pending: 0, applied: 0, bytesRead: 0, readRate: 0, verifyMs: 0 }, requested: new Set(), resumed: null, failure: null };
+  readonly heard: Heard = { progress: { refsReceived: 0, pending: 0, applied: 0, bytesRead: 0, readRate: 0, verifyMs: 0 }, requested: new Set(), resumed: null, failure: null, refused: false };
   /** Wakes whoever waits on the return path (a request, RESUMED, a failure); `signalled` keeps a wake-up nobody waited for. */
   private wake: (() => void) | null = null;
   private signalled = false;
@@ -80,6 +82,8 @@ export class SourceSession {
   paused = false;
   detached = false;
   tPause = 0;
+  /** DIGESTS went out: from here the destination may resume the guest at any moment. */
+  digestsSent = false;
 
   constructor(readonly guest: Guest, readonly opts: MigrateOptions, readonly hasher: HashPool, readonly log: Logger) {
     this.limit = new RateLimit(opts.maxBandwidth);

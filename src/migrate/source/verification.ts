@@ -8,5 +8,6 @@ import type { SourceSession } from './session.ts';
 export async function verification(s: SourceSession): Promise<void> {
   await s.settling;
   await s.channel.send({ name: 'DIGESTS', body: { digests: s.digests.regionDigests(s.guest.memory.layout) } });
+  s.digestsSent = true;
   s.log.debug({ chunksHashed: s.digests.hashedChunks }, 'digests sent');
 }

@@ -3,6 +3,7 @@
  * yield to the event loop between them, so the NBD server's I/O never waits for
  * the database (the p2b persister's pattern).
  */
+import { ChunkedWriter } from '../../util/chunked-writer.ts';
 import type { ContentTable } from './content-table.ts';
 import type { ContentIndexStore } from './store.ts';
 
@@ -10,28 +11,14 @@ import type { ContentIndexStore } from './store.ts';
 const CHUNK = 5_000;
 
 export class ContentIndexPersister {
-  private timer: NodeJS.Timeout | null = null;
-  private draining = false;
+  private readonly writer: ChunkedWriter;
 
-  constructor(private readonly table: ContentTable, readonly store: ContentIndexStore, private readonly intervalMs = 250) {}
-
-  start(): void {
-    this.timer ??= setInterval(() => this.drain(), this.intervalMs);
-    this.timer.unref();
+  constructor(private readonly table: ContentTable, readonly store: ContentIndexStore, intervalMs = 250) {
+    this.writer = new ChunkedWriter((max) => this.store.writeChanges(this.table, max), CHUNK, intervalMs);
   }
 
-  private drain(): void {
-    if (this.draining) return;
-    const step = () => {
-      this.draining = false;
-      if (!this.timer) return; // stopped between chunks: flush() writes the rest
-      if (this.store.writeChanges(this.table, CHUNK) === CHUNK) {
-        this.draining = true;
-        setImmediate(step);
-      }
-    };
-    this.draining = true;
-    step();
+  start(): void {
+    this.writer.start();
   }
 
   /** Writes everything that changed now; returns the rows written. */
@@ -40,7 +27,6 @@ export class ContentIndexPersister {
   }
 
   stop(): void {
-    if (this.timer) clearInterval(this.timer);
-    this.timer = null;
+    this.writer.stop();
   }
 }

@@ -6,7 +6,7 @@
  * persister writes only the ids whose entry changed.
  */
 import Database from 'better-sqlite3';
-import { existsSync } from 'node:fs';
+import { openVersioned, writeSchema, isFresh, applicationId, type DatabaseKind } from '../../util/versioned-db.ts';
 import { LivemigError } from '../../errors.ts';
 import { CINDEX_COUNTER, type CindexCounterName, type ContentTable } from './content-table.ts';
 
@@ -48,33 +48,14 @@ CREATE TABLE counter (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 `;
 
 
-/** What a database file is, by its application_id (the `p2b` tool dispatches on it). */
-export function applicationId(db: Database.Database): number {
-  return db.pragma('application_id', { simple: true }) as number;
-}
-
-function isEmpty(db: Database.Database): boolean {
-  return (db.prepare('SELECT count(*) AS n FROM sqlite_master').get() as { n: number }).n === 0;
-}
+export const CINDEX_DATABASE: DatabaseKind = {
+  name: 'content index', applicationId: CINDEX_APPLICATION_ID, schemaVersion: CINDEX_SCHEMA_VERSION,
+  notFound: 'CINDEX_NOT_FOUND', foreign: 'CINDEX_FOREIGN_FILE', version: 'CINDEX_FOREIGN_FILE',
+};
 
 /** Opens an existing index database read-only (inspection), refusing anything that is not one. */
 export function openIndexDatabase(path: string): Database.Database {
-  if (!existsSync(path)) throw new LivemigError('CINDEX_NOT_FOUND', `${path}: no such content index database`);
-  let db: Database.Database;
-  try {
-    db = new Database(path, { readonly: true, fileMustExist: true });
-    if (applicationId(db) !== CINDEX_APPLICATION_ID) throw new LivemigError('CINDEX_FOREIGN_FILE', `${path} is not a livemig content index database`);
-    const version = db.pragma('user_version', { simple: true }) as number;
-    if (version !== CINDEX_SCHEMA_VERSION) {
-      throw new LivemigError('CINDEX_FOREIGN_FILE', `${path} has content index schema version ${version}; this livemig reads version ${CINDEX_SCHEMA_VERSION}`);
-    }
-    return db;
-  } catch (err) {
-    if (err instanceof LivemigError) throw err;
-    const e = err as Error & { code?: string };
-    if (e.code === 'SQLITE_NOTADB') throw new LivemigError('CINDEX_FOREIGN_FILE', `${path} is not a livemig content index database (not SQLite)`);
-    throw err;
-  }
+  return openVersioned(path, CINDEX_DATABASE, { readOnly: true });
 }
 
 export class ContentIndexStore {
@@ -105,17 +86,13 @@ export class ContentIndexStore {
       throw new LivemigError('CINDEX_CONFIG', `cannot open ${path}: ${(err as Error).message}`, { cause: err });
     }
     try {
-      const appId = applicationId(db);
-      const fresh = appId === 0 && isEmpty(db);
-      if (!fresh && appId !== CINDEX_APPLICATION_ID) throw new LivemigError('CINDEX_FOREIGN_FILE', `${path} is not a livemig content index database; not touching it`);
+      const fresh = isFresh(db);
+      if (!fresh && applicationId(db) !== CINDEX_APPLICATION_ID) throw new LivemigError('CINDEX_FOREIGN_FILE', `${path} is not a livemig content index database; not touching it`);
       db.pragma('journal_mode = WAL');
       db.pragma('synchronous = NORMAL'); // WAL + NORMAL: a killed process loses nothing committed
       const current = !fresh && (db.pragma('user_version', { simple: true }) as number) === CINDEX_SCHEMA_VERSION;
       if (!current) {
-        db.exec('DROP TABLE IF EXISTS entry; DROP TABLE IF EXISTS meta; DROP TABLE IF EXISTS counter;');
-        db.exec(SCHEMA);
-        db.pragma(`application_id = ${CINDEX_APPLICATION_ID}`);
-        db.pragma(`user_version = ${CINDEX_SCHEMA_VERSION}`);
+        writeSchema(db, CINDEX_DATABASE, SCHEMA, ['entry', 'meta', 'counter']);
       }
       const store = new ContentIndexStore(db, path);
       return { store, previous: current ? readMeta(db) : null };
