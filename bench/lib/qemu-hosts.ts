@@ -23,10 +23,13 @@ export interface Hosts {
   storageFrom: (role: 'source' | 'destination') => string;
   /** Bytes both ways on the migration link so far (the veth's counters), or null on loopback. */
   linkBytes: () => number | null;
+  /** How to start a livemig process: node, with --cpu-prof when profiling. */
+  node: string[];
 }
 
-export function placeHosts(topology: Topology | null): Hosts {
-  if (!topology) return { wrap: () => [], destinationAddress: '127.0.0.1', storageFrom: () => '127.0.0.1', linkBytes: () => null };
+export function placeHosts(topology: Topology | null, profileDir?: string): Hosts {
+  const node = [process.execPath, ...(profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : [])];
+  if (!topology) return { wrap: () => [], destinationAddress: '127.0.0.1', storageFrom: () => '127.0.0.1', linkBytes: () => null, node };
   const p = topology.placement;
   const stat = (name: string) => Number(execFileSync('ip', ['netns', 'exec', topology.namespaces.source, 'cat', `/sys/class/net/mig-a/statistics/${name}`], { encoding: 'utf8' }));
   return {
@@ -34,6 +37,7 @@ export function placeHosts(topology: Topology | null): Hosts {
     destinationAddress: p.listen.destination,
     storageFrom: (role) => p.storageFrom[role],
     linkBytes: () => stat('tx_bytes') + stat('rx_bytes'),
+    node,
   };
 }
 
@@ -51,7 +55,7 @@ export async function startStorage(hosts: Hosts, disk: string, indexDir: string)
   const listen = hosts.wrap('storage').length ? '0.0.0.0' : '127.0.0.1';
   const args = [LIVEMIG, 'nbd', 'serve', '--read-only', '--export', `disk=${disk}`, '--listen', `tcp://${listen}:0`,
     '--content-index', indexDir, '--content-index-listen', `tcp://${listen}:0`, '--json'];
-  const [cmd, ...rest] = [...hosts.wrap('storage'), process.execPath, ...args];
+  const [cmd, ...rest] = [...hosts.wrap('storage'), ...hosts.node, ...args];
   const child = spawn(cmd, rest, { stdio: ['ignore', 'pipe', 'inherit'] });
   const [line] = (await Promise.race([once(createInterface({ input: child.stdout! }), 'line'), once(child, 'exit').then(([c]) => { throw new Error(`nbd serve exited ${c}`); })])) as [string];
   const info = JSON.parse(line) as { listening: string; contentIndexListening: string };
@@ -79,7 +83,7 @@ export interface ProxyProcess {
 
 /** Starts `livemig qemu-proxy ARGS --json` on `role`'s host and waits for its "waiting for … on ADDRESS" line. */
 export async function startProxy(hosts: Hosts, role: Role, args: string[]): Promise<ProxyProcess> {
-  const [cmd, ...rest] = [...hosts.wrap(role), process.execPath, LIVEMIG, 'qemu-proxy', ...args, '--json'];
+  const [cmd, ...rest] = [...hosts.wrap(role), ...hosts.node, LIVEMIG, 'qemu-proxy', ...args, '--json'];
   const child = spawn(cmd, rest, { stdio: ['ignore', 'pipe', 'pipe'] });
   let [out, err] = ['', ''];
   child.stdout!.on('data', (d) => (out += d));

@@ -15,7 +15,7 @@ import { launchQemu } from '../../src/qemu/launch.ts';
 import { setCapabilities, setParameters } from '../../src/qemu/migration-control.ts';
 import { parseSize, parseRate, formatBytes, formatRate } from '../../src/util/size.ts';
 import { createTopology, netnsAvailable, type Topology } from '../lib/netns.ts';
-import { placeHosts, startStorage } from '../lib/qemu-hosts.ts';
+import { placeHosts, startStorage, type Hosts } from '../lib/qemu-hosts.ts';
 import { directRun, proxyRun, type Guest, type ProxyFigures, type RunFigures } from '../lib/qemu-runs.ts';
 import { saveResult, table, RESULTS_DIR } from '../lib/report.ts';
 import { summarize } from '../lib/stats.ts';
@@ -39,6 +39,7 @@ answers after 'cont'). Progress on stderr.
   --quick             256MiB:288MiB guest, 1 run per case
   --name NAME         results name, default qemu (qemu-quick with --quick)
   --out DIR           where results go, default bench/results
+  --cpu-prof DIR      write a V8 CPU profile of every livemig process to DIR
   --json              print the headline as one JSON object, the last line of stdout:
                       {direct:{linkBytes,totalMs,downtimeMs},
                        proxy:{linkBytes,totalMs,downtimeMs,refPages,fullPages,zeroPages},
@@ -81,7 +82,7 @@ export async function run(args: string[]): Promise<void> {
     options: {
       guest: { type: 'string' }, bandwidth: { type: 'string', default: '1Gbit' }, 'storage-link': { type: 'string', default: '10Gbit' },
       repeat: { type: 'string', default: '3' }, 'no-unthrottled': { type: 'boolean' }, quick: { type: 'boolean' },
-      name: { type: 'string' }, out: { type: 'string' }, json: { type: 'boolean' },
+      name: { type: 'string' }, out: { type: 'string' }, json: { type: 'boolean' }, 'cpu-prof': { type: 'string' },
     },
   });
   const quick = !!values.quick;
@@ -105,7 +106,7 @@ export async function run(args: string[]): Promise<void> {
   if (!values['no-unthrottled']) cases.push({ name: 'unshaped', bandwidth: 0, direct: [], proxy: [], load: [] });
   let guestInfo: Record<string, number>;
   try {
-    const g = await bootGuest(dir, topology, memoryBytes, diskBytes);
+    const g = await bootGuest(dir, placeHosts(topology, values['cpu-prof']), memoryBytes, diskBytes);
     guestInfo = g.info;
     try {
       for (const c of cases) await runCase(g.guest, topology, c, { repeat, storageLink });
@@ -121,11 +122,10 @@ export async function run(args: string[]): Promise<void> {
   report({ values, command, name, memoryBytes, diskBytes, guestInfo, cases });
 }
 
-async function bootGuest(dir: string, topology: Topology, memoryBytes: number, diskBytes: number) {
+async function bootGuest(dir: string, hosts: Hosts, memoryBytes: number, diskBytes: number) {
   const t0 = performance.now();
   progress(`guest image ${formatBytes(diskBytes)}`);
   const image = await buildGuestImage({ diskBytes });
-  const hosts = placeHosts(topology);
   const storage = await startStorage(hosts, image.disk, join(dir, 'cindex'));
   progress(`booting a ${formatBytes(memoryBytes)} guest and reading its ${formatBytes(image.dataBytes)} of files`);
   const qemu = await launchQemu({
