@@ -14,6 +14,15 @@ import type { Topology } from './netns.ts';
 
 const LIVEMIG = new URL('../../bin/livemig.js', import.meta.url).pathname;
 
+/** Every livemig process started here, killed when the benchmark exits (interrupted too). */
+const children = new Set<ChildProcess>();
+process.once('exit', () => children.forEach((c) => c.kill('SIGKILL')));
+function track(child: ChildProcess): ChildProcess {
+  children.add(child);
+  child.once('exit', () => children.delete(child));
+  return child;
+}
+
 export interface Hosts {
   /** Command prefix that runs a process on `role`'s host. */
   wrap: (role: Role) => string[];
@@ -56,7 +65,7 @@ export async function startStorage(hosts: Hosts, disk: string, indexDir: string)
   const args = [LIVEMIG, 'nbd', 'serve', '--read-only', '--export', `disk=${disk}`, '--listen', `tcp://${listen}:0`,
     '--content-index', indexDir, '--content-index-listen', `tcp://${listen}:0`, '--json'];
   const [cmd, ...rest] = [...hosts.wrap('storage'), ...hosts.node, ...args];
-  const child = spawn(cmd, rest, { stdio: ['ignore', 'pipe', 'inherit'] });
+  const child = track(spawn(cmd, rest, { stdio: ['ignore', 'pipe', 'inherit'] }));
   const [line] = (await Promise.race([once(createInterface({ input: child.stdout! }), 'line'), once(child, 'exit').then(([c]) => { throw new Error(`nbd serve exited ${c}`); })])) as [string];
   const info = JSON.parse(line) as { listening: string; contentIndexListening: string };
   const port = (address: string) => new URL(address.replace(/^tcp:/, 'http:')).port;
@@ -84,7 +93,7 @@ export interface ProxyProcess {
 /** Starts `livemig qemu-proxy ARGS --json` on `role`'s host and waits for its "waiting for … on ADDRESS" line. */
 export async function startProxy(hosts: Hosts, role: Role, args: string[]): Promise<ProxyProcess> {
   const [cmd, ...rest] = [...hosts.wrap(role), ...hosts.node, LIVEMIG, 'qemu-proxy', ...args, '--json'];
-  const child = spawn(cmd, rest, { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = track(spawn(cmd, rest, { stdio: ['ignore', 'pipe', 'pipe'] }));
   let [out, err] = ['', ''];
   child.stdout!.on('data', (d) => (out += d));
   const exited = once(child, 'exit').then(([code]) => code as number | null);

@@ -13,6 +13,7 @@ import { launchQemu, type QemuProcess } from '../../src/qemu/launch.ts';
 import type { QmpEvent } from '../../src/qemu/qmp.ts';
 import { setCapabilities, startMigration, waitForMigration, waitForRunState, type MigrationInfo } from '../../src/qemu/migration-control.ts';
 import { sameMemory } from './qemu-guest.ts';
+import { processUsage } from './process-usage.ts';
 import { socketPath, startProxy, type Hosts, type ProxyProcess, type Storage } from './qemu-hosts.ts';
 
 export interface Guest {
@@ -36,6 +37,8 @@ export interface RunFigures {
   pauseMs: number;
   /** QEMU's ram.transferred: bytes of RAM stream the source QEMU wrote. */
   ramTransferred: number;
+  /** CPU time over the migration (setup to the destination's completion) of each process here. */
+  cpuMs: Record<string, number>;
   identical: boolean;
   alive: boolean;
 }
@@ -65,17 +68,32 @@ async function launchDestination(g: Guest, name: string): Promise<QemuProcess> {
 }
 
 /** Starts the migration to `uri` and waits for the destination to have loaded all of it; the timeline from QMP events. */
-async function migrate(g: Guest, dest: QemuProcess, uri: string): Promise<{ info: MigrationInfo; totalMs: number; pauseMs: number; linkBytes: number | null }> {
+/** CPU ms of each process so far. */
+const cpuOf = (pids: Record<string, number>) => Object.fromEntries(Object.entries(pids).map(([k, pid]) => [k, processUsage(pid)?.cpuMs ?? NaN]));
+
+/** QEMU 7.2 reads `completed` a moment before it has filled in total-time and downtime. */
+async function finalInfo(g: Guest, info: MigrationInfo): Promise<MigrationInfo> {
+  for (let i = 0; i < 100 && !info['total-time']; i++) {
+    await new Promise((r) => setTimeout(r, 10));
+    info = await g.qemu.qmp.execute<MigrationInfo>('query-migrate');
+  }
+  return info;
+}
+
+async function migrate(g: Guest, dest: QemuProcess, uri: string): Promise<{ info: MigrationInfo; totalMs: number; pauseMs: number; linkBytes: number | null; cpuMs: Record<string, number> }> {
   const [since, destSince] = [g.qemu.qmp.eventCount, dest.qmp.eventCount];
-  const link0 = g.hosts.linkBytes();
+  const pids = { sourceQemu: g.qemu.pid, destinationQemu: dest.pid, storage: g.storage.process.pid! };
+  const [link0, cpu0] = [g.hosts.linkBytes(), cpuOf(pids)];
   await startMigration(g.qemu.qmp, uri);
-  const info = await waitForMigration(g.qemu.qmp, MIGRATION_TIMEOUT_MS, 10);
+  const info = await finalInfo(g, await waitForMigration(g.qemu.qmp, MIGRATION_TIMEOUT_MS, 10));
   if (info.status !== 'completed') throw new Error(`migration ${info.status}: ${info['error-desc'] ?? ''}`);
   const done = await dest.qmp.waitEvent('MIGRATION', { since: destSince, match: status('completed'), timeoutMs: 120_000 });
+  const cpu1 = cpuOf(pids);
   const setup = await g.qemu.qmp.waitEvent('MIGRATION', { since, match: status('setup'), timeoutMs: 1000 });
   const stop = await g.qemu.qmp.waitEvent('STOP', { since, timeoutMs: 1000 });
   const link1 = g.hosts.linkBytes();
-  return { info, totalMs: ms(done) - ms(setup), pauseMs: ms(done) - ms(stop), linkBytes: link0 === null ? null : link1! - link0 };
+  const cpuMs = Object.fromEntries(Object.keys(pids).map((k) => [k, Math.round(cpu1[k] - cpu0[k])]));
+  return { info, totalMs: ms(done) - ms(setup), pauseMs: ms(done) - ms(stop), linkBytes: link0 === null ? null : link1! - link0, cpuMs };
 }
 
 /** Memory compared, then `cont` and a question on the serial console; the source resumes afterwards. */
@@ -94,7 +112,7 @@ async function resumeSource(g: Guest): Promise<void> {
 function figures(m: Awaited<ReturnType<typeof migrate>>, v: { identical: boolean; alive: boolean }, payload: number): RunFigures {
   return {
     linkBytes: m.linkBytes ?? payload, totalMs: Math.round(m.totalMs), downtimeMs: m.info.downtime ?? NaN, qemuTotalMs: m.info['total-time'] ?? NaN,
-    pauseMs: Math.round(m.pauseMs), ramTransferred: m.info.ram?.transferred ?? NaN, ...v,
+    pauseMs: Math.round(m.pauseMs), ramTransferred: m.info.ram?.transferred ?? NaN, cpuMs: m.cpuMs, ...v,
   };
 }
 
@@ -128,8 +146,10 @@ export async function proxyRun(g: Guest): Promise<ProxyFigures> {
     const [sent, fed] = await Promise.all([sp.result, dp.result]);
     const pages = sent.pages as { ref: number; full: number; zero: number };
     const v = await verify(g, dest);
+    const f = figures(m, v, sent.linkBytes as number);
+    f.cpuMs = { ...f.cpuMs, sourceProxy: sent.cpuMs as number, destinationProxy: fed.cpuMs as number };
     return {
-      ...figures(m, v, sent.linkBytes as number), refPages: pages.ref, fullPages: pages.full, zeroPages: pages.zero,
+      ...f, refPages: pages.ref, fullPages: pages.full, zeroPages: pages.zero,
       refRetried: sent.refRetried as number, streamBytes: sent.streamBytes as number, proxyLinkBytes: sent.linkBytes as number, source: sent, destination: fed,
     };
   } finally {

@@ -47,7 +47,8 @@ answers after 'cont'). Progress on stderr.
 
 totalMs: the source's MIGRATION setup event to the destination QEMU's MIGRATION
 completed; downtimeMs: QEMU's query-migrate downtime at the source; pauseMs: the
-source's STOP to the destination's completion. QEMU runs unthrottled
+source's STOP to the destination's completion; CPU s: CPU time of every
+process over the migration. QEMU runs unthrottled
 (max-bandwidth 100G), the link limits it.
 
 Goals (medians, same run): at --bandwidth, proxy link bytes <= 0.25x direct, total
@@ -160,7 +161,7 @@ async function runCase(g: Guest, topology: Topology, c: Case, o: { repeat: numbe
       const f = way === 'direct' ? c.direct.at(-1)! : c.proxy.at(-1)!;
       const p = way === 'proxy' ? c.proxy.at(-1)! : null;
       progress(`  ${way}: link ${formatBytes(f.linkBytes)}, total ${f.totalMs} ms, downtime ${f.downtimeMs} ms, pause ${f.pauseMs} ms, ${f.identical && f.alive ? 'verified' : 'NOT VERIFIED'}`
-        + (p ? `, pages ref/full/zero ${p.refPages}/${p.fullPages}/${p.zeroPages}` : ''));
+        + (p ? `, pages ref/full/zero ${p.refPages}/${p.fullPages}/${p.zeroPages}` : '') + `; CPU ms ${JSON.stringify(f.cpuMs)}`);
     }
   }
 }
@@ -192,13 +193,21 @@ function goalsOf(cases: Case[]): Goal[] {
   return goals;
 }
 
+/** Median CPU seconds of all processes, and of each (source QEMU, proxies, storage, destination QEMU). */
+function cpuCell(fs: RunFigures[]): string {
+  const keys = Object.keys(fs[0].cpuMs);
+  const each = keys.map((k) => `${k} ${(med(fs.map((f) => f.cpuMs[k])) / 1000).toFixed(1)}`);
+  const all = med(fs.map((f) => Object.values(f.cpuMs).reduce((a, b) => a + b, 0))) / 1000;
+  return `${all.toFixed(1)} (${each.join(', ')})`;
+}
+
 function caseRows(c: Case): (string | number)[][] {
   const row = (way: string, fs: RunFigures[]) => {
     const m = (k: keyof RunFigures) => med(fs.map((f) => f[k] as number));
     const range = (k: keyof RunFigures) => (fs.length > 1 ? ` (${Math.min(...fs.map((f) => f[k] as number))}–${Math.max(...fs.map((f) => f[k] as number))})` : '');
     const pages = way === 'proxy' ? (fs as ProxyFigures[]).map((f) => `${f.refPages}/${f.fullPages}/${f.zeroPages}`)[0] : '';
     return [c.bandwidth ? formatRate(c.bandwidth) : 'unshaped', way, formatBytes(m('linkBytes')), `${m('totalMs')}${range('totalMs')}`, `${m('downtimeMs')}${range('downtimeMs')}`,
-      `${m('pauseMs')}${range('pauseMs')}`, pages, fs.every((f) => f.identical && f.alive) ? 'yes' : 'NO'];
+      `${m('pauseMs')}${range('pauseMs')}`, pages, cpuCell(fs), fs.every((f) => f.identical && f.alive) ? 'yes' : 'NO'];
   };
   return [row('direct', c.direct), row('proxy', c.proxy)];
 }
@@ -207,7 +216,7 @@ function report(o: { values: { json?: boolean; out?: string }; command: string; 
   const headline = headlineOf(o.cases[0]);
   const goals = goalsOf(o.cases);
   const load = o.cases.flatMap((c) => c.load);
-  const header = ['link', 'way', 'link bytes', 'total ms', 'QEMU downtime ms', 'pause ms', 'pages ref/full/zero', 'verified'];
+  const header = ['link', 'way', 'link bytes', 'total ms', 'QEMU downtime ms', 'pause ms', 'pages ref/full/zero', 'CPU s', 'verified'];
   const runs = table(header, o.cases.flatMap(caseRows));
   const goalTable = table(['goal', 'value', 'limit', 'met'], goals.map((g) => [g.what, g.value, g.goal, g.met ? 'yes' : 'NO']));
   const path = saveResult(o.name, o.command, { guest: { memoryBytes: o.memoryBytes, diskBytes: o.diskBytes, ...o.guestInfo }, headline, goals, loadAverage: load, cases: o.cases }, o.values.out ?? RESULTS_DIR);

@@ -10,3 +10,9 @@ export interface ProxyProgress {
 
 /** Hands the caller a way to read progress whenever it likes. */
 export type ProgressHook = (read: () => ProxyProgress) => void;
+
+/** This process's CPU time (every thread), user + system, in ms. */
+export function cpuMs(): number {
+  const u = process.cpuUsage();
+  return Math.round((u.user + u.system) / 1000);
+}

@@ -6,6 +6,7 @@ import { Channel } from '../../wire/index.ts';
 import { deferred } from '../deferred.ts';
 import { boundEndpoint, listenOn } from '../endpoint.ts';
 import type { DestinationProxySession } from './session.ts';
+import { cpuMs } from '../progress.ts';
 
 export async function acceptSource(s: DestinationProxySession): Promise<void> {
   const first = deferred<void>();
@@ -14,6 +15,7 @@ export async function acceptSource(s: DestinationProxySession): Promise<void> {
     if (!s.channel) {
       s.channel = channel;
       s.tConnected = performance.now();
+      s.cpuConnected = cpuMs();
       return first.resolve();
     }
     void channel.send({ name: 'ERROR', body: { code: 'MIGRATE_DESTINATION_BUSY', message: 'this destination proxy is already receiving a migration' } }).catch(() => {}).finally(() => channel.close());

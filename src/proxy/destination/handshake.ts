@@ -5,7 +5,7 @@
  * is connected only then (QEMU takes one migration), and WELCOME sent.
  */
 import { LivemigError } from '../../errors.ts';
-import { FetchQueue } from '../../migrate/fetch-queue.ts';
+import { FetchQueue, FETCH_DEFAULTS } from '../../migrate/fetch-queue.ts';
 import { openBackend } from '../../storage/open.ts';
 import { CAPABILITY, PAGE_SIZE, QEMU_PROXY_CAPABILITIES, QEMU_STREAM_FORMAT, TIMEOUT, chooseVersion, encodeQemuAck, encodeRefRequest, type Hello } from '../../wire/index.ts';
 import { connectTo, formatEndpoint } from '../endpoint.ts';
@@ -38,7 +38,7 @@ function wire(s: DestinationProxySession): void {
   s.slots = new RefSlots(() => output.pump(), (ranges) => void send('QEMU_REF_REQUEST', encodeRefRequest(ranges)));
   output.owed = () => s.slots!.owed > 0;
   output.onRunWritten = () => s.slots!.written();
-  s.fetch = new FetchQueue(s.storage!, s.hasher, s.slots);
+  s.fetch = new FetchQueue(s.storage!, s.hasher, s.slots, { ...FETCH_DEFAULTS, inOrder: true }); // QEMU takes the pages in stream order
   s.sendAck = () => {
     if (output.refPagesWritten > s.acked) void send('QEMU_ACK', encodeQemuAck((s.acked = output.refPagesWritten)));
   };

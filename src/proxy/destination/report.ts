@@ -1,6 +1,7 @@
 /** What a destination proxy's migration did, as `livemig qemu-proxy --listen … --json` prints it. */
 import type { FetchReport } from '../../wire/index.ts';
 import { formatEndpoint } from '../endpoint.ts';
+import { cpuMs } from '../progress.ts';
 import type { DestinationProxySession } from './session.ts';
 
 export interface DestinationProxyResult {
@@ -13,6 +14,8 @@ export interface DestinationProxyResult {
   linkBytes: number;
   /** From the source proxy's connection to QEMU_DONE. */
   totalMs: number;
+  /** CPU time of this process (all its threads, user + system) since the connection. */
+  cpuMs: number;
   storageMatch: boolean;
   refPages: number;
   refRetried: number;
@@ -41,6 +44,7 @@ export function destinationReport(s: DestinationProxySession): DestinationProxyR
     streamBytes: s.output?.written ?? 0,
     linkBytes: s.linkBytes,
     totalMs: Math.round(performance.now() - (s.tConnected || s.t0)),
+    cpuMs: cpuMs() - s.cpuConnected,
     storageMatch: s.storageMatch.match,
     refPages: s.slots?.received ?? 0,
     refRetried: s.slots?.retried ?? 0,

@@ -35,6 +35,8 @@ export interface DestinationProxyOptions {
 export class DestinationProxySession {
   readonly t0 = performance.now();
   tConnected = 0;
+  /** This process's CPU time (ms) when it was connected: the migration's share is what comes after. */
+  cpuConnected = 0;
   /** Keyed hashing threads, started before the source connects; the key comes with HELLO. */
   readonly hasher = new HashPool(null);
   readonly failed = deferred<never>();

@@ -9,6 +9,7 @@ import { QemuStreamParser } from '../../qemu/stream/index.ts';
 import { deferred } from '../deferred.ts';
 import { boundEndpoint, listenOn } from '../endpoint.ts';
 import type { SourceProxySession } from './session.ts';
+import { cpuMs } from '../progress.ts';
 
 function refuseExtra(s: SourceProxySession, socket: net.Socket): void {
   socket.on('error', () => {});
@@ -29,6 +30,7 @@ export async function acceptQemu(s: SourceProxySession): Promise<void> {
     if (s.qemu) return refuseExtra(s, socket);
     s.qemu = socket;
     s.tConnected = performance.now();
+    s.cpuConnected = cpuMs();
     first.resolve();
   });
   s.opts.onListening?.(boundEndpoint(s.server, s.opts.from));

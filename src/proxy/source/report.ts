@@ -1,6 +1,7 @@
 /** What a source proxy's migration did, as `livemig qemu-proxy --json` prints it. */
 import type { FetchReport } from '../../wire/index.ts';
 import { formatEndpoint } from '../endpoint.ts';
+import { cpuMs } from '../progress.ts';
 import type { SourceProxySession } from './session.ts';
 
 export interface SourceProxyResult {
@@ -15,6 +16,8 @@ export interface SourceProxyResult {
   linkBytes: number;
   /** From QEMU's connection to the destination's QEMU_DONE. */
   totalMs: number;
+  /** CPU time of this process (all its threads, user + system) since the connection. */
+  cpuMs: number;
   maxBandwidth: number;
   references: boolean;
   storageMatch: boolean;
@@ -38,6 +41,7 @@ export function sourceReport(s: SourceProxySession): SourceProxyResult {
     streamBytes: s.streamBytes,
     linkBytes: s.linkBytes,
     totalMs: Math.round(performance.now() - (s.tConnected || s.t0)),
+    cpuMs: cpuMs() - s.cpuConnected,
     maxBandwidth: s.opts.maxBandwidth,
     references: s.useRefs,
     storageMatch: s.welcome?.storageMatch ?? false,

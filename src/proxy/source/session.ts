@@ -53,6 +53,8 @@ export interface SourceCounts {
 export class SourceProxySession {
   readonly t0 = performance.now();
   tConnected = 0;
+  /** This process's CPU time (ms) when it was connected: the migration's share is what comes after. */
+  cpuConnected = 0;
   /** Fresh per migration: keys the storage sample and every reference's hash. */
   readonly key = randomBytes(32);
   readonly limit: RateLimit;
