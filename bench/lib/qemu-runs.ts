@@ -131,7 +131,8 @@ export async function directRun(g: Guest): Promise<RunFigures> {
   }
 }
 
-export async function proxyRun(g: Guest): Promise<ProxyFigures> {
+/** `proxyArgs`: more options for the source proxy (e.g. --keep 32MiB). */
+export async function proxyRun(g: Guest, proxyArgs: string[] = []): Promise<ProxyFigures> {
   const dest = await launchDestination(g, 'viaproxy');
   const proxies: ProxyProcess[] = [];
   try {
@@ -140,7 +141,7 @@ export async function proxyRun(g: Guest): Promise<ProxyFigures> {
     const dp = await startProxy(g.hosts, 'destination', ['--listen', `tcp://${g.hosts.destinationAddress}:0`, '--to', `unix:${incoming}`, '--disk', g.storage.diskUri('destination')]);
     proxies.push(dp);
     const from = socketPath(g.dir, 'src');
-    const sp = await startProxy(g.hosts, 'source', ['--from', `unix:${from}`, '--to', dp.address, '--disk', g.storage.diskUri('source'), '--index', g.storage.indexAddress]);
+    const sp = await startProxy(g.hosts, 'source', ['--from', `unix:${from}`, '--to', dp.address, '--disk', g.storage.diskUri('source'), '--index', g.storage.indexAddress, ...proxyArgs]);
     proxies.push(sp);
     const m = await migrate(g, dest, `unix:${from}`);
     const [sent, fed] = await Promise.all([sp.result, dp.result]);

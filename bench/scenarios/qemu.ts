@@ -36,6 +36,8 @@ answers after 'cont'). Progress on stderr.
   --storage-link RATE each host's link to the storage, default 10Gbit
   --repeat N          runs per case and way, default 3 (medians reported)
   --no-unthrottled    only the headline case
+  --keep SIZE         the source proxy's --keep (referenced pages in flight
+                      until the destination wrote them to QEMU)
   --quick             256MiB:288MiB guest, 1 run per case
   --name NAME         results name, default qemu (qemu-quick with --quick)
   --out DIR           where results go, default bench/results
@@ -83,7 +85,7 @@ export async function run(args: string[]): Promise<void> {
     options: {
       guest: { type: 'string' }, bandwidth: { type: 'string', default: '1Gbit' }, 'storage-link': { type: 'string', default: '10Gbit' },
       repeat: { type: 'string', default: '3' }, 'no-unthrottled': { type: 'boolean' }, quick: { type: 'boolean' },
-      name: { type: 'string' }, out: { type: 'string' }, json: { type: 'boolean' }, 'cpu-prof': { type: 'string' },
+      name: { type: 'string' }, out: { type: 'string' }, json: { type: 'boolean' }, 'cpu-prof': { type: 'string' }, keep: { type: 'string' },
     },
   });
   const quick = !!values.quick;
@@ -110,7 +112,7 @@ export async function run(args: string[]): Promise<void> {
     const g = await bootGuest(dir, placeHosts(topology, values['cpu-prof']), memoryBytes, diskBytes);
     guestInfo = g.info;
     try {
-      for (const c of cases) await runCase(g.guest, topology, c, { repeat, storageLink });
+      for (const c of cases) await runCase(g.guest, topology, c, { repeat, storageLink, proxyArgs: values.keep ? ['--keep', values.keep] : [] });
     } finally {
       await g.stop();
     }
@@ -148,7 +150,7 @@ async function bootGuest(dir: string, hosts: Hosts, memoryBytes: number, diskByt
   return { guest, stop, info: { bootMs, files: image.files, dataBytes: image.dataBytes } };
 }
 
-async function runCase(g: Guest, topology: Topology, c: Case, o: { repeat: number; storageLink: number }): Promise<void> {
+async function runCase(g: Guest, topology: Topology, c: Case, o: { repeat: number; storageLink: number; proxyArgs: string[] }): Promise<void> {
   topology.shape({ migration: c.bandwidth, storage: o.storageLink });
   const link = c.bandwidth ? formatRate(c.bandwidth) : 'unshaped';
   for (let r = 0; r < o.repeat; r++) {
@@ -157,7 +159,7 @@ async function runCase(g: Guest, topology: Topology, c: Case, o: { repeat: numbe
     for (const way of ways) {
       progress(`${link} ${way} run ${r + 1}/${o.repeat} (load ${loadavg()[0].toFixed(2)})`);
       if (way === 'direct') c.direct.push(await directRun(g));
-      else c.proxy.push(await proxyRun(g));
+      else c.proxy.push(await proxyRun(g, o.proxyArgs));
       const f = way === 'direct' ? c.direct.at(-1)! : c.proxy.at(-1)!;
       const p = way === 'proxy' ? c.proxy.at(-1)! : null;
       progress(`  ${way}: link ${formatBytes(f.linkBytes)}, total ${f.totalMs} ms, downtime ${f.downtimeMs} ms, pause ${f.pauseMs} ms, ${f.identical && f.alive ? 'verified' : 'NOT VERIFIED'}`
