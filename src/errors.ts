@@ -63,6 +63,11 @@ export const ERROR_CODES = {
   GUEST_IMAGE_KERNEL: 'the kernel package could not be downloaded or unpacked',
   GUEST_IMAGE_DISK: 'not enough files for the guest disk, or mke2fs failed',
   GUEST_IMAGE_LOCKED: 'another build held the guest image cache too long',
+  // The QEMU migration-stream proxies (livemig qemu-proxy).
+  QEMU_PROXY_LISTEN: 'a stream proxy cannot listen on its address (in use, or a bad path)',
+  QEMU_PROXY_QEMU_UNREACHABLE: "the destination proxy cannot reach QEMU's -incoming socket",
+  QEMU_PROXY_QEMU_CLOSED: 'QEMU closed its migration socket or stopped reading before the stream ended (it died, or refused the stream)',
+  QEMU_PROXY_STALLED: 'a stream proxy moved no byte for too long: QEMU, the link or the storage is stuck',
   // The NBD server's content index (nbd serve --content-index) and its query socket.
   CINDEX_NOT_FOUND: 'no content index database at that path',
   CINDEX_FOREIGN_FILE: 'the file is not a livemig content index',

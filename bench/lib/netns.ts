@@ -12,8 +12,9 @@
 import { execFileSync } from 'node:child_process';
 import type { Placement, Role } from '../../src/demo/hosts.ts';
 
-const NS: Record<Role, string> = { source: 'lmb-src', destination: 'lmb-dst', storage: 'lmb-sto' };
-const LINKS = [
+/** Namespace names; another prefix lets two benchmarks run side by side. */
+const namespaces = (prefix: string): Record<Role, string> => ({ source: `${prefix}-src`, destination: `${prefix}-dst`, storage: `${prefix}-sto` });
+const links = (NS: Record<Role, string>) => [
   { name: 'mig', a: NS.source, b: NS.destination, net: 1, kind: 'migration' },
   { name: 'ss', a: NS.source, b: NS.storage, net: 2, kind: 'storage' },
   { name: 'ds', a: NS.destination, b: NS.storage, net: 3, kind: 'storage' },
@@ -44,11 +45,14 @@ export interface Topology {
   /** Changes the shaping of the links in place. */
   shape: (rates: { migration: number; storage?: number }) => void;
   destroy: () => void;
+  namespaces: Record<Role, string>;
 }
 
 /** Creates (or recreates) the three namespaces and links; rates in bytes/s, storage unshaped if absent. */
-export function createTopology(rates: { migration: number; storage?: number }): Topology {
-  destroyTopology();
+export function createTopology(rates: { migration: number; storage?: number }, prefix = 'lmb'): Topology {
+  destroyTopology(prefix);
+  const NS = namespaces(prefix);
+  const LINKS = links(NS);
   for (const ns of Object.values(NS)) {
     run('ip', 'netns', 'add', ns);
     run('ip', 'netns', 'exec', ns, 'ip', 'link', 'set', 'lo', 'up');
@@ -78,13 +82,14 @@ export function createTopology(rates: { migration: number; storage?: number }): 
       storageFrom: { source: '10.77.2.2', destination: '10.77.3.2' },
     },
     shape: reshape,
-    destroy: destroyTopology,
+    destroy: () => destroyTopology(prefix),
+    namespaces: NS,
   };
 }
 
 /** Removes the namespaces (their veths go with them); quiet if they do not exist. */
-export function destroyTopology(): void {
-  for (const ns of Object.values(NS)) {
+export function destroyTopology(prefix = 'lmb'): void {
+  for (const ns of Object.values(namespaces(prefix))) {
     try {
       run('ip', 'netns', 'del', ns);
     } catch {

@@ -78,7 +78,7 @@ export async function directMigration(g: WarmGuest, dir: string, maxBandwidth: n
     const wallMs = performance.now() - t0;
     if (info.status !== 'completed') throw new Error(`direct migration ${info.status}: ${info['error-desc'] ?? ''}`);
     await waitForRunState(dest.qmp, 'paused', 60_000);
-    const identical = await sameMemory(g, dest, dir);
+    const identical = await sameMemory(g.qemu, dest, g.memoryBytes, dir);
     await dest.qmp.execute('cont');
     const alive = await dest.serial.askAlive(60_000).then(() => true, () => false);
     return {
@@ -99,14 +99,14 @@ async function incomingPort(dest: QemuProcess): Promise<number> {
 }
 
 /** pmemsave on both sides, compared 16 MiB at a time. */
-async function sameMemory(g: WarmGuest, dest: QemuProcess, dir: string): Promise<boolean> {
+export async function sameMemory(source: QemuProcess, dest: QemuProcess, memoryBytes: number, dir: string): Promise<boolean> {
   const [a, b] = [join(dir, 'source.mem'), join(dir, 'dest.mem')];
-  await pmemsave(g.qemu.qmp, g.memoryBytes, a);
-  await pmemsave(dest.qmp, g.memoryBytes, b);
+  await pmemsave(source.qmp, memoryBytes, a);
+  await pmemsave(dest.qmp, memoryBytes, b);
   const [fa, fb] = await Promise.all([fsp.open(a), fsp.open(b)]);
   try {
     const [ba, bb] = [Buffer.alloc(16 << 20), Buffer.alloc(16 << 20)];
-    for (let pos = 0; pos < g.memoryBytes; pos += ba.length) {
+    for (let pos = 0; pos < memoryBytes; pos += ba.length) {
       const [ra, rb] = await Promise.all([fa.read(ba, 0, ba.length, pos), fb.read(bb, 0, bb.length, pos)]);
       if (ra.bytesRead !== rb.bytesRead || !ba.subarray(0, ra.bytesRead).equals(bb.subarray(0, rb.bytesRead))) return false;
     }

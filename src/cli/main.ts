@@ -9,6 +9,7 @@ import * as runGuest from './commands/run.ts';
 import * as migrateCmd from './commands/migrate.ts';
 import { verb } from './commands/control.ts';
 import * as guestImage from './commands/guest-image.ts';
+import * as qemuProxy from './commands/qemu-proxy.ts';
 
 type Command = (args: string[]) => Promise<number>;
 
@@ -27,6 +28,7 @@ const COMMANDS: Record<string, { run: Command; summary: string }> = {
   'nbd info': { run: nbdInfo.runInfo, summary: 'show an NBD export: size, flags, block sizes' },
   'nbd list': { run: nbdInfo.runList, summary: 'list the exports of an NBD server' },
   'guest-image': { run: guestImage.run, summary: 'build a QEMU test guest: kernel, busybox initramfs, ext4 disk of real files' },
+  'qemu-proxy': { run: qemuProxy.run, summary: "carry a stock QEMU guest's migration stream, page-cache pages as block references" },
 };
 
 const HELP = `livemig — live migration of virtual machines on shared storage

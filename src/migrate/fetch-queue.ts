@@ -58,6 +58,12 @@ export interface FetchOptions {
   maxGap: number;
   /** Arrivals that trigger a sort and merge at once. */
   batch: number;
+  /**
+   * Read in arrival order instead of block order (coalescing only neighbours in that
+   * order): for a consumer that needs the pages in the order they came, as QEMU's stream
+   * does, block order made the oldest reference wait behind later ones.
+   */
+  inOrder?: boolean;
 }
 
 export const FETCH_DEFAULTS: FetchOptions = { maxInFlight: 64, maxBytesInFlight: 16 << 20, maxBlocks: 256, maxGap: 16, batch: 1024 };
@@ -146,7 +152,8 @@ export class FetchQueue {
     // Merging copies the whole pending list: do it when the list runs dry or when arrivals are a
     // fair share of it, not on every completion (that cost ~150 ms of a 256 MiB migration).
     const waiting = this.pending.length - this.head;
-    if (this.incoming.length && (waiting < this.opts.maxBlocks || this.incoming.length >= waiting >> 2)) this.merge();
+    if (this.opts.inOrder) this.append();
+    else if (this.incoming.length && (waiting < this.opts.maxBlocks || this.incoming.length >= waiting >> 2)) this.merge();
     while (this.inFlight < this.opts.maxInFlight && this.head < this.pending.length) {
       // One read: references on nearby or shared blocks, about maxBlocks (a reference is never split).
       const start = this.head;
@@ -156,7 +163,7 @@ export class FetchQueue {
       while (at < this.pending.length) {
         const r = this.pending[at];
         const e = Math.max(end, r.block + r.count);
-        if (r.block > end + this.opts.maxGap || e - first > this.opts.maxBlocks) break;
+        if (r.block < first || r.block > end + this.opts.maxGap || e - first > this.opts.maxBlocks) break;
         end = e;
         at++;
       }
@@ -168,6 +175,19 @@ export class FetchQueue {
       void this.read(run, first, end - first);
     }
     this.wake();
+  }
+
+  /** Arrival order: new references go to the back as they are (compacting the front now and then). */
+  private append(): void {
+    if (this.head > 4096 && this.head * 2 > this.pending.length) {
+      this.pending = this.pending.slice(this.head);
+      this.head = 0;
+    }
+    for (const r of this.incoming) {
+      if (this.fresh(r)) this.pending.push(r);
+      else this.drop(r);
+    }
+    this.incoming = [];
   }
 
   private merge(): void {

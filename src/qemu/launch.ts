@@ -40,6 +40,8 @@ export interface QemuOptions {
   /** TCG's threading: QEMU's default is one thread per vCPU (multi) on x86 hosts. */
   tcgThread?: 'single' | 'multi';
   extraArgs?: string[];
+  /** A command QEMU runs under, e.g. ['ip', 'netns', 'exec', NS] to place it in a network namespace. */
+  wrap?: string[];
   /** Milliseconds to wait for QMP (TCG start-up is slow on a busy machine). */
   startTimeoutMs?: number;
 }
@@ -117,7 +119,7 @@ function deathSignalWrapper(): string[] {
 export async function launchQemu(o: QemuOptions): Promise<QemuProcess> {
   const qmpPath = join(o.dir, `${o.name ?? 'qemu'}.qmp`);
   const serialPath = join(o.dir, `${o.name ?? 'qemu'}.serial`);
-  const command = [...deathSignalWrapper(), QEMU_BINARY, ...qemuArgs(o, qmpPath, serialPath)];
+  const command = [...(o.wrap ?? []), ...deathSignalWrapper(), QEMU_BINARY, ...qemuArgs(o, qmpPath, serialPath)];
   const child = spawn(command[0], command.slice(1), { stdio: ['ignore', 'ignore', 'pipe'] });
   track(child);
   const qemu = new QemuProcess(child, qmpPath, serialPath);

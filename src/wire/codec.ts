@@ -7,8 +7,8 @@
 import { LivemigError } from '../errors.ts';
 import { FRAMES, FRAME_BY_TYPE, type FrameName } from './protocol.ts';
 import {
-  asComplete, asDigests, asError, asHello, asProgress, asResumed, asWelcome,
-  type Complete, type Digests, type ErrorBody, type Hello, type Progress, type Resumed, type Welcome,
+  asComplete, asDigests, asError, asHello, asProgress, asQemuDone, asQemuEnd, asResumed, asWelcome,
+  type Complete, type Digests, type ErrorBody, type Hello, type Progress, type QemuDone, type QemuEnd, type Resumed, type Welcome,
 } from './messages.ts';
 
 interface Bodies {
@@ -23,6 +23,12 @@ interface Bodies {
   PROGRESS: Progress;
   DIGESTS: Digests;
   MAP: Buffer;
+  QEMU_STREAM: Buffer;
+  QEMU_END: QemuEnd;
+  QEMU_ACK: Buffer;
+  QEMU_REF_REQUEST: Buffer;
+  QEMU_REF_DATA: Buffer;
+  QEMU_DONE: QemuDone;
 }
 
 export type Message = { [K in FrameName]: { name: K; body: Bodies[K] } }[FrameName];
@@ -37,6 +43,8 @@ const DECODE_JSON: { [K in JsonFrame]: (v: unknown) => Bodies[K] } = {
   ERROR: asError,
   PROGRESS: asProgress,
   DIGESTS: asDigests,
+  QEMU_END: asQemuEnd,
+  QEMU_DONE: asQemuDone,
 };
 
 /** The payload bytes of a message. */

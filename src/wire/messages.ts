@@ -4,7 +4,7 @@
  * protocol error before anything acts on it (units in docs/protocol.md).
  */
 import { LivemigError } from '../errors.ts';
-import { HASH_BYTES, PAGE_SIZE, REGION_PAGES, STORAGE_SAMPLES, PROTOCOL_NAME } from './protocol.ts';
+import { HASH_BYTES, PAGE_SIZE, REGION_PAGES, STORAGE_SAMPLES, PROTOCOL_NAME, MAX_QEMU_BLOCK_ID, MAX_QEMU_RAM_BLOCKS, STREAM_KIND_QEMU } from './protocol.ts';
 
 export interface RegionInfo {
   firstPage: number;
@@ -40,6 +40,21 @@ export interface Hello {
   /** The migration key (hex, at least 16 bytes): keys every page hash and digest. */
   key: string;
   strategy: string;
+  /** Present when the migration carries a QEMU migration stream (capability qemu-stream). */
+  stream?: StreamInfo;
+}
+
+/** One of QEMU's RAMBlocks, as its stream declares it at setup (MEM_SIZE). */
+export interface QemuRamBlock {
+  id: string;
+  bytes: number;
+}
+
+/** What the stream is: QEMU's, in its format version, over these RAM blocks (guest.memoryBytes is their sum in whole pages). */
+export interface StreamInfo {
+  kind: typeof STREAM_KIND_QEMU;
+  format: number;
+  ramBlocks: QemuRamBlock[];
 }
 
 export interface Welcome {
@@ -100,6 +115,25 @@ export interface Resumed {
   refRetried: number;
   fetch: FetchReport;
   digestChunks: number;
+}
+
+/** QEMU_END: QEMU's stream ended whole (its trailer found) after this many bytes. */
+export interface QemuEnd {
+  streamBytes: number;
+  /** Pages the source sent as references in all. */
+  refPages: number;
+}
+
+/** QEMU_DONE: the destination proxy has written the whole stream to its QEMU. */
+export interface QemuDone {
+  streamBytes: number;
+  refPages: number;
+  /** Referenced pages whose keyed hash did not match, asked for in full. */
+  refRetried: number;
+  fetchedBytes: number;
+  /** QEMU closed its end after reading the stream (it read up to the end and finished loading, or failed). */
+  qemuClosed: boolean;
+  fetch: FetchReport;
 }
 
 export interface ErrorBody {
@@ -184,20 +218,40 @@ function storageIdentity(v: unknown): StorageIdentity {
   return { spec: str(s, 'spec', 'HELLO.storage'), description: str(s, 'description', 'HELLO.storage'), size: int(s, 'size', 'HELLO.storage'), sample };
 }
 
+/** HELLO.stream: QEMU's RAM blocks, which must add up (in whole pages) to guest.memoryBytes. */
+function streamInfo(v: unknown, memoryBytes: number): StreamInfo {
+  const s = object(v, 'HELLO.stream');
+  if (s.kind !== STREAM_KIND_QEMU) bad('HELLO.stream', `kind must be ${JSON.stringify(STREAM_KIND_QEMU)}`);
+  const format = int(s, 'format', 'HELLO.stream', 0xffff);
+  let pages = 0;
+  const ramBlocks = list(s, 'ramBlocks', 'HELLO.stream', MAX_QEMU_RAM_BLOCKS).map((b, i) => {
+    const o = object(b, `HELLO.stream.ramBlocks[${i}]`);
+    const id = str(o, 'id', 'HELLO.stream.ramBlocks', MAX_QEMU_BLOCK_ID);
+    if (!id) bad('HELLO.stream.ramBlocks', 'id must not be empty');
+    const bytes = int(o, 'bytes', 'HELLO.stream.ramBlocks', MAX_GUEST_BYTES, 1);
+    pages += Math.ceil(bytes / PAGE_SIZE);
+    return { id, bytes };
+  });
+  if (pages * PAGE_SIZE !== memoryBytes) bad('HELLO.stream', 'ramBlocks do not add up to guest.memoryBytes');
+  return { kind: STREAM_KIND_QEMU, format, ramBlocks };
+}
+
 export function asHello(v: unknown): Hello {
   const o = object(v, 'HELLO');
   if (o.protocol !== PROTOCOL_NAME) bad('HELLO', `not a ${PROTOCOL_NAME} migration`);
   const key = str(o, 'key', 'HELLO', 128);
   if (!/^[0-9a-f]*$/.test(key) || key.length % 2 || key.length < 32) bad('HELLO', 'the migration key must be at least 128 bits of hex');
+  const guest = guestInfo(o.guest);
   return {
     protocol: PROTOCOL_NAME,
     versionMin: int(o, 'versionMin', 'HELLO', 0xffff),
     versionMax: int(o, 'versionMax', 'HELLO', 0xffff),
     capabilities: strings(o, 'capabilities', 'HELLO'),
-    guest: guestInfo(o.guest),
+    guest,
     storage: storageIdentity(o.storage),
     key,
     strategy: str(o, 'strategy', 'HELLO', 64),
+    ...(o.stream === undefined ? {} : { stream: streamInfo(o.stream, guest.memoryBytes) }),
   };
 }
 
@@ -224,18 +278,37 @@ export function asDigests(v: unknown): Digests {
   return { digests };
 }
 
+function fetchReport(v: unknown, where: string): FetchReport {
+  const f = object(v, `${where}.fetch`);
+  const n = (k: string) => num(f, k, `${where}.fetch`);
+  return {
+    reads: n('reads'), maxInFlight: n('maxInFlight'), meanLatencyMs: n('meanLatencyMs'), stale: n('stale'),
+    busyMs: n('busyMs'), readRate: n('readRate'), maxBacklog: n('maxBacklog'), meanBacklog: n('meanBacklog'),
+  };
+}
+
 export function asResumed(v: unknown): Resumed {
   const o = object(v, 'RESUMED');
   if (o.verified !== true) bad('RESUMED', 'verified must be true');
-  const f = object(o.fetch, 'RESUMED.fetch');
+  const fetch = fetchReport(o.fetch, 'RESUMED');
   const n = (x: Json, k: string) => num(x, k, 'RESUMED');
-  const fetch: FetchReport = {
-    reads: n(f, 'reads'), maxInFlight: n(f, 'maxInFlight'), meanLatencyMs: n(f, 'meanLatencyMs'), stale: n(f, 'stale'),
-    busyMs: n(f, 'busyMs'), readRate: n(f, 'readRate'), maxBacklog: n(f, 'maxBacklog'), meanBacklog: n(f, 'meanBacklog'),
-  };
   return {
     verified: true, running: bool(o, 'running', 'RESUMED'), fetchedBytes: n(o, 'fetchedBytes'), sampleBytes: n(o, 'sampleBytes'), refsApplied: n(o, 'refsApplied'),
     mapEntries: n(o, 'mapEntries'), refRetried: n(o, 'refRetried'), fetch, digestChunks: n(o, 'digestChunks'),
+  };
+}
+
+export function asQemuEnd(v: unknown): QemuEnd {
+  const o = object(v, 'QEMU_END');
+  return { streamBytes: int(o, 'streamBytes', 'QEMU_END'), refPages: int(o, 'refPages', 'QEMU_END') };
+}
+
+export function asQemuDone(v: unknown): QemuDone {
+  const o = object(v, 'QEMU_DONE');
+  const n = (k: string) => int(o, k, 'QEMU_DONE');
+  return {
+    streamBytes: n('streamBytes'), refPages: n('refPages'), refRetried: n('refRetried'), fetchedBytes: n('fetchedBytes'),
+    qemuClosed: bool(o, 'qemuClosed', 'QEMU_DONE'), fetch: fetchReport(o.fetch, 'QEMU_DONE'),
   };
 }
 

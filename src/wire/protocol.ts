@@ -62,11 +62,15 @@ export const CAPABILITY = {
   REF: 'pages.ref',
   REF_RUN: 'pages.ref-run',
   RETURN_PATH: 'return-path',
+  /** The QEMU_* frames: the migration carries a QEMU migration stream between two stream proxies. */
+  QEMU_STREAM: 'qemu-stream',
 } as const;
 export type Capability = (typeof CAPABILITY)[keyof typeof CAPABILITY];
-/** What this build speaks; a peer must speak the REQUIRED ones. */
-export const CAPABILITIES: readonly Capability[] = Object.values(CAPABILITY);
+/** What the engine (livemig's own guests) speaks; a peer must speak the REQUIRED ones. */
+export const CAPABILITIES: readonly Capability[] = [CAPABILITY.FULL, CAPABILITY.ZERO, CAPABILITY.REF, CAPABILITY.REF_RUN, CAPABILITY.RETURN_PATH];
 export const REQUIRED_CAPABILITIES: readonly Capability[] = [CAPABILITY.FULL, CAPABILITY.ZERO, CAPABILITY.RETURN_PATH];
+/** What a QEMU stream proxy speaks, and requires of its peer: QEMU streams over a return path (no PAGES). */
+export const QEMU_PROXY_CAPABILITIES: readonly Capability[] = [CAPABILITY.QEMU_STREAM, CAPABILITY.RETURN_PATH];
 
 /** Which side sends a frame. */
 export type Sender = 'source' | 'destination' | 'both';
@@ -104,6 +108,13 @@ export const FRAMES = {
   PROGRESS: frame(9, 'PROGRESS', 'destination', 'json', 64 * KiB),
   DIGESTS: frame(10, 'DIGESTS', 'source', 'json', 64 * KiB, 1),
   MAP: frame(11, 'MAP', 'source', 'binary', 64 * KiB, 8),
+  // QEMU streams: used only after both sides listed `qemu-stream`.
+  QEMU_STREAM: frame(12, 'QEMU_STREAM', 'source', 'binary', 4 * MiB),
+  QEMU_END: frame(13, 'QEMU_END', 'source', 'json', 64 * KiB),
+  QEMU_ACK: frame(14, 'QEMU_ACK', 'destination', 'binary', 8),
+  QEMU_REF_REQUEST: frame(15, 'QEMU_REF_REQUEST', 'destination', 'binary', 64 * KiB),
+  QEMU_REF_DATA: frame(16, 'QEMU_REF_DATA', 'source', 'binary', 12 + MAX_REF_RUN * PAGE_SIZE),
+  QEMU_DONE: frame(17, 'QEMU_DONE', 'destination', 'json', 64 * KiB),
 } as const;
 export type FrameName = keyof typeof FRAMES;
 export const FRAME = Object.fromEntries(Object.entries(FRAMES).map(([k, v]) => [k, v.type])) as { [K in FrameName]: (typeof FRAMES)[K]['type'] };
@@ -127,7 +138,41 @@ export const TIMEOUT = {
   RESUMED: 120_000,
   /** TCP keepalive probes on the migration link, so a vanished peer is noticed. */
   KEEPALIVE: 10_000,
+  /** A QEMU stream proxy gives up when its migration has moved no byte for this long (QEMU, link or storage stuck). */
+  STALL: 60_000,
+  /** The source proxy gives up on a destination proxy that has not sent QEMU_DONE after QEMU_END. */
+  QEMU_DONE: 120_000,
 } as const;
 
 /** How often a receiving destination sends PROGRESS; the source's downtime estimate needs it. */
 export const PROGRESS_INTERVAL_MS = 50;
+
+// --- QEMU streams ------------------------------------------------------------
+
+/** The stream kind a HELLO names when the migration carries a QEMU migration stream. */
+export const STREAM_KIND_QEMU = 'qemu';
+/** QEMU's stream format the proxies carry (QEMU_VM_FILE_VERSION, as QEMU 7.2 and later write it). */
+export const QEMU_STREAM_FORMAT = 3;
+/** RAM blocks a HELLO may declare, and the longest RAM block id (QEMU writes ids with a one-byte length). */
+export const MAX_QEMU_RAM_BLOCKS = 4096;
+export const MAX_QEMU_BLOCK_ID = 255;
+/** A QEMU_STREAM entry's header: kind u8 | length u32 (big endian), then `length` bytes of body. */
+export const QEMU_ENTRY_HEADER = 5;
+export const QEMU_ENTRY = {
+  /** body: bytes of QEMU's stream, written to QEMU as they are (at least 1) */
+  BYTES: 1,
+  /** body: offset u64 | block u64 | count u32 | keyed hash (16 bytes) of the count pages */
+  REF_RUN: 2,
+} as const;
+export type QemuEntryKind = (typeof QEMU_ENTRY)[keyof typeof QEMU_ENTRY];
+/** Body lengths: BYTES has any length of at least 1 (0 here), REF_RUN exactly this. */
+export const QEMU_ENTRY_BODY: Record<QemuEntryKind, number> = { [QEMU_ENTRY.BYTES]: 0, [QEMU_ENTRY.REF_RUN]: 36 };
+/**
+ * Inside a REF_RUN, each page after the first is preceded by 8 bytes: its RAM offset
+ * plus these flags, big endian (QEMU's RAM_SAVE_FLAG_PAGE 0x08 | RAM_SAVE_FLAG_CONTINUE 0x20).
+ */
+export const QEMU_RUN_PAGE_FLAGS = 0x28;
+/** The payload a source builds a QEMU_STREAM frame up to (a frame may hold up to its limit). */
+export const QEMU_FRAME_TARGET = 1 << 20;
+/** One range of a QEMU_REF_REQUEST: first u64 | pages u32. */
+export const QEMU_REF_RANGE = 12;

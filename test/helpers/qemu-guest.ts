@@ -26,9 +26,9 @@ export interface TestGuest {
   stop: () => Promise<void>;
 }
 
-export async function bootTestGuest(dir: string, opts: { loop?: boolean; name?: string } = {}): Promise<TestGuest> {
+export async function bootTestGuest(dir: string, opts: { loop?: boolean; name?: string; nbdArgs?: string[] } = {}): Promise<TestGuest> {
   const image = await buildGuestImage({ diskBytes: TEST_DISK });
-  const nbd = await startNbdServe(['--read-only', '--export', `disk=${image.disk}`]);
+  const nbd = await startNbdServe(['--read-only', '--export', `disk=${image.disk}`, ...(opts.nbdArgs ?? [])]);
   let qemu: QemuProcess;
   try {
     qemu = await launchQemu({

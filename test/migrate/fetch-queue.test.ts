@@ -127,6 +127,17 @@ test('references resolve to their blocks: each page gets its block, checked, onc
   });
 });
 
+test('inOrder reads references in the order they came (a stream consumer waits on the oldest); the default reads in block order', { timeout: 60_000 }, async () => {
+  for (const inOrder of [true, false]) {
+    await withQueue(served.uri('disk'), { inOrder, maxInFlight: 1 }, async (q, t) => {
+      for (const [page, block] of [[0, 3500], [1, 10], [2, 3501], [3, 11]]) addRef(q, t, page, block, page + 1);
+      await q.drain();
+      assert.deepEqual([...t.applied.keys()], inOrder ? [0, 1, 2, 3] : [1, 3, 0, 2]);
+      for (const [page, block] of [[0, 3500], [1, 10], [2, 3501], [3, 11]]) assertApplied(t, page, block);
+    });
+  }
+});
+
 test('adjacent and near blocks are read together, far ones apart: reads follow the layout, not the reference count', { timeout: 60_000 }, async () => {
   await withQueue(served.uri('disk'), {}, async (q, t) => {
     const refs: [number, number][] = []; // [page, block]

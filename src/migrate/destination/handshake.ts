@@ -12,32 +12,9 @@ import { Guest } from '../../guest/guest.ts';
 import { GuestMemory } from '../../guest/memory.ts';
 import { P2bMap } from '../../p2b/map.ts';
 import { openBackend } from '../../storage/open.ts';
-import type { BlockBackend } from '../../storage/backend.ts';
-import { CAPABILITIES, PAGE_SIZE, TIMEOUT, chooseVersion, pageHash, requireCapabilities, type Hello } from '../../wire/index.ts';
-import type { DestinationSession, StorageCheck } from './session.ts';
-
-/**
- * Compares the source's storage sample with what this host reads. Every sampled
- * block is read: a guest that writes its disk may have changed some since the
- * source sampled them, and the source, told which, can tell that from a real difference.
- */
-async function checkStorage(storage: BlockBackend, key: Buffer, hello: Hello): Promise<StorageCheck> {
-  if (storage.size !== hello.storage.size) {
-    return { match: false, sameSize: false, reason: `size differs: ${storage.size} here, ${hello.storage.size} at the source`, differs: [], bytes: 0 };
-  }
-  const buf = Buffer.allocUnsafe(PAGE_SIZE);
-  const differs: StorageCheck['differs'] = [];
-  let bytes = 0;
-  for (const s of hello.storage.sample) {
-    if ((s.block + 1) * PAGE_SIZE > storage.size) return { match: false, sameSize: true, reason: `sampled block ${s.block} is past the end of the disk`, differs: [], bytes };
-    await storage.readInto(buf, s.block * PAGE_SIZE);
-    bytes += PAGE_SIZE;
-    const hash = pageHash(key, buf).toString('hex');
-    if (hash !== s.hash) differs.push({ block: s.block, hash });
-  }
-  if (!differs.length) return { match: true, sameSize: true, differs, bytes };
-  return { match: false, sameSize: true, reason: `${differs.length} sampled block(s) differ, first ${differs[0].block}`, differs, bytes };
-}
+import { CAPABILITIES, PAGE_SIZE, TIMEOUT, chooseVersion, requireCapabilities, type Hello } from '../../wire/index.ts';
+import { checkStorage, welcomeStorage } from '../storage-identity.ts';
+import type { DestinationSession } from './session.ts';
 
 /** Refuses a guest this destination cannot hold, before anything is allocated for it. */
 function checkFits(s: DestinationSession, hello: Hello): void {
@@ -54,7 +31,7 @@ async function openStorage(s: DestinationSession): Promise<void> {
   s.storage = await openBackend(disk, { readOnly: true, lock: false }).catch((e: Error) => {
     throw new LivemigError('MIGRATE_STORAGE', `cannot open the guest's disk ${disk} here: ${e.message}`);
   });
-  s.storageCheck = await checkStorage(s.storage, s.key, s.hello);
+  s.storageCheck = await checkStorage(s.storage, s.key, s.hello.storage);
 }
 
 /** Starts the guest's worker, paused, with no disk or workload yet. */
@@ -93,7 +70,7 @@ export async function handshake(s: DestinationSession): Promise<void> {
   s.map = s.ready?.map ?? P2bMap.allocate(s.memory.pages);
   s.channel.memoryBytes = hello.guest.memoryBytes;
   const c = s.storageCheck;
-  await s.channel.send({ name: 'WELCOME', body: { version, capabilities: [...(s.opts.capabilities ?? CAPABILITIES)], storageMatch: c.match, ...(c.reason ? { storageReason: c.reason } : {}), ...(c.differs.length ? { storageDiffers: c.differs } : {}) } });
+  await s.channel.send({ name: 'WELCOME', body: { version, capabilities: [...(s.opts.capabilities ?? CAPABILITIES)], ...welcomeStorage(c) } });
   s.log.debug({ version, storageMatch: c.match }, 'welcome sent');
   startGuest(s);
 }

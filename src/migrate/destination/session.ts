@@ -15,6 +15,7 @@ import type { HashPool } from '../hash-pool.ts';
 import type { MemoryDigests } from '../memory-digests.ts';
 import type { Faults } from '../faults.ts';
 import type { FetchOptions, FetchQueue } from '../fetch-queue.ts';
+import type { StorageCheck } from '../storage-identity.ts';
 import type { PageVersions } from './page-versions.ts';
 import type { ArrivingMap } from './arriving-map.ts';
 import type { MemoryTarget } from './memory-target.ts';
@@ -52,17 +53,6 @@ export interface Prepared {
   map: P2bMap;
   worker: Worker;
   hasher: HashPool;
-}
-
-/** What the storage check found: whether references can be resolved here. */
-export interface StorageCheck {
-  match: boolean;
-  /** Same size: references can be resolved here (each is still checked by its keyed hash). */
-  sameSize: boolean;
-  reason?: string;
-  /** Sampled blocks that read differently here, with this host's hash: the source may have written them since it sampled. */
-  differs: { block: number; hash: string }[];
-  bytes: number;
 }
 
 /** What the receiver has seen of the source's frames. */

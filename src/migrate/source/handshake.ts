@@ -7,46 +7,21 @@
  */
 import { LivemigError } from '../../errors.ts';
 import { openBackend } from '../../storage/open.ts';
+import { sampleStorage, storageVerdict } from '../storage-identity.ts';
 import {
   CAPABILITIES, CAPABILITY, Channel, MAX_REF_RUN, PAGE_SIZE, PROTOCOL_NAME, PROTOCOL_VERSION, PROTOCOL_VERSION_MIN, TIMEOUT,
-  pageHash, requireCapabilities, sampleBlocks, shared, type Hello, type StorageIdentity, type Welcome,
+  requireCapabilities, shared, type Hello, type StorageIdentity,
 } from '../../wire/index.ts';
 import type { SourceSession } from './session.ts';
 
-/** Keyed hashes of the given blocks, read without taking the guest's lock. */
-async function hashBlocks(spec: string, key: Buffer, blocks: (size: number) => number[]): Promise<{ size: number; description: string; sample: StorageIdentity['sample'] }> {
+/** Storage identity: size and keyed hashes of sampled blocks (read without taking the guest's lock). */
+export async function storageIdentity(spec: string, key: Buffer): Promise<StorageIdentity> {
   const backend = await openBackend(spec, { readOnly: true, lock: false });
   try {
-    const buf = Buffer.allocUnsafe(PAGE_SIZE);
-    const sample: StorageIdentity['sample'] = [];
-    for (const block of blocks(backend.size)) {
-      await backend.readInto(buf, block * PAGE_SIZE);
-      sample.push({ block, hash: pageHash(key, buf).toString('hex') });
-    }
-    return { size: backend.size, description: backend.description, sample };
+    return await sampleStorage(backend, spec, key);
   } finally {
     await backend.close();
   }
-}
-
-/** Storage identity: size and keyed hashes of sampled blocks. */
-export async function storageIdentity(spec: string, key: Buffer): Promise<StorageIdentity> {
-  const { size, description, sample } = await hashBlocks(spec, key, (size) => sampleBlocks(key, Math.floor(size / PAGE_SIZE)));
-  return { spec, description, size, sample };
-}
-
-/**
- * The destination's verdict on the storage, corrected for the guest's own writes:
- * a sampled block the guest wrote during the handshake differs only because the
- * destination read it later. It matches if this side now reads what the destination read.
- */
-async function storageVerdict(s: SourceSession, w: Welcome): Promise<{ match: boolean; reason?: string }> {
-  if (w.storageMatch || !w.storageDiffers?.length) return { match: w.storageMatch, reason: w.storageReason };
-  const theirs = new Map(w.storageDiffers.map((d) => [d.block, d.hash]));
-  const now = await hashBlocks(s.guest.config.disk, s.key, () => [...theirs.keys()]);
-  const still = now.sample.filter((x) => theirs.get(x.block) !== x.hash);
-  if (!still.length) return { match: true };
-  return { match: false, reason: `${still.length} sampled block(s) differ, first ${still[0].block}` };
 }
 
 function hello(s: SourceSession, storage: StorageIdentity): Hello {
@@ -85,7 +60,7 @@ export async function handshake(s: SourceSession): Promise<void> {
   }
   requireCapabilities(w.capabilities, 'the destination');
   s.welcome = w;
-  s.storage = await storageVerdict(s, w);
+  s.storage = await storageVerdict(() => openBackend(s.guest.config.disk, { readOnly: true, lock: false }), s.key, w);
   s.useRefs = s.opts.strategy === 'p2b' && s.storage.match && shared(CAPABILITIES, w.capabilities, CAPABILITY.REF);
   s.maxRun = s.useRefs && shared(CAPABILITIES, w.capabilities, CAPABILITY.REF_RUN) ? MAX_REF_RUN : 1;
   s.log.debug({ storageMatch: s.storage.match, useRefs: s.useRefs, maxRun: s.maxRun }, 'welcome received');

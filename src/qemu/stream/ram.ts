@@ -41,7 +41,11 @@ export function parseRamRecord(c: Cursor, s: ParserState): QemuRecord {
   }
 }
 
+/** Flags that come only with a capability livemig cannot carry, or that no QEMU it knows writes. */
+const REFUSED_FLAGS = RAM_FLAG.XBZRLE | RAM_FLAG.COMPRESS_PAGE | RAM_FLAG.MULTIFD_FLUSH | RAM_FLAG.HOOK | (TARGET_PAGE_SIZE - 1 - KNOWN_FLAGS);
+
 function refuseCapabilities(flags: number, at: number): void {
+  if ((flags & REFUSED_FLAGS) === 0) return; // the common case, before any closure is made: this runs for every page
   const refuse = (what: string, capability: ConstructorParameters<typeof QemuStreamError>[2]) => {
     throw new QemuStreamError('QEMU_STREAM_UNSUPPORTED', `${what} at byte ${at}: not supported (turn the ${capability} capability off)`, capability);
   };

@@ -1,0 +1,86 @@
+/**
+ * QEMU's stream rebuilt, in order: stream bytes as they arrived (views of the frames)
+ * and reference runs once all their pages landed, written to QEMU's socket as fast as
+ * it reads. What waits here is bounded by the window: the receiver reads no frame
+ * while more is held (back-pressure up to the source, and on to the source's QEMU).
+ */
+import type net from 'node:net';
+import { BufferPool, MIN_POOLED } from '../../../nbd/index.ts';
+import { RefRun, runBytes } from './ref-run.ts';
+
+type Item = Buffer | RefRun;
+
+export class QemuOutput {
+  readonly pool = new BufferPool(256);
+  private items: Item[] = [];
+  private head = 0;
+  private blocked = false;
+  private roomWaiters: (() => void)[] = [];
+  /** Bytes waiting here, and bytes handed to QEMU's socket. */
+  held = 0;
+  written = 0;
+  refPagesWritten = 0;
+  /** Called after a run went out, and whenever everything so far went out. */
+  onRunWritten: () => void = () => {};
+  onIdle: () => void = () => {};
+  /** Pages asked for again and not yet here: their answer must be read even when the window is full. */
+  owed: () => boolean = () => false;
+
+  constructor(private readonly socket: net.Socket, private readonly windowBytes: number) {}
+
+  get idle(): boolean {
+    return this.head === this.items.length && !this.blocked;
+  }
+
+  bytes(data: Buffer): void {
+    this.items.push(data);
+    this.held += data.length;
+  }
+
+  /** A run's buffer, its page headers to be written by the run. */
+  runBuffer(count: number): Buffer {
+    return this.pool.get(runBytes(count));
+  }
+
+  run(r: RefRun): void {
+    this.items.push(r);
+    this.held += r.buf.length;
+  }
+
+  /** Writes what is ready at the head, until QEMU's socket is full. */
+  pump(): void {
+    while (!this.blocked && this.head < this.items.length) {
+      const item = this.items[this.head];
+      if (item instanceof RefRun && !item.ready) break;
+      this.items[this.head++] = undefined as unknown as Item;
+      const buf = item instanceof RefRun ? item.buf : item;
+      this.held -= buf.length;
+      this.written += buf.length;
+      const ok = buf.length >= MIN_POOLED && item instanceof RefRun ? this.socket.write(buf, () => this.pool.put(buf)) : this.socket.write(buf);
+      if (item instanceof RefRun) {
+        this.refPagesWritten += item.count;
+        this.onRunWritten();
+      }
+      if (!ok) {
+        this.blocked = true;
+        this.socket.once('drain', () => ((this.blocked = false), this.pump()));
+      }
+    }
+    if (this.head > 4096 && this.head * 2 > this.items.length) {
+      this.items = this.items.slice(this.head);
+      this.head = 0;
+    }
+    this.wakeRoom();
+    if (this.idle) this.onIdle();
+  }
+
+  /** Resolves once less than the window is held (or pages are owed, whose answers must come in). */
+  room(): Promise<void> {
+    if (this.held < this.windowBytes || this.owed()) return Promise.resolve();
+    return new Promise((r) => this.roomWaiters.push(r));
+  }
+
+  wakeRoom(): void {
+    if (this.held < this.windowBytes || this.owed()) for (const w of this.roomWaiters.splice(0)) w();
+  }
+}
