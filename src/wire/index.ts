@@ -6,3 +6,4 @@ export { Channel, peerError } from './channel.ts';
 export { chooseVersion, requireCapabilities, shared } from './handshake.ts';
 export { pageHash, digest, sampleBlocks, HMAC_ALGORITHM } from './keyed-hash.ts';
 export { PageBatch, decodePages, encodePageRequest, decodePageRequest, encodeMap, decodeMap, type PageEntry, type MapCorrection } from './pages.ts';
+export * from './transport/index.ts';
