@@ -47,6 +47,8 @@ export interface LocalRunOptions {
    * 'digests': the production check only, the engine's keyed memory digests.
    */
   check?: 'full' | 'digests';
+  /** Credentials for the migration link (absolute paths): TLS with x509 or a PSK, as `run --incoming` and `migrate` take them. */
+  tls?: { tlsCreds?: string; tlsPsk?: string };
   /** pino level for every process; not silent: their logs are echoed on stderr. */
   logLevel?: string;
   /** Write a V8 CPU profile of every livemig process here. */
@@ -80,8 +82,9 @@ export async function livemigStorage(hosts: Hosts, image: string): Promise<Stora
 
 async function startAgents(hosts: Hosts, o: LocalRunOptions, storage: StorageServer, dir: string): Promise<{ src: HostProcess; dst: HostProcess }> {
   const held = (o.check ?? 'full') === 'full' ? ['--paused'] : [];
+  const tls = [...(o.tls?.tlsCreds ? ['--tls-creds', o.tls.tlsCreds] : []), ...(o.tls?.tlsPsk ? ['--tls-psk', o.tls.tlsPsk] : [])];
   const dst = await hosts.livemig('destination', ['run', '--incoming', `tcp://${hosts.placement.listen.destination}:0`, '--disk', storage.uri('destination'),
-    '--memory', String(o.memoryBytes), '--control', join(dir, 'destination.sock'), '--state-dir', join(dir, 'destination'), ...held]);
+    '--memory', String(o.memoryBytes), '--control', join(dir, 'destination.sock'), '--state-dir', join(dir, 'destination'), ...held, ...tls]);
   o.onPhase?.('starting the source guest');
   const src = await hosts.livemig('source', ['run', '--name', 'demo', '--memory', String(o.memoryBytes), '--disk', storage.uri('source'), '--workload', o.workload,
     '--seed', String(o.seed ?? 1), '--control', join(dir, 'source.sock'), '--state-dir', join(dir, 'source')]);
@@ -111,7 +114,7 @@ async function migrateWatched(srcControl: string, to: string, o: LocalRunOptions
     }
   }, 100);
   try {
-    const migrate = { to, strategy: o.strategy, maxBandwidth: o.maxBandwidth, downtimeLimitMs: o.downtimeLimitMs, maxRounds: 30, converge: 'throttle', keepPaused: o.check !== 'digests' };
+    const migrate = { to, ...o.tls, strategy: o.strategy, maxBandwidth: o.maxBandwidth, downtimeLimitMs: o.downtimeLimitMs, maxRounds: 30, converge: 'throttle', keepPaused: o.check !== 'digests' };
     return await controlRequest<MigrationResult>(srcControl, 'migrate', { migrate }, 600_000);
   } finally {
     clearInterval(ticker);

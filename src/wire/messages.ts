@@ -37,8 +37,8 @@ export interface Hello {
   capabilities: string[];
   guest: GuestInfo;
   storage: StorageIdentity;
-  /** The migration key (hex, at least 16 bytes): keys every page hash and digest. */
-  key: string;
+  /** The migration key (hex, at least 16 bytes) on a plain link; absent under TLS, where the key is the session's. */
+  key?: string;
   strategy: string;
 }
 
@@ -181,8 +181,8 @@ function storageIdentity(v: unknown): StorageIdentity {
 export function asHello(v: unknown): Hello {
   const o = object(v, 'HELLO');
   if (o.protocol !== PROTOCOL_NAME) bad('HELLO', `not a ${PROTOCOL_NAME} migration`);
-  const key = str(o, 'key', 'HELLO', 128);
-  if (!/^[0-9a-f]*$/.test(key) || key.length % 2 || key.length < 32) bad('HELLO', 'the migration key must be at least 128 bits of hex');
+  const key = o.key === undefined ? undefined : str(o, 'key', 'HELLO', 128);
+  if (key !== undefined && (!/^[0-9a-f]*$/.test(key) || key.length % 2 || key.length < 32)) bad('HELLO', 'the migration key must be at least 128 bits of hex');
   return {
     protocol: PROTOCOL_NAME,
     versionMin: int(o, 'versionMin', 'HELLO', 0xffff),
@@ -190,7 +190,7 @@ export function asHello(v: unknown): Hello {
     capabilities: strings(o, 'capabilities', 'HELLO'),
     guest: guestInfo(o.guest),
     storage: storageIdentity(o.storage),
-    key,
+    ...(key === undefined ? {} : { key }),
     strategy: str(o, 'strategy', 'HELLO', 64),
   };
 }

@@ -1,8 +1,8 @@
 /**
  * Destination phase 1, the handshake: HELLO is read under a time limit and
- * validated, the guest must fit this host, the disk is opened (read-only, for
- * the fetch queue) and sampled to learn whether both hosts see the same bytes,
- * and only then is memory taken and WELCOME sent. The guest's worker starts
+ * validated, the guest must fit this host's limits, this destination's own disk
+ * is opened (read-only, for the fetch queue) and sampled: a source migrating
+ * another disk is refused. Only then is memory taken and WELCOME sent. The guest's worker starts
  * meanwhile, paused, without disk or workload: at the end only the device state
  * and the disk remain to hand over.
  */
@@ -16,17 +16,29 @@ import type { BlockBackend } from '../../storage/backend.ts';
 import { CAPABILITIES, PAGE_SIZE, TIMEOUT, chooseVersion, pageHash, requireCapabilities, type Hello } from '../../wire/index.ts';
 import type { DestinationSession, StorageCheck } from './session.ts';
 
-/** Compares the source's storage sample with what this host reads. */
+/**
+ * Sampled blocks that may differ on one disk: the source samples while its guest
+ * writes, so a block or two can change in between. More than that is another disk.
+ */
+const SAMPLES_MAY_DIFFER = 2;
+
+/** Compares the source's storage sample with what this host reads: a disk of another size or content is refused. */
 async function checkStorage(storage: BlockBackend, key: Buffer, hello: Hello): Promise<StorageCheck> {
-  if (storage.size !== hello.storage.size) return { match: false, reason: `size differs: ${storage.size} here, ${hello.storage.size} at the source`, bytes: 0 };
+  const here = `${storage.description} (${storage.size} bytes)`;
+  const other = (why: string) => new LivemigError('MIGRATE_STORAGE', `the source migrates ${hello.storage.description}, not this destination's disk ${here}: ${why}`);
+  if (storage.size !== hello.storage.size) throw other(`size differs: ${storage.size} here, ${hello.storage.size} at the source`);
   const buf = Buffer.allocUnsafe(PAGE_SIZE);
   let bytes = 0;
+  const differ: number[] = [];
   for (const s of hello.storage.sample) {
-    if ((s.block + 1) * PAGE_SIZE > storage.size) return { match: false, reason: `sampled block ${s.block} is past the end of the disk`, bytes };
+    if ((s.block + 1) * PAGE_SIZE > storage.size) throw other(`sampled block ${s.block} is past the end of the disk`);
     await storage.readInto(buf, s.block * PAGE_SIZE);
     bytes += PAGE_SIZE;
-    if (pageHash(key, buf).toString('hex') !== s.hash) return { match: false, reason: `block ${s.block} differs`, bytes };
+    if (pageHash(key, buf).toString('hex') !== s.hash) differ.push(s.block);
   }
+  if (differ.length > SAMPLES_MAY_DIFFER) throw other(`${differ.length} of ${hello.storage.sample.length} sampled blocks differ`);
+  // A block written while it was sampled: the same disk, but references are not trusted for this migration.
+  if (differ.length) return { match: false, reason: `block ${differ[0]} differs`, bytes };
   return { match: true, bytes };
 }
 
@@ -37,11 +49,13 @@ function checkFits(s: DestinationSession, hello: Hello): void {
   if (s.ready && s.ready.memory.memoryBytes !== bytes) {
     throw new LivemigError('MIGRATE_LAYOUT', `this destination was prepared for ${s.ready.memory.memoryBytes} bytes of memory; the guest has ${bytes}`);
   }
-  if (!s.ready && bytes > os.totalmem()) throw new LivemigError('MIGRATE_LAYOUT', `the guest's ${bytes} bytes of memory exceed this host's ${os.totalmem()}`);
+  const limit = Math.min(s.opts.maxMemoryBytes ?? Infinity, os.totalmem());
+  if (!s.ready && bytes > limit) throw new LivemigError('MIGRATE_LAYOUT', `the guest's ${bytes} bytes of memory exceed this destination's limit of ${limit}`);
 }
 
+/** Opens this destination's own disk, never one HELLO names, and checks it is the source's. */
 async function openStorage(s: DestinationSession): Promise<void> {
-  const disk = s.opts.disk ?? s.hello.storage.spec;
+  const disk = s.opts.disk;
   s.storage = await openBackend(disk, { readOnly: true, lock: false }).catch((e: Error) => {
     throw new LivemigError('MIGRATE_STORAGE', `cannot open the guest's disk ${disk} here: ${e.message}`);
   });
@@ -54,7 +68,7 @@ function startGuest(s: DestinationSession): void {
   s.starting = Guest.start({
     name: hello.guest.name,
     memoryBytes: hello.guest.memoryBytes,
-    disk: s.opts.disk ?? hello.storage.spec,
+    disk: s.opts.disk,
     workload: hello.guest.workload,
     options: hello.guest.options as unknown as Guest['config']['options'],
     stateDir: s.opts.stateDir(hello.guest.name),
@@ -70,6 +84,14 @@ function startGuest(s: DestinationSession): void {
   );
 }
 
+/** Under TLS the key is the session's and HELLO must not carry one; on a plain link HELLO carries it. */
+function migrationKey(s: DestinationSession, hello: Hello): Buffer {
+  if (s.linkKey && hello.key !== undefined) throw new LivemigError('MIGRATE_PROTOCOL', 'HELLO carries a key on a TLS link, where the key comes from the session');
+  if (s.linkKey) return s.linkKey;
+  if (hello.key === undefined) throw new LivemigError('MIGRATE_PROTOCOL', 'HELLO carries no key on a link without TLS');
+  return Buffer.from(hello.key, 'hex');
+}
+
 export async function handshake(s: DestinationSession): Promise<void> {
   s.setState('handshake');
   s.channel.only(['HELLO']);
@@ -78,7 +100,7 @@ export async function handshake(s: DestinationSession): Promise<void> {
   requireCapabilities(hello.capabilities, 'the source');
   checkFits(s, hello);
   s.hello = hello;
-  s.key = Buffer.from(hello.key, 'hex');
+  s.key = migrationKey(s, hello);
   await openStorage(s);
   s.memory = s.ready?.memory ?? GuestMemory.allocate(hello.guest.memoryBytes);
   s.map = s.ready?.map ?? P2bMap.allocate(s.memory.pages);
