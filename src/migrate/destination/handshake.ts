@@ -13,7 +13,7 @@ import { GuestMemory } from '../../guest/memory.ts';
 import { P2bMap } from '../../p2b/map.ts';
 import { openBackend } from '../../storage/open.ts';
 import type { BlockBackend } from '../../storage/backend.ts';
-import { CAPABILITIES, PAGE_SIZE, TIMEOUT, chooseVersion, pageHash, requireCapabilities, type Hello } from '../../wire/index.ts';
+import { CAPABILITIES, PAGE_SIZE, TIMEOUT, chooseVersion, pageHash, requireCapabilities, sampleBlocks, type Hello } from '../../wire/index.ts';
 import type { DestinationSession, StorageCheck } from './session.ts';
 
 /**
@@ -27,11 +27,15 @@ async function checkStorage(storage: BlockBackend, key: Buffer, hello: Hello): P
   const here = `${storage.description} (${storage.size} bytes)`;
   const other = (why: string) => new LivemigError('MIGRATE_STORAGE', `the source migrates ${hello.storage.description}, not this destination's disk ${here}: ${why}`);
   if (storage.size !== hello.storage.size) throw other(`size differs: ${storage.size} here, ${hello.storage.size} at the source`);
+  // The blocks the key chooses, all of them: a peer that has not read this disk cannot name their hashes.
+  const expected = sampleBlocks(key, Math.floor(storage.size / PAGE_SIZE));
+  if (hello.storage.sample.length !== expected.length || hello.storage.sample.some((x, i) => x.block !== expected[i])) {
+    throw other('the sampled blocks are not the ones the key chooses');
+  }
   const buf = Buffer.allocUnsafe(PAGE_SIZE);
   let bytes = 0;
   const differ: number[] = [];
   for (const s of hello.storage.sample) {
-    if ((s.block + 1) * PAGE_SIZE > storage.size) throw other(`sampled block ${s.block} is past the end of the disk`);
     await storage.readInto(buf, s.block * PAGE_SIZE);
     bytes += PAGE_SIZE;
     if (pageHash(key, buf).toString('hex') !== s.hash) differ.push(s.block);
