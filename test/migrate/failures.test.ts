@@ -60,7 +60,7 @@ test('a destination killed mid-round: migrate exits 1 with one line, the source 
   const disk = await ownDisk(dir.path, base, 'kill');
   const dstControl = join(dir.path, 'kill-dst.sock');
   const srcControl = join(dir.path, 'kill-src.sock');
-  const dst = spawn(process.execPath, [LIVEMIG, 'run', '--incoming', 'tcp://127.0.0.1:0', '--control', dstControl, '--state-dir', join(dir.path, 'kill-dst'), '--json'], { stdio: ['ignore', 'pipe', 'ignore'] });
+  const dst = spawn(process.execPath, [LIVEMIG, 'run', '--incoming', 'tcp://127.0.0.1:0', '--control', dstControl, '--disk', disk.uri, '--state-dir', join(dir.path, 'kill-dst'), '--json'], { stdio: ['ignore', 'pipe', 'ignore'] });
   const src = spawn(process.execPath, [LIVEMIG, 'run', '--name', 'k', '--memory', '32MiB', '--disk', disk.uri, '--workload', 'pagecache',
     '--control', srcControl, '--state-dir', join(dir.path, 'kill-src'), '--json'], { stdio: ['ignore', 'pipe', 'ignore'] });
   const srcExited = once(src, 'exit');
