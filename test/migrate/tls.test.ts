@@ -193,3 +193,17 @@ test('without credentials a destination listens only on loopback or a Unix socke
     await m.destination.stop();
   }
 });
+
+test('under TLS a busy destination closes a second peer at once, even one with the key; once the first goes, a real migration', { timeout: 180_000 }, async () => {
+  const incoming = await listenHeld(dir.path, { disk: nbd.uri('disk'), security: psk(creds.psk) });
+  try {
+    const first = await connectLink({ transport: 'tcp', host: '127.0.0.1', port: incoming.port }, psk(creds.psk));
+    await waitFor(() => incoming.state() === 'handshake', 'the destination to take the first peer');
+    await assert.rejects(connectLink({ transport: 'tcp', host: '127.0.0.1', port: incoming.port }, psk(creds.psk)), hasCode('MIGRATE_TLS', /closed the connection/));
+    first.channel.destroy();
+    await waitFor(() => incoming.state() === 'failed', 'the destination to put the first peer behind it');
+    await realMigration(incoming, 'after-busy', psk(creds.psk));
+  } finally {
+    incoming.close();
+  }
+});
