@@ -3,8 +3,8 @@
  * validated, the guest must fit this host's limits, this destination's own disk
  * is opened (read-only, for the fetch queue) and sampled: a source migrating
  * another disk is refused. Only then is memory taken and WELCOME sent. The
- * guest's worker starts meanwhile, paused, without disk or workload: at the end only the device state
- * and the disk remain to hand over.
+ * guest's worker starts meanwhile, paused, without disk or workload: at the
+ * end only the device state and the disk remain to hand over.
  */
 import os from 'node:os';
 import { LivemigError } from '../../errors.ts';
