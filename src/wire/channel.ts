@@ -1,7 +1,7 @@
 /**
  * A framed, bi-directional channel over one stream socket (TCP, a Unix socket,
- * or TLS over either: src/wire/transport/ makes it). Sends respect back-pressure: a send waits
- * while the socket's buffer is full. Reads check each header before the payload
+ * or TLS over either: src/wire/transport/ makes it). Sends respect
+ * back-pressure: a send waits while the socket's buffer is full. Reads check each header before the payload
  * is taken: an unknown type, a type this state does not allow, or a length over
  * the type's limit for this guest ends the channel with MIGRATE_PROTOCOL, so a
  * peer cannot make this side hold more than one bounded frame. Every byte is
