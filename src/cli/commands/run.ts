@@ -35,10 +35,12 @@ and it is the only disk this destination opens: a source migrating another disk
 --tls-psk the link is TLS, both ends authenticated before any migration byte,
 and the key for page hashes comes from the TLS session; a peer without the
 credentials is dropped. Without them it listens only on loopback or a Unix
-socket unless --insecure says otherwise [MIGRATE_INSECURE]. --memory, if given, allocates and faults
-in that much memory and boots the guest's thread before the source connects
-(as QEMU's -m with -mem-prealloc), which keeps that work out of the migration;
-a guest of another size is then refused. --paused leaves the arrived guest
+socket unless --insecure says otherwise [MIGRATE_INSECURE].
+
+--memory, if given, allocates and faults in that much memory and boots the
+guest's thread before the source connects (as QEMU's -m with -mem-prealloc),
+which keeps that work out of the migration; a guest of another size is then
+refused. --paused leaves the arrived guest
 paused (as QEMU's -S) until 'livemig resume', e.g. to compare its memory with
 the source's first ('livemig fingerprint' on both).
 
