@@ -15,6 +15,7 @@ import { compareFingerprints, type Fingerprint, type FingerprintComparison } fro
 import type { MigrationResult, RoundStats, Strategy } from '../migrate/result.ts';
 import { Hosts, type HostProcess, type Placement, type Role } from './hosts.ts';
 import { diskBytesFor, makeDiskImage } from './disk-image.ts';
+import { isLocalOnly } from '../wire/index.ts';
 
 /** The disk's server: its process and how each agent reaches the export. */
 export interface StorageServer {
@@ -83,6 +84,9 @@ export async function livemigStorage(hosts: Hosts, image: string): Promise<Stora
 async function startAgents(hosts: Hosts, o: LocalRunOptions, storage: StorageServer, dir: string): Promise<{ src: HostProcess; dst: HostProcess }> {
   const held = (o.check ?? 'full') === 'full' ? ['--paused'] : [];
   const tls = [...(o.tls?.tlsCreds ? ['--tls-creds', o.tls.tlsCreds] : []), ...(o.tls?.tlsPsk ? ['--tls-psk', o.tls.tlsPsk] : [])];
+  // A placement off loopback is network namespaces this run made: no other host reaches them.
+  const listen = hosts.placement.listen.destination;
+  if (!tls.length && !isLocalOnly({ transport: 'tcp', host: listen, port: 0 })) tls.push('--insecure');
   const dst = await hosts.livemig('destination', ['run', '--incoming', `tcp://${hosts.placement.listen.destination}:0`, '--disk', storage.uri('destination'),
     '--memory', String(o.memoryBytes), '--control', join(dir, 'destination.sock'), '--state-dir', join(dir, 'destination'), ...held, ...tls]);
   o.onPhase?.('starting the source guest');
