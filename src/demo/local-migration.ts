@@ -83,12 +83,12 @@ export async function livemigStorage(hosts: Hosts, image: string): Promise<Stora
 
 async function startAgents(hosts: Hosts, o: LocalRunOptions, storage: StorageServer, dir: string): Promise<{ src: HostProcess; dst: HostProcess }> {
   const held = (o.check ?? 'full') === 'full' ? ['--paused'] : [];
-  const tls = [...(o.tls?.tlsCreds ? ['--tls-creds', o.tls.tlsCreds] : []), ...(o.tls?.tlsPsk ? ['--tls-psk', o.tls.tlsPsk] : [])];
+  const link = [...(o.tls?.tlsCreds ? ['--tls-creds', o.tls.tlsCreds] : []), ...(o.tls?.tlsPsk ? ['--tls-psk', o.tls.tlsPsk] : [])];
   // A placement off loopback is network namespaces this run made: no other host reaches them.
   const listen = hosts.placement.listen.destination;
-  if (!tls.length && !isLocalOnly({ transport: 'tcp', host: listen, port: 0 })) tls.push('--insecure');
+  if (!link.length && !isLocalOnly({ transport: 'tcp', host: listen, port: 0 })) link.push('--insecure');
   const dst = await hosts.livemig('destination', ['run', '--incoming', `tcp://${hosts.placement.listen.destination}:0`, '--disk', storage.uri('destination'),
-    '--memory', String(o.memoryBytes), '--control', join(dir, 'destination.sock'), '--state-dir', join(dir, 'destination'), ...held, ...tls]);
+    '--memory', String(o.memoryBytes), '--control', join(dir, 'destination.sock'), '--state-dir', join(dir, 'destination'), ...held, ...link]);
   o.onPhase?.('starting the source guest');
   const src = await hosts.livemig('source', ['run', '--name', 'demo', '--memory', String(o.memoryBytes), '--disk', storage.uri('source'), '--workload', o.workload,
     '--seed', String(o.seed ?? 1), '--control', join(dir, 'source.sock'), '--state-dir', join(dir, 'source')]);
