@@ -10,7 +10,7 @@ export const ERROR_CODES = {
   MIGRATE_VERSION: 'the two sides share no protocol version',
   MIGRATE_CAPABILITY: 'the peer lacks a capability this side requires',
   MIGRATE_LAYOUT: 'the guest does not fit this destination: page size, or another memory size than it was prepared for',
-  MIGRATE_STORAGE: "the guest's disk cannot be opened or read on this host",
+  MIGRATE_STORAGE: "the guest's disk cannot be opened or read on this host, or the destination's disk is not the one the source migrates",
   MIGRATE_CONNECT_FAILED: 'the destination cannot be reached',
   MIGRATE_LINK_LOST: 'the migration link closed before the migration ended',
   MIGRATE_TIMEOUT: 'the peer did not answer in time',
@@ -22,6 +22,9 @@ export const ERROR_CODES = {
   MIGRATE_GUEST_STATE: 'the guest is in no state to migrate (it stopped or failed)',
   MIGRATE_FAILED: 'the peer failed for a reason it did not name',
   MIGRATE_OUTCOME_UNKNOWN: 'the link failed after the destination could have resumed the guest: the source stays paused until an operator checks the destination',
+  MIGRATE_TLS: 'the TLS handshake of the migration link failed: wrong key or certificate, or a peer without TLS',
+  MIGRATE_TLS_CONFIG: 'the migration credentials cannot be used: a missing or malformed certificate, key or PSK file',
+  MIGRATE_INSECURE: 'a destination without TLS credentials was asked to listen where other hosts can reach it (loopback or unix:PATH only, unless --insecure)',
   // The guest.
   GUEST_CONFIG: 'the guest was asked for with an impossible configuration',
   GUEST_START: 'the guest could not start',

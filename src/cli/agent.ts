@@ -10,7 +10,7 @@ import type { MigrateArgs } from '../guest/control/protocol.ts';
 import { migrate } from '../migrate/source/index.ts';
 import type { RoundStats } from '../migrate/result.ts';
 import { LivemigError, codeOf } from '../errors.ts';
-import { parseTcpAddress } from './tcp-address.ts';
+import { loadLinkSecurity, parseLinkAddress } from '../wire/index.ts';
 
 interface MigrationStatus {
   state: 'active' | 'completed' | 'failed';
@@ -46,10 +46,12 @@ export class Agent implements ControlTarget {
 
   async migrate(m: MigrateArgs): Promise<unknown> {
     if (this.migration?.state === 'active') throw new LivemigError('MIGRATE_IN_PROGRESS', 'a migration of this guest is already running');
-    const to = parseTcpAddress(m.to);
+    const to = parseLinkAddress(m.to);
+    const security = loadLinkSecurity({ tlsCreds: m.tlsCreds, tlsPsk: m.tlsPsk }, 'client');
+    const where = to.transport === 'unix' ? { host: '', port: 0, socketPath: to.path } : { host: to.host, port: to.port };
     const current: MigrationStatus = (this.migration = { state: 'active', to: m.to, strategy: m.strategy, rounds: [] });
     try {
-      const result = await migrate(this.guestHere!, { ...m, host: to.host, port: to.port, log: this.log, onRound: (r) => current.rounds.push(r) });
+      const result = await migrate(this.guestHere!, { ...m, ...where, security, log: this.log, onRound: (r) => current.rounds.push(r) });
       current.state = 'completed';
       current.result = result;
       // The guest runs on the destination now; kept paused here (postmigrate) until 'stop' if asked.

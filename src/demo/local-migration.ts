@@ -15,6 +15,7 @@ import { compareFingerprints, type Fingerprint, type FingerprintComparison } fro
 import type { MigrationResult, RoundStats, Strategy } from '../migrate/result.ts';
 import { Hosts, type HostProcess, type Placement, type Role } from './hosts.ts';
 import { diskBytesFor, makeDiskImage } from './disk-image.ts';
+import { isLocalOnly } from '../wire/index.ts';
 
 /** The disk's server: its process and how each agent reaches the export. */
 export interface StorageServer {
@@ -47,6 +48,8 @@ export interface LocalRunOptions {
    * 'digests': the production check only, the engine's keyed memory digests.
    */
   check?: 'full' | 'digests';
+  /** Credentials for the migration link (absolute paths): TLS with x509 or a PSK, as `run --incoming` and `migrate` take them. */
+  tls?: { tlsCreds?: string; tlsPsk?: string };
   /** pino level for every process; not silent: their logs are echoed on stderr. */
   logLevel?: string;
   /** Write a V8 CPU profile of every livemig process here. */
@@ -80,8 +83,12 @@ export async function livemigStorage(hosts: Hosts, image: string): Promise<Stora
 
 async function startAgents(hosts: Hosts, o: LocalRunOptions, storage: StorageServer, dir: string): Promise<{ src: HostProcess; dst: HostProcess }> {
   const held = (o.check ?? 'full') === 'full' ? ['--paused'] : [];
+  const link = [...(o.tls?.tlsCreds ? ['--tls-creds', o.tls.tlsCreds] : []), ...(o.tls?.tlsPsk ? ['--tls-psk', o.tls.tlsPsk] : [])];
+  // A placement off loopback is network namespaces this run made: no other host reaches them.
+  const listen = hosts.placement.listen.destination;
+  if (!link.length && !isLocalOnly({ transport: 'tcp', host: listen, port: 0 })) link.push('--insecure');
   const dst = await hosts.livemig('destination', ['run', '--incoming', `tcp://${hosts.placement.listen.destination}:0`, '--disk', storage.uri('destination'),
-    '--memory', String(o.memoryBytes), '--control', join(dir, 'destination.sock'), '--state-dir', join(dir, 'destination'), ...held]);
+    '--memory', String(o.memoryBytes), '--control', join(dir, 'destination.sock'), '--state-dir', join(dir, 'destination'), ...held, ...link]);
   o.onPhase?.('starting the source guest');
   const src = await hosts.livemig('source', ['run', '--name', 'demo', '--memory', String(o.memoryBytes), '--disk', storage.uri('source'), '--workload', o.workload,
     '--seed', String(o.seed ?? 1), '--control', join(dir, 'source.sock'), '--state-dir', join(dir, 'source')]);
@@ -111,7 +118,7 @@ async function migrateWatched(srcControl: string, to: string, o: LocalRunOptions
     }
   }, 100);
   try {
-    const migrate = { to, strategy: o.strategy, maxBandwidth: o.maxBandwidth, downtimeLimitMs: o.downtimeLimitMs, maxRounds: 30, converge: 'throttle', keepPaused: o.check !== 'digests' };
+    const migrate = { to, ...o.tls, strategy: o.strategy, maxBandwidth: o.maxBandwidth, downtimeLimitMs: o.downtimeLimitMs, maxRounds: 30, converge: 'throttle', keepPaused: o.check !== 'digests' };
     return await controlRequest<MigrationResult>(srcControl, 'migrate', { migrate }, 600_000);
   } finally {
     clearInterval(ticker);

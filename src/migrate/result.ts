@@ -30,6 +30,8 @@ export interface MigrationResult {
   downtimeMs: number;
   rounds: number;
   linkBytes: number;
+  /** Bytes the network carried for the link, both ways: linkBytes plus TLS records and handshake (equal on a plain link but for nothing). */
+  wireBytes: number;
   nasBytes: number;
   pages: { full: number; zero: number; ref: number; refRetried: number };
   storageMatch: boolean;

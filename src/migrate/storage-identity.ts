@@ -17,6 +17,8 @@ export interface StorageCheck {
   /** Same size: references can be resolved here (each is still checked by its keyed hash). */
   sameSize: boolean;
   reason?: string;
+  /** Another disk, not this one written in between: a destination refuses it (MIGRATE_STORAGE). */
+  other: boolean;
   /** Sampled blocks that read differently here, with this host's hash. */
   differs: BlockHash[];
   /** Bytes read for the check. */
@@ -39,16 +41,25 @@ export async function sampleStorage(disk: BlockBackend, spec: string, key: Buffe
   return { spec, description: disk.description, size: disk.size, sample };
 }
 
+/**
+ * Sampled blocks that may differ on one disk: the source samples while its guest
+ * writes, so a block or two can change in between. More than that is another disk.
+ */
+export const SAMPLES_MAY_DIFFER = 2;
+
 /** The destination's side: every sampled block read and compared. */
 export async function checkStorage(disk: BlockBackend, key: Buffer, theirs: StorageIdentity): Promise<StorageCheck> {
-  if (disk.size !== theirs.size) return { match: false, sameSize: false, reason: `size differs: ${disk.size} here, ${theirs.size} at the source`, differs: [], bytes: 0 };
-  const past = theirs.sample.find((s) => (s.block + 1) * PAGE_SIZE > disk.size);
-  if (past) return { match: false, sameSize: true, reason: `sampled block ${past.block} is past the end of the disk`, differs: [], bytes: 0 };
+  const other = (reason: string): StorageCheck => ({ match: false, sameSize: disk.size === theirs.size, other: true, reason, differs: [], bytes: 0 });
+  if (disk.size !== theirs.size) return other(`size differs: ${disk.size} here, ${theirs.size} at the source`);
+  // The blocks the key chooses, all of them: a peer that has not read this disk cannot name their hashes.
+  const expected = sampleBlocks(key, Math.floor(disk.size / PAGE_SIZE));
+  if (theirs.sample.length !== expected.length || theirs.sample.some((x, i) => x.block !== expected[i])) return other('the sampled blocks are not the ones the key chooses');
   const mine = await hashBlocks(disk, key, theirs.sample.map((s) => s.block));
   const differs = mine.filter((m, i) => m.hash !== theirs.sample[i].hash);
   const bytes = mine.length * PAGE_SIZE;
-  if (!differs.length) return { match: true, sameSize: true, differs, bytes };
-  return { match: false, sameSize: true, reason: `${differs.length} sampled block(s) differ, first ${differs[0].block}`, differs, bytes };
+  if (!differs.length) return { match: true, sameSize: true, other: false, differs, bytes };
+  const reason = `${differs.length} of ${mine.length} sampled block(s) differ, first ${differs[0].block}`;
+  return { match: false, sameSize: true, other: differs.length > SAMPLES_MAY_DIFFER, reason, differs, bytes };
 }
 
 /** WELCOME's storage fields for a check. */

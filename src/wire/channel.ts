@@ -1,7 +1,7 @@
 /**
- * A framed, bi-directional channel over one stream socket (TCP today; TLS is
- * another way to make the socket). Sends respect back-pressure: a send waits
- * while the socket's buffer is full. Reads check each header before the payload
+ * A framed, bi-directional channel over one stream socket (TCP, a Unix socket,
+ * or TLS over either: src/wire/transport/ makes it). Sends respect
+ * back-pressure: a send waits while the socket's buffer is full. Reads check each header before the payload
  * is taken: an unknown type, a type this state does not allow, or a length over
  * the type's limit for this guest ends the channel with MIGRATE_PROTOCOL, so a
  * peer cannot make this side hold more than one bounded frame. Every byte is
@@ -34,9 +34,10 @@ export class Channel {
   bytesReceived = 0;
   private closed = false;
 
-  constructor(readonly socket: net.Socket) {
-    socket.setNoDelay(true);
-    socket.setKeepAlive(true, TIMEOUT.KEEPALIVE);
+  /** `raw` is the TCP or Unix socket under `socket` when that is TLS: its counts include TLS's bytes. */
+  constructor(readonly socket: net.Socket, private readonly raw: net.Socket = socket) {
+    raw.setNoDelay(true);
+    raw.setKeepAlive(true, TIMEOUT.KEEPALIVE);
     this.reader = new SocketReader(socket, READ_AHEAD);
     socket.on('error', () => {}); // surfaced through read()/send()
   }
@@ -54,6 +55,11 @@ export class Channel {
       throw new LivemigError('MIGRATE_CONNECT_FAILED', `cannot reach the destination tcp://${host}:${port}: ${e.code ?? e.message}`);
     }
     return new Channel(socket);
+  }
+
+  /** Bytes that crossed the link both ways, as the network carries them (frames plus TLS records and handshake). */
+  get wireBytes(): number {
+    return this.raw.bytesRead + this.raw.bytesWritten;
   }
 
   /** Accept only these frame types from now on (ERROR is always accepted). */

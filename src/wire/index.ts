@@ -10,3 +10,4 @@ export {
   QemuStreamFrame, decodeQemuStream, encodeQemuAck, decodeQemuAck, encodeRefRequest, decodeRefRequest, encodeRefData, decodeRefData,
   type QemuEntry, type RefRange,
 } from './qemu-stream.ts';
+export * from './transport/index.ts';

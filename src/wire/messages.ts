@@ -37,8 +37,8 @@ export interface Hello {
   capabilities: string[];
   guest: GuestInfo;
   storage: StorageIdentity;
-  /** The migration key (hex, at least 16 bytes): keys every page hash and digest. */
-  key: string;
+  /** The migration key (hex, at least 16 bytes) on a plain link; absent under TLS, where the key is the session's. */
+  key?: string;
   strategy: string;
   /** Present when the migration carries a QEMU migration stream (capability qemu-stream). */
   stream?: StreamInfo;
@@ -239,8 +239,8 @@ function streamInfo(v: unknown, memoryBytes: number): StreamInfo {
 export function asHello(v: unknown): Hello {
   const o = object(v, 'HELLO');
   if (o.protocol !== PROTOCOL_NAME) bad('HELLO', `not a ${PROTOCOL_NAME} migration`);
-  const key = str(o, 'key', 'HELLO', 128);
-  if (!/^[0-9a-f]*$/.test(key) || key.length % 2 || key.length < 32) bad('HELLO', 'the migration key must be at least 128 bits of hex');
+  const key = o.key === undefined ? undefined : str(o, 'key', 'HELLO', 128);
+  if (key !== undefined && (!/^[0-9a-f]*$/.test(key) || key.length % 2 || key.length < 32)) bad('HELLO', 'the migration key must be at least 128 bits of hex');
   const guest = guestInfo(o.guest);
   return {
     protocol: PROTOCOL_NAME,
@@ -249,7 +249,7 @@ export function asHello(v: unknown): Hello {
     capabilities: strings(o, 'capabilities', 'HELLO'),
     guest,
     storage: storageIdentity(o.storage),
-    key,
+    ...(key === undefined ? {} : { key }),
     strategy: str(o, 'strategy', 'HELLO', 64),
     ...(o.stream === undefined ? {} : { stream: streamInfo(o.stream, guest.memoryBytes) }),
   };

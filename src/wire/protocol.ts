@@ -14,9 +14,13 @@
  * and raise PROTOCOL_VERSION_MIN only when the old layout is no longer spoken.
  */
 export const PROTOCOL_NAME = 'livemig';
-/** 3: RESUMED says whether the guest runs and no longer carries benchmark data; DEVICE_STATE is opaque bytes. */
-export const PROTOCOL_VERSION = 3;
-export const PROTOCOL_VERSION_MIN = 3;
+/**
+ * 4: HELLO carries no key on a TLS link (both ends derive it from the session), and a
+ * destination refuses a source migrating another disk. 3 is no longer spoken: a v3
+ * destination opens whatever disk HELLO names.
+ */
+export const PROTOCOL_VERSION = 4;
+export const PROTOCOL_VERSION_MIN = 4;
 
 export const FRAME_HEADER_BYTES = 8;
 

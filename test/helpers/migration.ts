@@ -36,7 +36,7 @@ export async function startWarmGuest(dir: string, name: string, disk: string, wo
 }
 
 /** A destination that holds the arrived guest paused, so the oracle can compare it with the source (migrateGuest's `to`). */
-export function listenHeld(dir: string, opts: Partial<IncomingOptions> = {}): Promise<Incoming> {
+export function listenHeld(dir: string, opts: Partial<IncomingOptions> & { disk: string }): Promise<Incoming> {
   return listenIncoming({ host: '127.0.0.1', port: 0, stateDir: (n) => join(dir, `${n}-dst-${Date.now()}`), ...opts, hold: true });
 }
 
@@ -71,7 +71,7 @@ export interface MigrateGuestOptions extends Partial<MigrateOptions> {
 }
 
 export async function migrateGuest(dir: string, source: Guest, strategy: Strategy, extra: MigrateGuestOptions = {}): Promise<Migrated> {
-  const incoming = extra.to ?? (await listenHeld(dir, { disk: extra.destinationDisk, ...extra.incoming }));
+  const incoming = extra.to ?? (await listenHeld(dir, { disk: extra.destinationDisk ?? source.config.disk, ...extra.incoming }));
   const port = extra.via ? await extra.via(incoming.port) : incoming.port;
   const result = await migrate(source, {
     host: '127.0.0.1', port, strategy, maxBandwidth: 0, downtimeLimitMs: 300, maxRounds: 30, converge: 'throttle', keepPaused: true, ...extra,

@@ -115,7 +115,7 @@ const precopyRounds = (rounds: RoundStats[]) => rounds.slice(0, -1);
 
 test('converge abort: a guest dirtying faster than the link fails with MIGRATE_NOT_CONVERGED after maxRounds, unthrottled, and runs on with nothing lost', { timeout: 120_000 }, async () => {
   const g = await startWarmGuest(dir.path, 'abort', disk.uri, 'dirty', GUEST, DIRTY);
-  const incoming = await listenIncoming({ host: '127.0.0.1', port: 0, stateDir: () => join(dir.path, 'abort-dst') });
+  const incoming = await listenIncoming({ host: '127.0.0.1', port: 0, disk: disk.uri, stateDir: () => join(dir.path, 'abort-dst') });
   const rounds: RoundStats[] = [];
   try {
     const migrating = migrate(g, { ...LINK, host: '127.0.0.1', port: incoming.port, strategy: 'baseline', maxRounds: 3, converge: 'abort', onRound: (r) => rounds.push(r) });

@@ -1,7 +1,7 @@
 /**
  * What must not lose anything: a dying destination, a cut link, storage that
  * vanishes or changes behind livemig's back, a peer of another version, a
- * destination that sees other storage, failures after the pause. Every failed
+ * destination whose disk is another one (refused), failures after the pause. Every failed
  * migration checks that nothing was lost, by replaying the source's steps on a
  * pristine copy of its disk (test/helpers/nothing-lost.ts): memory and disk equal.
  */
@@ -60,7 +60,7 @@ test('a destination killed mid-round: migrate exits 1 with one line, the source 
   const disk = await ownDisk(dir.path, base, 'kill');
   const dstControl = join(dir.path, 'kill-dst.sock');
   const srcControl = join(dir.path, 'kill-src.sock');
-  const dst = spawn(process.execPath, [LIVEMIG, 'run', '--incoming', 'tcp://127.0.0.1:0', '--control', dstControl, '--state-dir', join(dir.path, 'kill-dst'), '--json'], { stdio: ['ignore', 'pipe', 'ignore'] });
+  const dst = spawn(process.execPath, [LIVEMIG, 'run', '--incoming', 'tcp://127.0.0.1:0', '--control', dstControl, '--disk', disk.uri, '--state-dir', join(dir.path, 'kill-dst'), '--json'], { stdio: ['ignore', 'pipe', 'ignore'] });
   const src = spawn(process.execPath, [LIVEMIG, 'run', '--name', 'k', '--memory', '32MiB', '--disk', disk.uri, '--workload', 'pagecache',
     '--control', srcControl, '--state-dir', join(dir.path, 'kill-src'), '--json'], { stdio: ['ignore', 'pipe', 'ignore'] });
   const srcExited = once(src, 'exit');
@@ -101,7 +101,7 @@ test('a destination killed mid-round: migrate exits 1 with one line, the source 
 test('a link cut mid-migration fails with MIGRATE_LINK_LOST, the source guest runs on with nothing lost', async () => {
   const disk = await ownDisk(dir.path, base, 'cut');
   const g = await startWarmGuest(dir.path, 'cut', disk.uri, 'pagecache');
-  const incoming = await listenIncoming({ host: '127.0.0.1', port: 0, stateDir: () => join(dir.path, 'cut-dst') });
+  const incoming = await listenIncoming({ host: '127.0.0.1', port: 0, disk: disk.uri, stateDir: () => join(dir.path, 'cut-dst') });
   // Cut while round 0 is on its way: after the 20th PAGES frame.
   let pages = 0;
   const tap = await startFrameTap(incoming.port, (_, name) => (name === 'PAGES' && ++pages === 20 ? 'cut' : 'pass'));
@@ -121,7 +121,7 @@ test('a link cut mid-migration fails with MIGRATE_LINK_LOST, the source guest ru
 test('a link cut in stop-and-copy: the source cannot know how far its frames got, says MIGRATE_OUTCOME_UNKNOWN and stays paused; the destination, short of DIGESTS, runs nothing; resuming the source loses nothing', async () => {
   const disk = await ownDisk(dir.path, base, 'cutpause');
   const g = await startWarmGuest(dir.path, 'cutpause', disk.uri, 'pagecache');
-  const incoming = await listenIncoming({ host: '127.0.0.1', port: 0, stateDir: () => join(dir.path, 'cutpause-dst') });
+  const incoming = await listenIncoming({ host: '127.0.0.1', port: 0, disk: disk.uri, stateDir: () => join(dir.path, 'cutpause-dst') });
   const tap = await startFrameTap(incoming.port, (dir, name) => (dir === 'toDestination' && name === 'DEVICE_STATE' ? 'cut' : 'pass'));
   try {
     await assert.rejects(migrate(g, { ...opts, host: '127.0.0.1', port: tap.port }), failsWith('MIGRATE_OUTCOME_UNKNOWN'));
@@ -167,7 +167,7 @@ test('a drain that outlasts the source\'s patience: MIGRATE_OUTCOME_UNKNOWN, nei
 test('a lost RESUMED (docs/protocol.md, "Known gap"): the destination runs the guest, the source stays paused and says MIGRATE_OUTCOME_UNKNOWN', async () => {
   const disk = await ownDisk(dir.path, base, 'lost');
   const g = await startWarmGuest(dir.path, 'lost', disk.uri, 'pagecache');
-  const incoming = await listenIncoming({ host: '127.0.0.1', port: 0, stateDir: () => join(dir.path, 'lost-dst') });
+  const incoming = await listenIncoming({ host: '127.0.0.1', port: 0, disk: disk.uri, stateDir: () => join(dir.path, 'lost-dst') });
   const tap = await startFrameTap(incoming.port, (dir, name) => (dir === 'toSource' && name === 'RESUMED' ? 'drop' : 'pass'));
   try {
     await assert.rejects(migrate(g, { ...opts, host: '127.0.0.1', port: tap.port, completeTimeoutMs: 3000 }), failsWith('MIGRATE_OUTCOME_UNKNOWN'));
@@ -246,7 +246,7 @@ test('blocks corrupted on storage behind livemig\'s back are caught by the keyed
 
 test('a peer of another protocol version is refused with MIGRATE_VERSION, and the destination stays ready', async () => {
   const disk = await ownDisk(dir.path, base, 'ver');
-  const incoming = await listenIncoming({ host: '127.0.0.1', port: 0, hold: true, stateDir: () => join(dir.path, 'ver-dst') });
+  const incoming = await listenIncoming({ host: '127.0.0.1', port: 0, hold: true, disk: disk.uri, stateDir: () => join(dir.path, 'ver-dst') });
   try {
     const c = await Channel.connect('127.0.0.1', incoming.port);
     const hello = {
@@ -270,24 +270,20 @@ test('a peer of another protocol version is refused with MIGRATE_VERSION, and th
   }
 });
 
-test('a destination that sees other storage refuses references: full pages, still verified, and it says why', async () => {
+test('a destination whose disk is another disk of the same size refuses the guest with MIGRATE_STORAGE, reads nothing more for it, and the source runs on with nothing lost', async () => {
   const disk = await ownDisk(dir.path, base, 'mismatch');
   const other = join(dir.path, 'other.img');
   randomImage(other, 64 * MiB);
   const otherServer = await startNbdServe(['--export', `disk=${other}`]);
   const g = await startWarmGuest(dir.path, 'mismatch', disk.uri, 'pagecache');
+  const incoming = await listenIncoming({ host: '127.0.0.1', port: 0, disk: otherServer.uri('disk'), stateDir: () => join(dir.path, 'mismatch-dst') });
   try {
-    const m = await migrateGuest(dir.path, g, 'p2b', { destinationDisk: otherServer.uri('disk') });
-    try {
-      assert.equal(m.result.storageMatch, false);
-      assert.match(m.result.storageReason!, /sampled block\(s\) differ, first \d+/);
-      assert.equal(m.result.pages.ref, 0);
-      assert.equal(m.result.verified, true);
-      assert.equal(m.oracle.equal, true);
-    } finally {
-      await m.destination.stop();
-    }
+    await assert.rejects(migrate(g, { ...opts, host: '127.0.0.1', port: incoming.port }),
+      (e: unknown) => failsWith('MIGRATE_STORAGE')(e) && /not this destination's disk .*: \d+ of \d+ sampled block\(s\) differ/.test((e as Error).message));
+    await assertRunsOn(g);
+    await assertNothingLost(g, disk, dir.path);
   } finally {
+    incoming.close();
     await otherServer.stop();
     await disk.server.stop();
   }
@@ -296,8 +292,8 @@ test('a destination that sees other storage refuses references: full pages, stil
 test('a destination prepared for another memory size refuses the guest with MIGRATE_LAYOUT, nothing lost; one prepared for its size takes it', async () => {
   const disk = await ownDisk(dir.path, base, 'prepared');
   const g = await startWarmGuest(dir.path, 'prepared', disk.uri, 'pagecache'); // 32 MiB
-  const wrong = await listenIncoming({ host: '127.0.0.1', port: 0, stateDir: () => join(dir.path, 'prep-wrong'), memoryBytes: 64 * MiB });
-  const right = await listenIncoming({ host: '127.0.0.1', port: 0, hold: true, stateDir: () => join(dir.path, 'prep-right'), memoryBytes: 32 * MiB });
+  const wrong = await listenIncoming({ host: '127.0.0.1', port: 0, disk: disk.uri, stateDir: () => join(dir.path, 'prep-wrong'), memoryBytes: 64 * MiB });
+  const right = await listenIncoming({ host: '127.0.0.1', port: 0, hold: true, disk: disk.uri, stateDir: () => join(dir.path, 'prep-right'), memoryBytes: 32 * MiB });
   try {
     await assert.rejects(migrate(g, { ...opts, host: '127.0.0.1', port: wrong.port }), (e: unknown) => failsWith('MIGRATE_LAYOUT')(e) && /67108864/.test((e as Error).message));
     await assertRunsOn(g);

@@ -1,7 +1,7 @@
 /**
  * Handshake variants and every error code the engine can produce, each from a
- * real peer on a real socket: a destination that sees a disk of another size or
- * speaks fewer encodings (counted on the wire by a frame-aware tap), a busy or
+ * real peer on a real socket: a destination whose disk has another size (refused) or
+ * that speaks fewer encodings (counted on the wire by a frame-aware tap), a busy or
  * closed destination, and sources or destinations that break the protocol,
  * scripted with the protocol's own Channel. After each refusal the destination
  * still takes a real migration, checked by the oracle; after each failure on the
@@ -13,7 +13,7 @@ import os from 'node:os';
 import net from 'node:net';
 import { once } from 'node:events';
 import { join } from 'node:path';
-import { copyFileSync, appendFileSync } from 'node:fs';
+import { copyFileSync, appendFileSync, openSync, readSync, closeSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { pino } from 'pino';
 import { listenIncoming, type Incoming } from '../../src/migrate/destination/index.ts';
@@ -22,7 +22,7 @@ import { Agent } from '../../src/cli/agent.ts';
 import { LivemigError } from '../../src/errors.ts';
 import type { Guest } from '../../src/guest/guest.ts';
 import {
-  CAPABILITIES, CAPABILITY, Channel, FRAME, PageBatch, PROTOCOL_VERSION, digest, pageHash, peerError, type Hello,
+  CAPABILITIES, CAPABILITY, Channel, FRAME, PageBatch, PROTOCOL_VERSION, digest, pageHash, peerError, sampleBlocks, type Hello,
 } from '../../src/wire/index.ts';
 import { tempDir, waitFor } from '../helpers/processes.ts';
 import { randomImage } from '../helpers/disk-image.ts';
@@ -72,12 +72,17 @@ async function assertRunsOn(g: Guest): Promise<void> {
   await waitFor(async () => (await g.status()).steps > s.steps, 'the source guest to make progress');
 }
 
-/** A valid HELLO of a 64 KiB guest on the test's disk, for scripted sources to send or spoil. */
+/** A valid HELLO of a 64 KiB guest on the test's disk (sampled as a source samples it), for scripted sources to send or spoil. */
 function hello(): Hello {
+  const key = randomBytes(32);
+  const block = Buffer.alloc(4096);
+  const fd = openSync(image, 'r');
+  const sample = sampleBlocks(key, DISK_BYTES / 4096).map((b) => (readSync(fd, block, 0, 4096, b * 4096), { block: b, hash: pageHash(key, block).toString('hex') }));
+  closeSync(fd);
   return {
-    protocol: 'livemig', versionMin: PROTOCOL_VERSION, versionMax: PROTOCOL_VERSION, capabilities: [...CAPABILITIES], key: randomBytes(32).toString('hex'), strategy: 'p2b',
+    protocol: 'livemig', versionMin: PROTOCOL_VERSION, versionMax: PROTOCOL_VERSION, capabilities: [...CAPABILITIES], key: key.toString('hex'), strategy: 'p2b',
     guest: { name: 'scripted', workload: 'idle', options: { seed: 1 }, memoryBytes: 16 * 4096, pageSize: 4096, regions: [{ firstPage: 0, pages: 16 }] },
-    storage: { spec: nbd.uri('disk'), description: 'scripted', size: DISK_BYTES, sample: [] },
+    storage: { spec: nbd.uri('disk'), description: 'scripted', size: DISK_BYTES, sample },
   };
 }
 
@@ -117,27 +122,21 @@ async function refusal(incoming: Incoming, send: (c: Channel) => Promise<void> |
   }
 }
 
-test('a destination whose disk has another size: storageMatch false, the reason names both sizes, full pages only; the oracle finds both memories equal', { timeout: 120_000 }, async () => {
+test('a destination whose disk has another size refuses the guest with MIGRATE_STORAGE naming both sizes, reads nothing for it, and the source runs on', { timeout: 120_000 }, async () => {
   const bigger = join(dir.path, 'bigger.img');
   copyFileSync(image, bigger);
   appendFileSync(bigger, Buffer.alloc(4 * MiB));
   const other = await startNbdServe(['--export', `disk=${bigger}`]);
+  const incoming = await listenHeld(dir.path, { disk: other.uri('disk') });
+  const g = await warmGuest('size');
   try {
-    const g = await warmGuest('size');
-    const m = await migrateGuest(dir.path, g, 'p2b', { destinationDisk: other.uri('disk') });
-    try {
-      assert.equal(m.result.storageMatch, false);
-      assert.equal(m.result.storageReason, `size differs: ${DISK_BYTES + 4 * MiB} here, ${DISK_BYTES} at the source`);
-      assert.equal(m.result.pages.ref, 0, 'no references to a disk the destination does not see');
-      assert.ok(m.result.pages.full > 0);
-      assert.equal(m.result.nasBytes, 0, 'the destination read nothing of its disk');
-      assert.equal(m.result.verified, true);
-      assert.equal(m.oracle.equal, true);
-      assert.equal(m.mapped, 0, 'and starts with an empty map');
-    } finally {
-      await m.destination.stop();
-    }
+    await assert.rejects(migrate(g, { ...opts, host: '127.0.0.1', port: incoming.port }),
+      hasCode('MIGRATE_STORAGE', new RegExp(`not this destination's disk .*: size differs: ${DISK_BYTES + 4 * MiB} here, ${DISK_BYTES} at the source`)));
+    await assertRunsOn(g);
+    await waitFor(() => incoming.state() === 'failed', 'the destination to put the attempt behind it');
   } finally {
+    incoming.close();
+    await g.stop();
     await other.stop();
   }
 });
@@ -176,7 +175,7 @@ test('a destination without pages.ref-run gets single references only, counted o
 });
 
 test('a second source while one migrates gets MIGRATE_DESTINATION_BUSY, a second migrate of a migrating guest MIGRATE_IN_PROGRESS; the first migration completes, checked by the oracle', { timeout: 120_000 }, async () => {
-  const incoming = await listenHeld(dir.path);
+  const incoming = await listenHeld(dir.path, { disk: nbd.uri('disk') });
   const tap = await startFrameTap(incoming.port);
   const first = await warmGuest('busy-first');
   const second = await warmGuest('busy-second');
@@ -208,7 +207,7 @@ test('a second source while one migrates gets MIGRATE_DESTINATION_BUSY, a second
 });
 
 test('a destination closed while waiting rejects its guest with MIGRATE_CANCELLED; a source then finds nothing listening: MIGRATE_CONNECT_FAILED, its guest runs on', { timeout: 60_000 }, async () => {
-  const incoming = await listenIncoming({ host: '127.0.0.1', port: 0, stateDir: () => join(dir.path, 'cancel-dst') });
+  const incoming = await listenIncoming({ host: '127.0.0.1', port: 0, disk: nbd.uri('disk'), stateDir: () => join(dir.path, 'cancel-dst') });
   incoming.close();
   await assert.rejects(incoming.guest, hasCode('MIGRATE_CANCELLED'));
   const g = await warmGuest('connect');
@@ -221,7 +220,7 @@ test('a destination closed while waiting rejects its guest with MIGRATE_CANCELLE
 });
 
 test('a HELLO lacking return-path is refused with MIGRATE_CAPABILITY; the destination then takes a real migration', { timeout: 120_000 }, async () => {
-  const incoming = await listenHeld(dir.path);
+  const incoming = await listenHeld(dir.path, { disk: nbd.uri('disk') });
   try {
     const e = await refusal(incoming, (c) => c.send({ name: 'HELLO', body: { ...hello(), capabilities: [CAPABILITY.FULL, CAPABILITY.ZERO, CAPABILITY.REF] } }));
     assert.ok(hasCode('MIGRATE_CAPABILITY', /return-path/)(e), e.message);
@@ -244,7 +243,7 @@ test('hostile HELLOs and frames out of order are each refused with MIGRATE_PROTO
     ['capabilities that are not a list', { ...h, capabilities: 'all' }, /capabilities/],
     ['a payload that is not an object', [1, 2, 3], /not an object/],
   ];
-  const incoming = await listenHeld(dir.path);
+  const incoming = await listenHeld(dir.path, { disk: nbd.uri('disk') });
   try {
     for (const [what, body, message] of spoilt) {
       const e = await refusal(incoming, (c) => c.send({ name: 'HELLO', body: body as Hello }));
@@ -269,7 +268,7 @@ test('hostile HELLOs and frames out of order are each refused with MIGRATE_PROTO
 });
 
 test('a peer that never sends a whole HELLO is dropped with MIGRATE_TIMEOUT; the destination then takes a real migration', { timeout: 120_000 }, async () => {
-  const incoming = await listenHeld(dir.path, { helloTimeoutMs: 500 });
+  const incoming = await listenHeld(dir.path, { disk: nbd.uri('disk'), helloTimeoutMs: 500 });
   try {
     const silent = await refusal(incoming, () => {});
     assert.ok(hasCode('MIGRATE_TIMEOUT', /no HELLO from the source within 500 ms/)(silent), silent.message);
@@ -285,10 +284,10 @@ test('a guest larger than this host\'s memory, or of another page size, is refus
   const h = hello();
   const bytes = (Math.ceil(os.totalmem() / GiB) + 1) * GiB;
   const regions = Array.from({ length: bytes / GiB }, (_, i) => ({ firstPage: i * (GiB / 4096), pages: GiB / 4096 }));
-  const incoming = await listenHeld(dir.path);
+  const incoming = await listenHeld(dir.path, { disk: nbd.uri('disk') });
   try {
     const big = await refusal(incoming, (c) => c.send({ name: 'HELLO', body: { ...h, guest: { ...h.guest, memoryBytes: bytes, regions } } }));
-    assert.ok(hasCode('MIGRATE_LAYOUT', new RegExp(`${bytes} bytes of memory exceed this host's ${os.totalmem()}`))(big), big.message);
+    assert.ok(hasCode('MIGRATE_LAYOUT', new RegExp(`${bytes} bytes of memory exceed this destination's limit of ${os.totalmem()}`))(big), big.message);
     const pageSize = await refusal(incoming, (c) => c.send({ name: 'HELLO', body: { ...h, guest: { ...h.guest, pageSize: 8192 } } }));
     assert.ok(hasCode('MIGRATE_LAYOUT', /page size 8192/)(pageSize), pageSize.message);
     await realMigration(incoming, 'after-layout');
@@ -298,14 +297,14 @@ test('a guest larger than this host\'s memory, or of another page size, is refus
 });
 
 test('a scripted source past the handshake: an unreadable device state (GUEST_DEVICE_STATE), wrong digests (MIGRATE_VERIFY_FAILED), frames out of order (MIGRATE_PROTOCOL); nothing starts, and then a real migration', { timeout: 120_000 }, async () => {
-  const incoming = await listenHeld(dir.path);
+  const incoming = await listenHeld(dir.path, { disk: nbd.uri('disk') });
   /** After HELLO and WELCOME, `then` sends the rest. */
   const scripted = (then: (c: Channel, key: Buffer) => Promise<void>) =>
     refusal(incoming, async (c) => {
       const h = hello();
       await c.send({ name: 'HELLO', body: h });
       await c.expect('WELCOME', 30_000, 'destination');
-      await then(c, Buffer.from(h.key, 'hex'));
+      await then(c, Buffer.from(h.key!, 'hex'));
     });
   // The scripted guest's memory is 16 zero pages: one digest chunk, one region.
   const zeroDigests = (key: Buffer) => [digest(key, digest(key, Buffer.alloc(16 * 4096))).toString('hex')];
@@ -381,7 +380,7 @@ test('the source refuses a destination of another version, one lacking return-pa
 test('a guest whose disk failed cannot migrate: MIGRATE_GUEST_STATE, and the destination never hears of it and then takes a real migration', { timeout: 120_000 }, async () => {
   const own = await ownDisk(dir.path, image, 'failed');
   const g = await startWarmGuest(dir.path, 'failed', own.uri, 'diskwrite', GUEST);
-  const incoming = await listenHeld(dir.path);
+  const incoming = await listenHeld(dir.path, { disk: nbd.uri('disk') });
   try {
     await own.server.stop(); // the guest's next disk write fails
     await waitFor(async () => (await g.status()).state === 'error', 'the guest to fail on its disk');

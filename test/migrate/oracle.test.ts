@@ -62,7 +62,7 @@ test('a write whose dirty bit was lost passes the engine\'s digests, and the ora
 test('a page corrupted on the wire is refused by the digests: MIGRATE_VERIFY_FAILED, and the source runs on with nothing lost', async () => {
   const disk = await ownDisk(dir.path, base, 'wire');
   const g = await startWarmGuest(dir.path, 'wire', disk.uri, 'pagecache');
-  const incoming = await listenIncoming({ host: '127.0.0.1', port: 0, hold: true, stateDir: () => join(dir.path, 'wire-dst') });
+  const incoming = await listenIncoming({ host: '127.0.0.1', port: 0, hold: true, disk: disk.uri, stateDir: () => join(dir.path, 'wire-dst') });
   const faults: Faults = { corruptWirePage: { round: 1 } };
   try {
     await assert.rejects(migrate(g, { ...opts, host: '127.0.0.1', port: incoming.port, faults, keepPaused: true }), (e: unknown) => e instanceof LivemigError && e.code === 'MIGRATE_VERIFY_FAILED');

@@ -84,7 +84,7 @@ test('page requests and map corrections round-trip and are bounds-checked', () =
 test('version negotiation takes the highest common version or refuses with both windows', () => {
   assert.equal(chooseVersion({ versionMin: PROTOCOL_VERSION_MIN, versionMax: PROTOCOL_VERSION + 3 }), PROTOCOL_VERSION);
   assert.equal(chooseVersion({ versionMin: 1, versionMax: PROTOCOL_VERSION }), PROTOCOL_VERSION);
-  assert.throws(() => chooseVersion({ versionMin: 1, versionMax: 2 }), (e: unknown) => e instanceof LivemigError && e.code === 'MIGRATE_VERSION' && /1\.\.2/.test(e.message) && /3\.\.3/.test(e.message));
+  assert.throws(() => chooseVersion({ versionMin: 1, versionMax: 2 }), (e: unknown) => e instanceof LivemigError && e.code === 'MIGRATE_VERSION' && /1\.\.2/.test(e.message) && e.message.includes(`${PROTOCOL_VERSION_MIN}..${PROTOCOL_VERSION}`));
   assert.throws(() => chooseVersion({ versionMin: PROTOCOL_VERSION + 1, versionMax: 9 }), (e: unknown) => e instanceof LivemigError && e.code === 'MIGRATE_VERSION');
 });
 

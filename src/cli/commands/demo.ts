@@ -1,4 +1,5 @@
 /** `livemig demo`: a whole live migration on this machine, with embedded defaults and a summary. */
+import { resolve } from 'node:path';
 import { parse, logLevel, sizeOption, rateOption, durationOption, strategyOption, workloadOption } from '../parse.ts';
 import { UsageError } from '../usage-error.ts';
 import { runLocalMigration } from '../../demo/local-migration.ts';
@@ -6,7 +7,7 @@ import { formatResult } from './migrate.ts';
 
 export const help = `Usage: livemig demo [--memory 256MiB] [--workload pagecache] [--strategy p2b]
                     [--max-bandwidth 1Gbit] [--downtime-limit 300] [--seed N]
-                    [--check full|digests] [--json]
+                    [--check full|digests] [--tls-psk FILE | --tls-creds DIR] [--json]
 
 Runs a whole live migration on this machine: livemig's NBD server over a
 generated disk image in a temp dir, an emulated guest warmed up on it, a source
@@ -20,6 +21,12 @@ and more. Exit 1 if the destination's memory does not verify.
                     memories from scratch, every byte (SHA-256 per MiB, sharing
                     nothing with the engine); its cost is checkMs, not downtime
   --check digests   the production check only: the engine's memory digests
+  --tls-psk FILE    the migration link is TLS with this pre-shared key file
+                    (IDENTITY:HEXKEY lines), for both agents
+  --tls-creds DIR   the migration link is TLS with these x509 credentials (QEMU's
+                    names: ca-cert.pem, server-cert.pem, server-key.pem,
+                    client-cert.pem, client-key.pem); wireBytes then counts the
+                    TLS records and handshake on top of linkBytes
   --log-level LEVEL pino log of every process on stderr (debug: the phases)`;
 
 export async function run(args: string[]): Promise<number> {
@@ -31,6 +38,8 @@ export async function run(args: string[]): Promise<number> {
     'downtime-limit': { type: 'string' },
     seed: { type: 'string' },
     check: { type: 'string' },
+    'tls-psk': { type: 'string' },
+    'tls-creds': { type: 'string' },
   });
   if (values.help) return void console.log(help), 0;
   const memoryBytes = sizeOption('--memory', values.memory ?? '256MiB');
@@ -42,11 +51,13 @@ export async function run(args: string[]): Promise<number> {
   const seed = values.seed === undefined ? 1 : Number(values.seed);
   const check = values.check ?? 'full';
   if (check !== 'full' && check !== 'digests') throw new UsageError('--check must be full or digests');
+  if (values['tls-psk'] && values['tls-creds']) throw new UsageError('give --tls-psk or --tls-creds, not both');
+  const tls = { ...(values['tls-creds'] ? { tlsCreds: resolve(values['tls-creds']) } : {}), ...(values['tls-psk'] ? { tlsPsk: resolve(values['tls-psk']) } : {}) };
 
   const tty = process.stderr.isTTY && !values.json;
   const say = (m: string) => (tty ? process.stderr.write(`\r\x1b[K${m}`) : undefined);
   const result = await runLocalMigration({
-    memoryBytes, workload, strategy, maxBandwidth, downtimeLimitMs, seed, check, logLevel: logLevel(values['log-level']),
+    memoryBytes, workload, strategy, maxBandwidth, downtimeLimitMs, seed, check, tls, logLevel: logLevel(values['log-level']),
     onPhase: say,
     onRound: (r) => say(`round ${r.round}: ${r.pages} pages (${r.ref} references), ${r.dirtyAfter} dirty after, estimated downtime ${Math.round(r.estimatedDowntimeMs)} ms`),
   });

@@ -6,17 +6,23 @@ import type { MigrationResult } from '../../migrate/result.ts';
 import { parse, asUsage, rateOption, durationOption, strategyOption } from '../parse.ts';
 import { UsageError } from '../usage-error.ts';
 import { formatBytes, formatRate } from '../../util/size.ts';
-import { parseTcpAddress } from '../tcp-address.ts';
+import { parseLinkAddress } from '../../wire/index.ts';
 
-export const help = `Usage: livemig migrate --control SOCKET --to tcp://HOST:PORT [--strategy p2b|baseline]
+export const help = `Usage: livemig migrate --control SOCKET --to tcp://HOST:PORT|unix:PATH [--strategy p2b|baseline]
+                       [--tls-creds DIR | --tls-psk FILE]
                        [--max-bandwidth RATE] [--downtime-limit MS] [--max-rounds N]
                        [--converge throttle|abort] [--keep-paused] [--json]
 
 Live-migrates the guest behind SOCKET to a destination started with
-'livemig run --incoming tcp://HOST:PORT'. The guest keeps running here until
+'livemig run --incoming tcp://HOST:PORT' (or unix:PATH). The guest keeps running here until
 the destination has verified its memory and resumed it; any failure before
 that leaves it running here, untouched.
 
+  --tls-creds DIR   x509 credentials as QEMU's tls-creds-x509: ca-cert.pem,
+                    client-cert.pem, client-key.pem; the destination's certificate
+                    must be signed by the same CA (and name its host)
+  --tls-psk FILE    a pre-shared key file of IDENTITY:HEXKEY lines, as the destination's
+                    (the guest's agent reads these files when the migration starts)
   --strategy        p2b (default): mapped pages go as block references the
                     destination reads from the shared storage; baseline: full
                     and zero pages only, like stock QEMU pre-copy
@@ -51,10 +57,15 @@ export async function run(args: string[]): Promise<number> {
     'max-rounds': { type: 'string' },
     converge: { type: 'string' },
     'keep-paused': { type: 'boolean' },
+    'tls-creds': { type: 'string' },
+    'tls-psk': { type: 'string' },
   });
   if (values.help) return void console.log(help), 0;
   if (!values.control || !values.to) throw new UsageError('migrate needs --control SOCKET and --to tcp://HOST:PORT');
-  asUsage(() => parseTcpAddress(values.to!));
+  const at = asUsage(() => parseLinkAddress(values.to!));
+  const to = at.transport === 'unix' ? `unix:${resolve(at.path)}` : values.to; // the agent may run elsewhere
+  if (values['tls-creds'] && values['tls-psk']) throw new UsageError('give --tls-creds or --tls-psk, not both');
+  const tls = { ...(values['tls-creds'] ? { tlsCreds: resolve(values['tls-creds']) } : {}), ...(values['tls-psk'] ? { tlsPsk: resolve(values['tls-psk']) } : {}) };
   const strategy = strategyOption(values.strategy ?? 'p2b');
   const maxBandwidth = values['max-bandwidth'] === undefined ? 0 : rateOption('--max-bandwidth', values['max-bandwidth']);
   const downtimeLimitMs = durationOption('--downtime-limit', values['downtime-limit'] ?? '300');
@@ -64,7 +75,7 @@ export async function run(args: string[]): Promise<number> {
   if (converge !== 'throttle' && converge !== 'abort') throw new UsageError('--converge must be throttle or abort');
 
   const socket = resolve(values.control);
-  const request: MigrateArgs = { to: values.to, strategy, maxBandwidth, downtimeLimitMs, maxRounds, converge, keepPaused: values['keep-paused'] };
+  const request: MigrateArgs = { to, ...tls, strategy, maxBandwidth, downtimeLimitMs, maxRounds, converge, keepPaused: values['keep-paused'] };
   // A progress line on a terminal, read from `status` while the migration runs.
   const tty = process.stderr.isTTY && !values.json;
   const ticker = tty

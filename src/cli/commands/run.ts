@@ -10,7 +10,7 @@ import { Agent } from '../agent.ts';
 import { parse, sizeOption, asUsage, workloadOption } from '../parse.ts';
 import { UsageError } from '../usage-error.ts';
 import { formatBytes } from '../../util/size.ts';
-import { parseTcpAddress } from '../tcp-address.ts';
+import { loadLinkSecurity, parseLinkAddress } from '../../wire/index.ts';
 import { createLogger } from '../../log/logger.ts';
 import type { Logger } from 'pino';
 import { logLevel } from '../parse.ts';
@@ -18,7 +18,8 @@ import { logLevel } from '../parse.ts';
 export const help = `Usage: livemig run --name NAME --memory SIZE --disk NBD-URI|PATH
                    --workload PROFILE --control SOCKET [--state-dir DIR]
                    [--seed N] [--dirty-rate SIZE/s] [--write-rate SIZE/s] [--json]
-       livemig run --incoming tcp://HOST:PORT --control SOCKET [--disk NBD-URI|PATH]
+       livemig run --incoming tcp://HOST:PORT|unix:PATH --control SOCKET --disk NBD-URI|PATH
+                   [--tls-creds DIR | --tls-psk FILE | --insecure]
                    [--memory SIZE] [--paused] [--state-dir DIR] [--json]
 
 Start an emulated guest: memory in shared buffers, a workload in a worker
@@ -28,15 +29,27 @@ migrated away ('livemig migrate').
 
 With --incoming it is a destination: it waits for a guest to arrive on that
 address, then runs it with the same control commands. Memory size, workload and
-seed come from the source; --disk says how this host reaches the shared disk
-(default: the source's URI or path). --memory, if given, allocates and faults
-in that much memory and boots the guest's thread before the source connects
-(as QEMU's -m with -mem-prealloc), which keeps that work out of the migration;
-a guest of another size is then refused. --paused leaves the arrived guest
+seed come from the source; --disk says how this host reaches the shared disk,
+and it is the only disk this destination opens: a source migrating another disk
+(another size or content) is refused [MIGRATE_STORAGE]. With --tls-creds or
+--tls-psk the link is TLS, both ends authenticated before any migration byte,
+and the key for page hashes comes from the TLS session; a peer without the
+credentials is dropped. Without them it listens only on loopback or a Unix
+socket unless --insecure says otherwise [MIGRATE_INSECURE].
+
+--memory, if given, allocates and faults in that much memory and boots the
+guest's thread before the source connects (as QEMU's -m with -mem-prealloc),
+which keeps that work out of the migration; a guest of another size is then
+refused. --paused leaves the arrived guest
 paused (as QEMU's -S) until 'livemig resume', e.g. to compare its memory with
 the source's first ('livemig fingerprint' on both).
 
   --memory SIZE        guest memory, e.g. 1GiB (regions of at most 1 GiB)
+  --tls-creds DIR      x509 credentials as QEMU's tls-creds-x509: ca-cert.pem,
+                       server-cert.pem, server-key.pem (the source must present
+                       a client certificate the same CA signed)
+  --tls-psk FILE       a pre-shared key file of IDENTITY:HEXKEY lines (psktool, nbdkit)
+  --insecure           allow --incoming without TLS on an address other hosts reach
   --disk URI|PATH      nbd://HOST:PORT/EXPORT, nbd+unix:///EXPORT?socket=S, or a file
   --workload PROFILE   ${Object.entries(WORKLOADS).map(([n, w]) => `${n} (${w.summary})`).join('\n                       ')}
   --control SOCKET     Unix socket for status|pause|resume|stop|throttle|dump-memory|migrate
@@ -62,6 +75,9 @@ function parseRun(args: string[]) {
     'write-rate': { type: 'string' },
     incoming: { type: 'string' },
     paused: { type: 'boolean' },
+    'tls-creds': { type: 'string' },
+    'tls-psk': { type: 'string' },
+    insecure: { type: 'boolean' },
   });
 }
 
@@ -78,14 +94,21 @@ async function runIncoming(values: Values, control: string, agent: Agent, log: L
   for (const flag of ['name', 'workload', 'seed', 'dirty-rate', 'write-rate'] as const) {
     if (values[flag] !== undefined) throw new UsageError(`--${flag} comes from the source with --incoming`);
   }
-  const at = asUsage(() => parseTcpAddress(values.incoming!));
+  if (!values.disk) throw new UsageError('run --incoming needs --disk: the destination opens only its own disk, never one the source names');
+  const at = asUsage(() => parseLinkAddress(values.incoming!));
   const memoryBytes = values.memory === undefined ? undefined : memoryOption(values.memory);
-  const inc = await listenIncoming({ host: at.host, port: at.port, disk: values.disk, stateDir: stateDirFor(values), memoryBytes, hold: values.paused, log });
+  if (values.insecure && (values['tls-creds'] || values['tls-psk'])) throw new UsageError('--insecure goes without --tls-creds and --tls-psk');
+  const security = loadLinkSecurity({ tlsCreds: values['tls-creds'], tlsPsk: values['tls-psk'] }, 'server');
+  const where = at.transport === 'unix' ? { host: '', port: 0, socketPath: resolve(at.path) } : { host: at.host, port: at.port };
+  const inc = await listenIncoming({
+    ...where, security, insecure: values.insecure, disk: values.disk, stateDir: stateDirFor(values), memoryBytes, hold: values.paused, log,
+  });
   agent.incoming = inc;
   const server = await serveControl(control, agent);
   for (const signal of ['SIGINT', 'SIGTERM'] as const) process.once(signal, () => (inc.close(), void agent.stop()));
-  if (values.json) console.log(JSON.stringify({ incoming: `tcp://${at.host}:${inc.port}`, control }));
-  else console.log(`waiting for a guest on tcp://${at.host}:${inc.port}\n  control ${control}`);
+  const tls = security ? ` (TLS, ${security.credentials.kind})` : '';
+  if (values.json) console.log(JSON.stringify({ incoming: inc.address, tls: security?.credentials.kind ?? null, control }));
+  else console.log(`waiting for a guest on ${inc.address}${tls}\n  control ${control}`);
   inc.guest.then(
     (g) => {
       agent.guestHere = g;
@@ -100,7 +123,9 @@ async function runIncoming(values: Values, control: string, agent: Agent, log: L
 
 /** `run`: starts a guest here. */
 async function runGuest(values: Values, control: string, agent: Agent): Promise<number> {
-  if (values.paused) throw new UsageError('--paused goes with --incoming');
+  for (const flag of ['paused', 'tls-creds', 'tls-psk', 'insecure'] as const) {
+    if (values[flag] !== undefined) throw new UsageError(`--${flag} goes with --incoming`);
+  }
   for (const required of ['name', 'memory', 'disk', 'workload'] as const) {
     if (!values[required]) throw new UsageError(`run needs --${required}`);
   }

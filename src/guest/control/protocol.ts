@@ -7,7 +7,10 @@ export const CONTROL_COMMANDS = ['status', 'pause', 'resume', 'stop', 'throttle'
 export type ControlCommand = (typeof CONTROL_COMMANDS)[number];
 
 export interface MigrateArgs {
-  to: string; // tcp://HOST:PORT
+  to: string; // tcp://HOST:PORT or unix:PATH
+  /** Credentials the agent loads (absolute paths): an x509 directory or a PSK file. */
+  tlsCreds?: string;
+  tlsPsk?: string;
   strategy: 'baseline' | 'p2b';
   maxBandwidth: number;
   downtimeLimitMs: number;

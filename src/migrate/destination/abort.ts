@@ -14,7 +14,9 @@ export async function abort(s: DestinationSession, err: unknown): Promise<never>
   if (s.storage) await s.storage.close().catch(() => {});
   const guest = s.guest ?? (s.starting ? await s.starting.catch(() => null) : null);
   if (guest) await guest.stop().catch(() => {}); // never resumed: the source keeps the guest
-  else if (s.ready) await s.ready.worker.terminate().catch(() => {});
-  await (s.hasher ?? s.ready?.hasher)?.close().catch(() => {});
+  // Prepared memory and threads that the handshake never took stay for the next peer (listener.ts).
+  const tookReady = s.ready && s.memory;
+  if (!guest && tookReady) await s.ready!.worker.terminate().catch(() => {});
+  await (s.hasher ?? (tookReady ? s.ready!.hasher : null))?.close().catch(() => {});
   throw err;
 }

@@ -1,10 +1,10 @@
 /**
  * Destination phase 1, the handshake: HELLO is read under a time limit and
- * validated, the guest must fit this host, the disk is opened (read-only, for
- * the fetch queue) and sampled to learn whether both hosts see the same bytes,
- * and only then is memory taken and WELCOME sent. The guest's worker starts
- * meanwhile, paused, without disk or workload: at the end only the device state
- * and the disk remain to hand over.
+ * validated, the guest must fit this host's limits, this destination's own disk
+ * is opened (read-only, for the fetch queue) and sampled: a source migrating
+ * another disk is refused. Only then is memory taken and WELCOME sent. The
+ * guest's worker starts meanwhile, paused, without disk or workload: at the
+ * end only the device state and the disk remain to hand over.
  */
 import os from 'node:os';
 import { LivemigError } from '../../errors.ts';
@@ -23,15 +23,22 @@ function checkFits(s: DestinationSession, hello: Hello): void {
   if (s.ready && s.ready.memory.memoryBytes !== bytes) {
     throw new LivemigError('MIGRATE_LAYOUT', `this destination was prepared for ${s.ready.memory.memoryBytes} bytes of memory; the guest has ${bytes}`);
   }
-  if (!s.ready && bytes > os.totalmem()) throw new LivemigError('MIGRATE_LAYOUT', `the guest's ${bytes} bytes of memory exceed this host's ${os.totalmem()}`);
+  const limit = Math.min(s.opts.maxMemoryBytes ?? Infinity, os.totalmem());
+  if (!s.ready && bytes > limit) throw new LivemigError('MIGRATE_LAYOUT', `the guest's ${bytes} bytes of memory exceed this destination's limit of ${limit}`);
 }
 
+/** Opens this destination's own disk, never one HELLO names, and checks it is the source's. */
 async function openStorage(s: DestinationSession): Promise<void> {
-  const disk = s.opts.disk ?? s.hello.storage.spec;
+  const disk = s.opts.disk;
   s.storage = await openBackend(disk, { readOnly: true, lock: false }).catch((e: Error) => {
     throw new LivemigError('MIGRATE_STORAGE', `cannot open the guest's disk ${disk} here: ${e.message}`);
   });
-  s.storageCheck = await checkStorage(s.storage, s.key, s.hello.storage);
+  const c = await checkStorage(s.storage, s.key, s.hello.storage);
+  if (c.other) {
+    const here = `${s.storage.description} (${s.storage.size} bytes)`;
+    throw new LivemigError('MIGRATE_STORAGE', `the source migrates ${s.hello.storage.description}, not this destination's disk ${here}: ${c.reason}`);
+  }
+  s.storageCheck = c;
 }
 
 /** Starts the guest's worker, paused, with no disk or workload yet. */
@@ -40,7 +47,7 @@ function startGuest(s: DestinationSession): void {
   s.starting = Guest.start({
     name: hello.guest.name,
     memoryBytes: hello.guest.memoryBytes,
-    disk: s.opts.disk ?? hello.storage.spec,
+    disk: s.opts.disk,
     workload: hello.guest.workload,
     options: hello.guest.options as unknown as Guest['config']['options'],
     stateDir: s.opts.stateDir(hello.guest.name),
@@ -56,6 +63,14 @@ function startGuest(s: DestinationSession): void {
   );
 }
 
+/** Under TLS the key is the session's and HELLO must not carry one; on a plain link HELLO carries it. */
+function migrationKey(s: DestinationSession, hello: Hello): Buffer {
+  if (s.linkKey && hello.key !== undefined) throw new LivemigError('MIGRATE_PROTOCOL', 'HELLO carries a key on a TLS link, where the key comes from the session');
+  if (s.linkKey) return s.linkKey;
+  if (hello.key === undefined) throw new LivemigError('MIGRATE_PROTOCOL', 'HELLO carries no key on a link without TLS');
+  return Buffer.from(hello.key, 'hex');
+}
+
 export async function handshake(s: DestinationSession): Promise<void> {
   s.setState('handshake');
   s.channel.only(['HELLO']);
@@ -64,7 +79,7 @@ export async function handshake(s: DestinationSession): Promise<void> {
   requireCapabilities(hello.capabilities, 'the source');
   checkFits(s, hello);
   s.hello = hello;
-  s.key = Buffer.from(hello.key, 'hex');
+  s.key = migrationKey(s, hello);
   await openStorage(s);
   s.memory = s.ready?.memory ?? GuestMemory.allocate(hello.guest.memoryBytes);
   s.map = s.ready?.map ?? P2bMap.allocate(s.memory.pages);

@@ -1,16 +1,15 @@
 /**
  * A destination waiting for a guest: one migration at a time per listener; a
- * second peer is told MIGRATE_DESTINATION_BUSY and dropped, with nothing
- * allocated for it. A failed attempt leaves the listener ready for another.
+ * second peer is turned away (wire/transport), with nothing allocated for it. A
+ * failed attempt leaves the listener ready for another, and memory prepared
+ * ahead (--memory) that a refused peer never touched is kept for the next one.
  */
-import net from 'node:net';
-import { once } from 'node:events';
 import { pino } from 'pino';
 import { Guest } from '../../guest/guest.ts';
 import { GuestMemory } from '../../guest/memory.ts';
 import { P2bMap } from '../../p2b/map.ts';
 import { LivemigError } from '../../errors.ts';
-import { Channel } from '../../wire/index.ts';
+import { TIMEOUT, formatLinkAddress, listenLinks, type Link, type LinkAddress } from '../../wire/index.ts';
 import { HashPool } from '../hash-pool.ts';
 import { DestinationSession, type DestinationState, type IncomingOptions, type Prepared } from './session.ts';
 import { handshake } from './handshake.ts';
@@ -21,7 +20,10 @@ import { resume } from './resume.ts';
 import { abort } from './abort.ts';
 
 export interface Incoming {
+  /** The TCP port taken (0 on a Unix socket). */
   port: number;
+  /** Where sources reach it: tcp://HOST:PORT or unix:PATH. */
+  address: string;
   state: () => DestinationState;
   /** Resolves with the guest once a migration has arrived and been verified. */
   guest: Promise<Guest>;
@@ -47,6 +49,11 @@ async function incoming(s: DestinationSession): Promise<Guest> {
   }
 }
 
+/** Where the listener listens, from the options. */
+function addressOf(opts: IncomingOptions): LinkAddress {
+  return opts.socketPath ? { transport: 'unix', path: opts.socketPath } : { transport: 'tcp', host: opts.host, port: opts.port };
+}
+
 export async function listenIncoming(opts: IncomingOptions): Promise<Incoming> {
   const log = (opts.log ?? pino({ level: 'silent' })).child({ side: 'destination' });
   let state: DestinationState = 'listening';
@@ -57,29 +64,33 @@ export async function listenIncoming(opts: IncomingOptions): Promise<Incoming> {
   let rejectGuest!: (e: Error) => void;
   const guest = new Promise<Guest>((res, rej) => ((resolveGuest = res), (rejectGuest = rej)));
   guest.catch(() => {});
-  const server = net.createServer((socket) => {
-    if (busy) {
-      const c = new Channel(socket);
-      void c.send({ name: 'ERROR', body: { code: 'MIGRATE_DESTINATION_BUSY', message: 'this destination is already receiving a guest' } }).finally(() => c.close());
-      return;
-    }
+  const start = (link: Link) => {
     busy = true;
     const ready = prepared;
-    prepared = null; // a failed attempt may have written it: the next one starts clean
-    const s = new DestinationSession(new Channel(socket), opts, ready, (st) => (state = st), log);
+    prepared = null;
+    const s = new DestinationSession(link.channel, opts, ready, (st) => (state = st), log, link.key);
     incoming(s).then(
       (g) => (server.close(), resolveGuest(g)),
       () => {
         state = 'failed';
         busy = false;
-        if (opts.memoryBytes && !closed) prepared = prepare(opts.memoryBytes);
+        // Refused before it took the prepared memory: nothing was written, keep it. Else the next attempt starts clean.
+        if (ready && !s.memory && !closed) prepared = ready;
+        else if (opts.memoryBytes && !closed) prepared = prepare(opts.memoryBytes);
       },
     );
-  });
-  server.listen(opts.port, opts.host);
-  await once(server, 'listening');
+  };
+  const server = await listenLinks(
+    { address: addressOf(opts), security: opts.security ?? null, insecure: opts.insecure, handshakeTimeoutMs: opts.helloTimeoutMs ?? TIMEOUT.HELLO },
+    {
+      busy: () => busy || closed,
+      refuseBusy: (c) => c.send({ name: 'ERROR', body: { code: 'MIGRATE_DESTINATION_BUSY', message: 'this destination is already receiving a guest' } }).finally(() => c.close()),
+      accepted: start,
+    },
+  );
   return {
-    port: (server.address() as net.AddressInfo).port,
+    port: server.address.transport === 'tcp' ? server.address.port : 0,
+    address: formatLinkAddress(server.address),
     state: () => state,
     guest,
     close: () => {

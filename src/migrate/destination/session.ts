@@ -10,7 +10,7 @@ import type { Guest } from '../../guest/guest.ts';
 import type { GuestMemory } from '../../guest/memory.ts';
 import type { P2bMap } from '../../p2b/map.ts';
 import type { BlockBackend } from '../../storage/backend.ts';
-import type { Channel, Hello, MapCorrection } from '../../wire/index.ts';
+import type { Channel, Hello, LinkSecurity, MapCorrection } from '../../wire/index.ts';
 import type { HashPool } from '../hash-pool.ts';
 import type { MemoryDigests } from '../memory-digests.ts';
 import type { Faults } from '../faults.ts';
@@ -25,8 +25,16 @@ export type DestinationState = 'listening' | 'handshake' | 'receiving' | 'draini
 export interface IncomingOptions {
   host: string;
   port: number;
-  /** The guest's disk as this host sees it; by default the source's spec. */
-  disk?: string;
+  /** Listen on this Unix socket instead of host:port. */
+  socketPath?: string;
+  /** TLS credentials (wire/transport): peers without them are dropped before HELLO; the key comes from the session. */
+  security?: LinkSecurity | null;
+  /** Listen without TLS on an address other hosts can reach (else only loopback or a Unix socket). */
+  insecure?: boolean;
+  /** The guest's disk as this host sees it: the only disk this destination opens; a source migrating another is refused. */
+  disk: string;
+  /** The largest guest memory accepted (default and cap: this host's memory). */
+  maxMemoryBytes?: number;
   stateDir: (guestName: string) => string;
   /**
    * The guest's memory size, if known ahead: memory is allocated and faulted in and
@@ -93,6 +101,8 @@ export class DestinationSession {
     readonly ready: Prepared | null,
     readonly setState: (s: DestinationState) => void,
     readonly log: Logger,
+    /** The TLS session's key; null on a plain link (HELLO carries the key). */
+    readonly linkKey: Buffer | null = null,
   ) {}
 
   get pages(): number {

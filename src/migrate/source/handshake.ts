@@ -1,7 +1,7 @@
 /**
  * Source phase 1, the handshake: the guest must be running or paused; HELLO
- * states versions, capabilities, the memory layout, the storage identity and the
- * key; WELCOME says what the destination speaks and whether it sees the same
+ * states versions, capabilities, the memory layout, the storage identity and,
+ * on a plain link, the key (under TLS both ends derive it from the session); WELCOME says what the destination speaks and whether it sees the same
  * storage. References are used only if the strategy wants them, the storage
  * matches, and both sides speak them.
  */
@@ -9,9 +9,10 @@ import { LivemigError } from '../../errors.ts';
 import { openBackend } from '../../storage/open.ts';
 import { sampleStorage, storageVerdict } from '../storage-identity.ts';
 import {
-  CAPABILITIES, CAPABILITY, Channel, MAX_REF_RUN, PAGE_SIZE, PROTOCOL_NAME, PROTOCOL_VERSION, PROTOCOL_VERSION_MIN, TIMEOUT,
+  CAPABILITIES, CAPABILITY, MAX_REF_RUN, PAGE_SIZE, PROTOCOL_NAME, PROTOCOL_VERSION, PROTOCOL_VERSION_MIN, TIMEOUT,
   requireCapabilities, shared, type Hello, type StorageIdentity,
 } from '../../wire/index.ts';
+import type { Guest } from '../../guest/guest.ts';
 import type { SourceSession } from './session.ts';
 
 /** Storage identity: size and keyed hashes of sampled blocks (read without taking the guest's lock). */
@@ -40,17 +41,20 @@ function hello(s: SourceSession, storage: StorageIdentity): Hello {
       regions: guest.memory.layout.map((r) => ({ firstPage: r.firstPage, pages: r.pages })),
     },
     storage,
-    key: s.key.toString('hex'),
+    ...(s.keyFromLink ? {} : { key: s.key.toString('hex') }),
     strategy: s.opts.strategy,
   };
 }
 
-export async function handshake(s: SourceSession): Promise<void> {
-  const status = await s.guest.status();
+/** The guest must be running or paused, checked before any connection: returns whether it runs. */
+export async function migratable(guest: Guest): Promise<boolean> {
+  const status = await guest.status();
   if (status.state !== 'running' && status.state !== 'paused') throw new LivemigError('MIGRATE_GUEST_STATE', `guest is ${status.state}`);
-  s.wasRunning = status.state === 'running';
-  const storage = await storageIdentity(s.guest.config.disk, s.key); // before connecting: HELLO goes out at once
-  s.channel = await Channel.connect(s.opts.host, s.opts.port);
+  return status.state === 'running';
+}
+
+export async function handshake(s: SourceSession): Promise<void> {
+  const storage = await storageIdentity(s.guest.config.disk, s.key);
   // A destination that refuses at once (busy) sends ERROR and closes: that reason, read below, beats a failed send.
   await s.channel.send({ name: 'HELLO', body: hello(s, storage) }).catch(() => {});
   s.log.debug('hello sent');

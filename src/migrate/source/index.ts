@@ -9,10 +9,11 @@
  */
 import { pino } from 'pino';
 import type { Guest } from '../../guest/guest.ts';
+import { connectLink, type LinkAddress } from '../../wire/index.ts';
 import { HashPool } from '../hash-pool.ts';
 import type { MigrationResult } from '../result.ts';
 import { SourceSession, type MigrateOptions } from './session.ts';
-import { handshake } from './handshake.ts';
+import { handshake, migratable } from './handshake.ts';
 import { startReturnPath } from './return-path.ts';
 import { PageSender } from './page-sender.ts';
 import { precopy } from './precopy.ts';
@@ -32,10 +33,18 @@ export function prepareMigration(guest: Guest): void {
   if (!pools.has(guest)) pools.set(guest, new HashPool(null, guest.memory.shared()));
 }
 
+function addressOf(opts: MigrateOptions): LinkAddress {
+  return opts.socketPath ? { transport: 'unix', path: opts.socketPath } : { transport: 'tcp', host: opts.host, port: opts.port };
+}
+
 export async function migrate(guest: Guest, opts: MigrateOptions): Promise<MigrationResult> {
   prepareMigration(guest);
   const hasher = pools.get(guest)!;
-  const s = new SourceSession(guest, opts, hasher, (opts.log ?? pino({ level: 'silent' })).child({ side: 'source' }));
+  // The guest's state, then the link (under TLS the key comes from its session): nothing to roll back yet.
+  const wasRunning = await migratable(guest);
+  const link = await connectLink(addressOf(opts), opts.security ?? null);
+  const s = new SourceSession(guest, opts, hasher, (opts.log ?? pino({ level: 'silent' })).child({ side: 'source' }), link);
+  s.wasRunning = wasRunning;
   hasher.setKey(s.key);
   try {
     await handshake(s);

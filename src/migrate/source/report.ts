@@ -21,6 +21,7 @@ export function report(s: SourceSession, r: Resumed): MigrationResult {
     downtimeMs: Math.round(tEnd - s.tPause),
     rounds: s.rounds.length,
     linkBytes: s.channel.bytesSent + s.channel.bytesReceived,
+    wireBytes: s.channel.wireBytes,
     nasBytes: r.fetchedBytes + r.sampleBytes,
     pages,
     storageMatch: s.storage.match,

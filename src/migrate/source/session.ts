@@ -7,7 +7,7 @@ import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Guest } from '../../guest/guest.ts';
 import { NO_BLOCK } from '../../p2b/map.ts';
-import { PAGE_SIZE, type Channel, type Progress, type Resumed, type Welcome } from '../../wire/index.ts';
+import { PAGE_SIZE, type Channel, type Link, type LinkSecurity, type Progress, type Resumed, type Welcome } from '../../wire/index.ts';
 import { RateLimit } from '../rate-limit.ts';
 import { BandwidthMeter } from '../bandwidth.ts';
 import type { HashPool } from '../hash-pool.ts';
@@ -19,6 +19,10 @@ import { Convergence } from './convergence.ts';
 export interface MigrateOptions {
   host: string;
   port: number;
+  /** Connect to this Unix socket instead of host:port. */
+  socketPath?: string;
+  /** TLS credentials (wire/transport): the link is TLS and the key comes from the session. */
+  security?: LinkSecurity | null;
   strategy: Strategy;
   /** Bytes per second; 0 for no limit. */
   maxBandwidth: number;
@@ -49,8 +53,11 @@ export interface Heard {
 
 export class SourceSession {
   readonly t0 = performance.now();
-  /** Fresh per migration; keys every page hash and digest. */
-  readonly key = randomBytes(32);
+  /** Keys every page hash and digest: the TLS session's, or fresh per migration on a plain link (then HELLO carries it). */
+  readonly key: Buffer;
+  readonly channel: Channel;
+  /** Whether the key came from the link (TLS): HELLO then carries none. */
+  readonly keyFromLink: boolean;
   readonly limit: RateLimit;
   readonly meter = new BandwidthMeter();
   readonly digests: MemoryDigests;
@@ -67,7 +74,6 @@ export class SourceSession {
   /** The digests' settling, started at pause, awaited by verification. */
   settling: Promise<void> = Promise.resolve();
 
-  channel!: Channel;
   welcome!: Welcome;
   /** Whether both hosts see the same storage, the destination's sample corrected for the guest's writes. */
   storage: { match: boolean; reason?: string } = { match: false };
@@ -87,7 +93,10 @@ export class SourceSession {
   /** DIGESTS went out: from here the destination may resume the guest at any moment. */
   digestsSent = false;
 
-  constructor(readonly guest: Guest, readonly opts: MigrateOptions, readonly hasher: HashPool, readonly log: Logger) {
+  constructor(readonly guest: Guest, readonly opts: MigrateOptions, readonly hasher: HashPool, readonly log: Logger, link: Link) {
+    this.channel = link.channel;
+    this.key = link.key ?? randomBytes(32);
+    this.keyFromLink = link.key !== null;
     this.limit = new RateLimit(opts.maxBandwidth);
     this.digests = new MemoryDigests(hasher, guest.memory.pages, this.key);
     this.convergence = new Convergence(opts);

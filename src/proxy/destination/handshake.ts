@@ -51,6 +51,8 @@ export async function handshake(s: DestinationProxySession): Promise<void> {
   const version = chooseVersion(hello);
   checkHello(hello);
   s.hello = hello;
+  // The proxies speak plain TCP for now: the key travels in HELLO.
+  if (hello.key === undefined) throw new LivemigError('MIGRATE_PROTOCOL', 'HELLO carries no key on a link without TLS');
   const key = Buffer.from(hello.key, 'hex');
   s.hasher.setKey(key);
   await openDisk(s, key);

@@ -47,7 +47,7 @@ export class DestinationProxySession {
   channel: Channel | null = null;
   hello!: Hello;
   storage: BlockBackend | null = null;
-  storageMatch: StorageCheck = { match: false, sameSize: false, differs: [], bytes: 0 };
+  storageMatch: StorageCheck = { match: false, sameSize: false, other: false, differs: [], bytes: 0 };
   diskBlocks = 0;
   qemu: net.Socket | null = null;
   qemuClosed = false;
