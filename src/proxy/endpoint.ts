@@ -28,8 +28,13 @@ function inUse(path: string): Promise<boolean> {
   });
 }
 
-export async function listenOn(e: Endpoint, onConnection: (socket: net.Socket) => void): Promise<net.Server> {
+/** Removes a Unix socket file nobody listens on (left by a proxy that was killed). */
+export async function clearStaleSocket(e: Endpoint): Promise<void> {
   if (e.transport === 'unix' && lstatSync(e.path, { throwIfNoEntry: false })?.isSocket() && !(await inUse(e.path))) unlinkSync(e.path);
+}
+
+export async function listenOn(e: Endpoint, onConnection: (socket: net.Socket) => void): Promise<net.Server> {
+  await clearStaleSocket(e);
   const server = net.createServer({ noDelay: true }, onConnection);
   server.listen(e.transport === 'unix' ? { path: e.path } : { port: e.port, host: e.host });
   try {

@@ -7,12 +7,16 @@ import { formatBytes, formatRate } from '../../util/size.ts';
 import { asUsage, logLevel, parse, rateOption, sizeOption } from '../parse.ts';
 import { parseTcpAddress } from '../tcp-address.ts';
 import { UsageError } from '../usage-error.ts';
+import { loadLinkSecurity, type LinkSecurity } from '../../wire/index.ts';
+import type { TlsEnd } from '../../../nbd/index.ts';
 
 export const help = `Usage: livemig qemu-proxy --from unix:PATH|tcp://HOST:PORT --to tcp://DEST:PORT
                           --disk NBD-URI|PATH [--index unix:PATH|tcp://HOST:PORT]
-                          [--index-export NAME] [--max-bandwidth RATE] [--keep SIZE] [--json]
-       livemig qemu-proxy --listen tcp://HOST:PORT --to unix:PATH|tcp://HOST:PORT
-                          --disk NBD-URI|PATH [--window SIZE] [--json]
+                          [--index-export NAME] [--max-bandwidth RATE] [--keep SIZE]
+                          [--tls-creds DIR | --tls-psk FILE] [--json]
+       livemig qemu-proxy --listen tcp://HOST:PORT|unix:PATH --to unix:PATH|tcp://HOST:PORT
+                          --disk NBD-URI|PATH [--window SIZE]
+                          [--tls-creds DIR | --tls-psk FILE | --insecure] [--json]
 
 Carries one live migration of a stock QEMU guest (precopy, QEMU 7.2 or later)
 between two hosts that see its disk on shared storage. On the source host QEMU
@@ -38,23 +42,31 @@ Source (--from):
                       them, to answer re-requests (default 256MiB); QEMU's stream
                       waits while more is kept
 Destination (--listen):
-  --listen ADDRESS    where the source proxy connects (port 0 picks one)
+  --listen ADDRESS    where the source proxy connects (port 0 picks one); without
+                      credentials only loopback or unix:PATH [MIGRATE_INSECURE]
+  --insecure          allow a link in clear on an address other hosts can reach
   --to ADDRESS        QEMU's -incoming: unix:PATH or tcp://HOST:PORT
   --disk URI|PATH     the guest's disk as this host reaches it; references are
                       read from here only
   --window SIZE       stream held here while blocks are read (default 32MiB)
 Both:
+  --tls-creds DIR     x509 credentials as QEMU's tls-creds-x509 (ca-cert.pem and
+                      server-cert.pem, server-key.pem on the destination,
+                      client-cert.pem, client-key.pem on the source); both ends verified
+  --tls-psk FILE      a pre-shared key file of IDENTITY:HEXKEY lines, the same on both
+                      hosts; a peer with other credentials is dropped before HELLO
   --json              print the result as one JSON object
   --log-level LEVEL   pino log on stderr (default silent)
 
 Example (source host, then 'migrate unix:/run/vm1-mig.sock' in QEMU's monitor):
   livemig qemu-proxy --from unix:/run/vm1-mig.sock --to tcp://dest:4444 \\
-      --disk nbd://nas:10809/vm1 --index tcp://nas:10810`;
+      --disk nbd://nas:10809/vm1 --index tcp://nas:10810 --tls-psk /etc/livemig/keys.psk`;
 
 const OPTIONS = {
   from: { type: 'string' }, to: { type: 'string' }, listen: { type: 'string' }, disk: { type: 'string' },
   index: { type: 'string' }, 'index-export': { type: 'string' }, 'max-bandwidth': { type: 'string' },
   keep: { type: 'string' }, window: { type: 'string' }, name: { type: 'string' },
+  'tls-creds': { type: 'string' }, 'tls-psk': { type: 'string' }, insecure: { type: 'boolean' },
 } as const;
 
 type Values = ReturnType<typeof parse<typeof OPTIONS>>['values'];
@@ -84,19 +96,25 @@ function ticker(values: Values): { hook: ProgressHook; stop: () => void } {
   return { hook: (r) => (read = r), stop: () => timer && (clearInterval(timer), process.stderr.write('\r\x1b[K')) };
 }
 
+/** The credentials named by --tls-creds or --tls-psk, loaded for this end (null: none). */
+function security(values: Values, end: TlsEnd): LinkSecurity | null {
+  if (values['tls-creds'] && values['tls-psk']) throw new UsageError('give --tls-creds or --tls-psk, not both');
+  return loadLinkSecurity({ tlsCreds: values['tls-creds'], tlsPsk: values['tls-psk'] }, end);
+}
+
 function defaultExport(disk: string): string {
   return isNbdUri(disk) ? parseNbdUri(disk).exportName : '';
 }
 
 async function source(values: Values, signal: AbortSignal, hook: ProgressHook): Promise<object> {
-  refuse(values, ['listen', 'window'], 'destination');
+  refuse(values, ['listen', 'window', 'insecure'], 'destination');
   if (!values.to || !values.disk) throw new UsageError('the source proxy needs --from ADDRESS, --to tcp://HOST:PORT and --disk URI|PATH');
   const to = asUsage(() => parseTcpAddress(values.to!));
   const keepBytes = sizeOption('--keep', values.keep ?? '256MiB');
   if (keepBytes < 16 << 20) throw new UsageError('--keep must be at least 16MiB');
   const log = createLogger(logLevel(values['log-level'])).child({ side: 'source-proxy' });
   const result = await runSourceProxy({
-    from: endpoint('--from', values.from!), to, disk: values.disk,
+    from: endpoint('--from', values.from!), to, security: security(values, 'client'), disk: values.disk,
     index: values.index ? { address: values.index, exportName: values['index-export'] ?? defaultExport(values.disk) } : null,
     maxBandwidth: values['max-bandwidth'] === undefined ? 0 : rateOption('--max-bandwidth', values['max-bandwidth']),
     keepBytes, name: values.name ?? 'qemu', log, progress: hook,
@@ -114,9 +132,11 @@ async function destination(values: Values, signal: AbortSignal, hook: ProgressHo
   if (!values.to || !values.disk) throw new UsageError('the destination proxy needs --listen ADDRESS, --to ADDRESS (QEMU\'s -incoming) and --disk URI|PATH');
   const windowBytes = sizeOption('--window', values.window ?? '32MiB');
   if (windowBytes < 1 << 20) throw new UsageError('--window must be at least 1MiB');
+  if (values.insecure && (values['tls-creds'] || values['tls-psk'])) throw new UsageError('--insecure goes without --tls-creds and --tls-psk');
   const log = createLogger(logLevel(values['log-level'])).child({ side: 'destination-proxy' });
   const result = await runDestinationProxy({
-    listen: endpoint('--listen', values.listen!), to: endpoint('--to', values.to), disk: values.disk, windowBytes, log, progress: hook,
+    listen: endpoint('--listen', values.listen!), security: security(values, 'server'), insecure: values.insecure,
+    to: endpoint('--to', values.to), disk: values.disk, windowBytes, log, progress: hook,
     onListening: (at) => console.error(`livemig qemu-proxy: waiting for the source proxy on ${formatEndpoint(at)}`),
   }, signal);
   if (!values.json) {

@@ -23,6 +23,14 @@ function checkHello(hello: Hello): void {
   if (hello.stream.format !== QEMU_STREAM_FORMAT) throw new LivemigError('MIGRATE_CAPABILITY', `QEMU stream format ${hello.stream.format} is not carried (only ${QEMU_STREAM_FORMAT})`);
 }
 
+/** Under TLS the key is the session's and HELLO must not carry one; on a plain link HELLO carries it. */
+function migrationKey(s: DestinationProxySession, hello: Hello): Buffer {
+  if (s.linkKey && hello.key !== undefined) throw new LivemigError('MIGRATE_PROTOCOL', 'HELLO carries a key on a TLS link, where the key comes from the session');
+  if (s.linkKey) return s.linkKey;
+  if (hello.key === undefined) throw new LivemigError('MIGRATE_PROTOCOL', 'HELLO carries no key on a link without TLS');
+  return Buffer.from(hello.key, 'hex');
+}
+
 async function openDisk(s: DestinationProxySession, key: Buffer): Promise<void> {
   s.storage = await openBackend(s.opts.disk, { readOnly: true, lock: false }).catch((e: Error) => {
     throw new LivemigError('MIGRATE_STORAGE', `cannot open the guest's disk ${s.opts.disk} on the destination: ${e.message}`);
@@ -51,9 +59,7 @@ export async function handshake(s: DestinationProxySession): Promise<void> {
   const version = chooseVersion(hello);
   checkHello(hello);
   s.hello = hello;
-  // The proxies speak plain TCP for now: the key travels in HELLO.
-  if (hello.key === undefined) throw new LivemigError('MIGRATE_PROTOCOL', 'HELLO carries no key on a link without TLS');
-  const key = Buffer.from(hello.key, 'hex');
+  const key = migrationKey(s, hello);
   s.hasher.setKey(key);
   await openDisk(s, key);
   s.qemu = await connectTo(s.opts.to, TIMEOUT.CONNECT, 'QEMU_PROXY_QEMU_UNREACHABLE', `the destination QEMU (-incoming ${formatEndpoint(s.opts.to)})`);

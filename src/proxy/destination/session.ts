@@ -9,7 +9,7 @@ import type { Logger } from 'pino';
 import { HashPool } from '../../migrate/hash-pool.ts';
 import type { FetchQueue } from '../../migrate/fetch-queue.ts';
 import type { BlockBackend } from '../../storage/backend.ts';
-import type { Channel, Hello, QemuEnd } from '../../wire/index.ts';
+import type { Channel, Hello, LinkSecurity, LinkServer, QemuEnd } from '../../wire/index.ts';
 import { deferred } from '../deferred.ts';
 import type { Endpoint } from '../endpoint.ts';
 import { StallWatch } from '../stall.ts';
@@ -21,6 +21,10 @@ import type { RefSlots } from './ref-slots.ts';
 export interface DestinationProxyOptions {
   /** Where the source proxy connects. */
   listen: Endpoint;
+  /** TLS credentials (null: a plain link, then loopback or a Unix socket only unless `insecure`). */
+  security: LinkSecurity | null;
+  /** Allow a plain link on an address other hosts can reach. */
+  insecure?: boolean;
   /** QEMU's `-incoming` address. */
   to: Endpoint;
   /** The guest's disk as this host reaches it: references are read from here, never from a path the source names. */
@@ -37,14 +41,16 @@ export class DestinationProxySession {
   tConnected = 0;
   /** This process's CPU time (ms) when it was connected: the migration's share is what comes after. */
   cpuConnected = 0;
-  /** Keyed hashing threads, started before the source connects; the key comes with HELLO. */
+  /** Keyed hashing threads, started before the source connects; the key comes from the TLS session or with HELLO. */
   readonly hasher = new HashPool(null);
   readonly failed = deferred<never>();
   /** Resolved once QEMU_END came and everything before it went to QEMU. */
   readonly complete = deferred<void>();
   readonly stall: StallWatch;
-  server: net.Server | null = null;
+  server: LinkServer | null = null;
   channel: Channel | null = null;
+  /** The TLS session's key (null on a plain link: HELLO carries it). */
+  linkKey: Buffer | null = null;
   hello!: Hello;
   storage: BlockBackend | null = null;
   storageMatch: StorageCheck = { match: false, sameSize: false, other: false, differs: [], bytes: 0 };

@@ -5,13 +5,11 @@
  * One migration per run, phase by phase on one session (session.ts).
  */
 import { LivemigError } from '../../errors.ts';
-import { openBackend } from '../../storage/open.ts';
 import { ContentIndexClient } from '../../storage/content-index/client.ts';
-import { PAGE_SIZE } from '../../wire/index.ts';
-import { sampleStorage } from '../../migrate/storage-identity.ts';
 import { acceptQemu } from './accept.ts';
 import { cleanupSource, failSource } from './failure.ts';
 import { finish } from './finish.ts';
+import { sampleDisk } from './handshake.ts';
 import { sourceReport, type SourceProxyResult } from './report.ts';
 import { SourceProxySession, type SourceProxyOptions } from './session.ts';
 import { onRecord, onSealed, stream } from './stream.ts';
@@ -19,18 +17,10 @@ import { onRecord, onSealed, stream } from './stream.ts';
 export type { SourceProxyOptions } from './session.ts';
 export type { SourceProxyResult } from './report.ts';
 
-/** Before QEMU connects: the content index answers, and the disk's identity is sampled under this migration's key. */
+/** Before QEMU connects: the content index answers, and the disk's identity is sampled (again at the handshake under TLS, with the session's key). */
 async function prepare(s: SourceProxySession): Promise<void> {
   if (s.opts.index) s.index = await ContentIndexClient.connect(s.opts.index.address, s.opts.index.exportName);
-  const disk = await openBackend(s.opts.disk, { readOnly: true, lock: false }).catch((e: Error) => {
-    throw new LivemigError('MIGRATE_STORAGE', `cannot open the guest's disk ${s.opts.disk}: ${e.message}`);
-  });
-  try {
-    s.identity = await sampleStorage(disk, s.opts.disk, s.key);
-    s.diskBlocks = Math.floor(disk.size / PAGE_SIZE);
-  } finally {
-    await disk.close();
-  }
+  await sampleDisk(s);
 }
 
 export async function runSourceProxy(opts: SourceProxyOptions, signal?: AbortSignal): Promise<SourceProxyResult> {

@@ -11,7 +11,7 @@ import { BufferPool } from '../../../nbd/index.ts';
 import { HashPool } from '../../migrate/hash-pool.ts';
 import { RateLimit } from '../../migrate/rate-limit.ts';
 import type { ContentIndexClient } from '../../storage/content-index/client.ts';
-import { MAX_REF_RUN, QemuStreamFrame, type Channel, type QemuDone, type QemuRamBlock, type StorageIdentity, type Welcome } from '../../wire/index.ts';
+import { MAX_REF_RUN, QemuStreamFrame, type Channel, type LinkSecurity, type QemuDone, type QemuRamBlock, type StorageIdentity, type Welcome } from '../../wire/index.ts';
 import { deferred } from '../deferred.ts';
 import type { Endpoint } from '../endpoint.ts';
 import { StallWatch } from '../stall.ts';
@@ -26,6 +26,8 @@ export interface SourceProxyOptions {
   from: Endpoint;
   /** The destination proxy. */
   to: { host: string; port: number };
+  /** TLS credentials (null: a plain link, the key then travels in HELLO). */
+  security: LinkSecurity | null;
   /** The guest's disk as this host reaches it (an NBD URI or a path): its identity goes in HELLO. */
   disk: string;
   /** The content index's query socket, and the export it indexes; null: no references. */
@@ -55,11 +57,13 @@ export class SourceProxySession {
   tConnected = 0;
   /** This process's CPU time (ms) when it was connected: the migration's share is what comes after. */
   cpuConnected = 0;
-  /** Fresh per migration: keys the storage sample and every reference's hash. */
-  readonly key = randomBytes(32);
+  /** Keys the storage sample and every reference's hash: fresh per migration on a plain link, the TLS session's once connected. */
+  key: Buffer = randomBytes(32);
+  /** Whether the key came from the link (TLS): HELLO then carries none. */
+  keyFromLink = false;
   readonly limit: RateLimit;
-  /** Keyed hashing threads, started before QEMU connects (their boot stays out of the migration). */
-  readonly hasher = new HashPool(this.key);
+  /** Keyed hashing threads, started before QEMU connects (their boot stays out of the migration); under TLS keyed at the handshake. */
+  readonly hasher: HashPool;
   readonly pool = new BufferPool(192);
   readonly kept = new KeptPages(this.pool);
   readonly frame = new QemuStreamFrame();
@@ -101,6 +105,7 @@ export class SourceProxySession {
     on: { sealed: (s: SourceProxySession, b: Batch) => void; record: (s: SourceProxySession, r: QemuRecord) => void },
   ) {
     this.limit = new RateLimit(opts.maxBandwidth);
+    this.hasher = new HashPool(opts.security ? null : this.key);
     this.batcher = new Batcher(this.pool, { sealed: (b) => on.sealed(this, b), record: (r) => on.record(this, r) });
     this.stall = new StallWatch(() => this.waitingFor(), (e) => this.fail(e));
   }
