@@ -138,7 +138,7 @@ export async function proxyRun(g: Guest, proxyArgs: string[] = []): Promise<Prox
   try {
     const incoming = socketPath(g.dir, 'dst');
     await dest.qmp.execute('migrate-incoming', { uri: `unix:${incoming}` });
-    const dp = await startProxy(g.hosts, 'destination', ['--listen', `tcp://${g.hosts.destinationAddress}:0`, '--to', `unix:${incoming}`, '--disk', g.storage.diskUri('destination')]);
+    const dp = await startProxy(g.hosts, 'destination', ['--listen', `tcp://${g.hosts.destinationAddress}:0`, '--insecure', '--to', `unix:${incoming}`, '--disk', g.storage.diskUri('destination')]);
     proxies.push(dp);
     const from = socketPath(g.dir, 'src');
     const sp = await startProxy(g.hosts, 'source', ['--from', `unix:${from}`, '--to', dp.address, '--disk', g.storage.diskUri('source'), '--index', g.storage.indexAddress, ...proxyArgs]);

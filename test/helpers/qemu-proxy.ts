@@ -40,14 +40,14 @@ export async function startProxy(args: string[]): Promise<ProxyProcess> {
 }
 
 /** The destination: a QEMU waiting on unix:DIR/NAME.sock, paused (-S), and its proxy feeding it. */
-export async function startDestination(guest: TestGuest, dir: string, name: string, opts: { disk?: string; memoryBytes?: number } = {}): Promise<{ qemu: QemuProcess; proxy: ProxyProcess }> {
+export async function startDestination(guest: TestGuest, dir: string, name: string, opts: { disk?: string; memoryBytes?: number; extra?: string[] } = {}): Promise<{ qemu: QemuProcess; proxy: ProxyProcess }> {
   const incoming = join(dir, `${name}.sock`);
   const qemu = await launchQemu({
     dir, name, memoryBytes: opts.memoryBytes ?? TEST_MEMORY, kernel: guest.image.kernel, initrd: guest.image.initrd,
     append: kernelCommandLine(), disk: { uri: guest.nbd.uri('disk'), readOnly: true }, incoming: `unix:${incoming}`, paused: true,
   });
   try {
-    const proxy = await startProxy(['--listen', 'tcp://127.0.0.1:0', '--to', `unix:${incoming}`, '--disk', opts.disk ?? guest.nbd.uri('disk')]);
+    const proxy = await startProxy(['--listen', 'tcp://127.0.0.1:0', '--to', `unix:${incoming}`, '--disk', opts.disk ?? guest.nbd.uri('disk'), ...(opts.extra ?? [])]);
     return { qemu, proxy };
   } catch (err) {
     await qemu.kill();
