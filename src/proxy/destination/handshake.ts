@@ -7,7 +7,7 @@
 import { LivemigError } from '../../errors.ts';
 import { FetchQueue, FETCH_DEFAULTS } from '../../migrate/fetch-queue.ts';
 import { openBackend } from '../../storage/open.ts';
-import { CAPABILITY, PAGE_SIZE, QEMU_PROXY_CAPABILITIES, QEMU_STREAM_FORMAT, TIMEOUT, chooseVersion, encodeQemuAck, encodeRefRequest, type Hello } from '../../wire/index.ts';
+import { CAPABILITY, PAGE_SIZE, peerError, type Channel, type Welcome, QEMU_PROXY_CAPABILITIES, QEMU_STREAM_FORMAT, TIMEOUT, chooseVersion, encodeQemuAck, encodeRefRequest, type Hello } from '../../wire/index.ts';
 import { connectTo, formatEndpoint } from '../endpoint.ts';
 import { checkStorage, welcomeStorage } from '../../migrate/storage-identity.ts';
 import { QemuOutput } from './output.ts';
@@ -52,6 +52,16 @@ function wire(s: DestinationProxySession): void {
   };
 }
 
+/** A source proxy that failed while this side prepared has sent ERROR and gone: its reason, not "link closed", is the failure. */
+async function sendWelcome(channel: Channel, body: Welcome): Promise<void> {
+  try {
+    await channel.send({ name: 'WELCOME', body });
+  } catch (err) {
+    const said = await channel.read().catch(() => null);
+    throw said?.name === 'ERROR' ? peerError(said.body, 'source proxy') : err;
+  }
+}
+
 export async function handshake(s: DestinationProxySession): Promise<void> {
   const channel = s.channel!;
   channel.only(['HELLO']);
@@ -65,6 +75,6 @@ export async function handshake(s: DestinationProxySession): Promise<void> {
   s.qemu = await connectTo(s.opts.to, TIMEOUT.CONNECT, 'QEMU_PROXY_QEMU_UNREACHABLE', `the destination QEMU (-incoming ${formatEndpoint(s.opts.to)})`);
   wire(s);
   const m = s.storageMatch;
-  await channel.send({ name: 'WELCOME', body: { version, capabilities: [...QEMU_PROXY_CAPABILITIES], ...welcomeStorage(m) } });
+  await sendWelcome(channel, { version, capabilities: [...QEMU_PROXY_CAPABILITIES], ...welcomeStorage(m) });
   s.log.info({ version, storageMatch: m.match, storageReason: m.reason, ramBlocks: hello.stream!.ramBlocks.length }, 'welcome sent');
 }
