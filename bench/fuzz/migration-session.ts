@@ -26,8 +26,10 @@ export interface MigrationFuzzContext {
 }
 
 export interface FuzzSession {
-  /** The bytes to send, in order, then the connection is half-closed. */
+  /** The bytes to send, in order. */
   bytes: Buffer[];
+  /** Half-close after them: the session is about a peer that leaves mid-way. */
+  fin?: boolean;
   frames: number;
   /** How the session was made and how it ends, for the report. */
   kind: string;
@@ -56,6 +58,10 @@ class Builder {
   readonly blocks: number;
   readonly key: Buffer;
   seq = 1;
+  /** Only what a correct source sends (true hashes, known encodings): the destination owes nothing and gets to verify. */
+  clean = false;
+  /** The session's end leaves a frame cut short: only a FIN ends it. */
+  cut = false;
 
   constructor(readonly rng: Rng, readonly ctx: MigrationFuzzContext) {
     this.pages = ctx.memoryBytes / PAGE_SIZE;
@@ -84,24 +90,24 @@ class Builder {
   /** A PAGES frame the protocol allows: every encoding, references true or false, an unknown encoding now and then. */
   pagesFrame(): Frame {
     const { rng } = this;
-    const n = chance(rng, 0.05) ? 1 + rng.int(256) : 1 + rng.int(8);
+    const n = chance(rng, 0.01) ? 1 + rng.int(256) : 1 + rng.int(8);
     const batch = new PageBatch(n);
     for (let i = 0; i < n; i++) {
-      const kind = rng.int(10);
+      const kind = rng.int(100);
       const page = rng.int(this.pages);
-      if (kind < 2) batch.addFull(page, this.seq++, randomBytes(rng, PAGE_SIZE));
-      else if (kind < 5) batch.addZero(page, this.seq++);
+      if (kind < 20) batch.addFull(page, this.seq++, randomBytes(rng, PAGE_SIZE));
+      else if (kind < 50) batch.addZero(page, this.seq++);
       else {
-        const count = kind === 9 ? 2 + rng.int(MAX_REF_RUN - 1) : 1;
+        const count = kind < 53 ? 2 + rng.int(MAX_REF_RUN - 1) : 1;
         const first = Math.min(page, this.pages - count);
         const block = rng.int(this.blocks - count + 1);
-        const hash = chance(rng, 0.8) ? pageHash(this.key, this.block(block, count)) : randomBytes(rng, 16);
+        const hash = this.clean || chance(rng, 0.8) ? pageHash(this.key, this.block(block, count)) : randomBytes(rng, 16);
         batch.addRef(first, this.seq, block, count, hash);
         this.seq += count;
       }
     }
     let payload = batch.take();
-    if (chance(rng, 0.05)) payload = withUnknownEncoding(rng, payload, rng.int(this.pages), this.seq++);
+    if (!this.clean && chance(rng, 0.05)) payload = withUnknownEncoding(rng, payload, rng.int(this.pages), this.seq++);
     return { type: FRAMES.PAGES.type, flags: chance(rng, 0.05) ? rng.u32() & 0xffff : 0, payload };
   }
 
@@ -130,10 +136,14 @@ class Builder {
     const { rng } = this;
     switch (rng.int(7)) {
       case 0: return { ...frame, type: pick(rng, [0, FRAMES.HELLO.type, FRAMES.WELCOME.type, FRAMES.RESUMED.type, FRAMES.PAGE_REQUEST.type, FRAMES.PROGRESS.type, 12, 255, 0xffff]) };
-      case 1: return { ...frame, length: pick(rng, INTERESTING_U32) }; // a length the payload does not have
+      case 1: // a length the payload does not have
+        this.cut = true;
+        return { ...frame, length: pick(rng, INTERESTING_U32) };
       case 2: return { ...frame, payload: mutateBytes(rng, frame.payload, this.pagesFrame().payload) };
       case 3: return { ...frame, payload: pagesWith(rng, this.pages) };
-      case 4: return { ...frame, payload: frame.payload.subarray(0, rng.int(frame.payload.length)), length: frame.payload.length }; // cut short, then closed
+      case 4: // cut short, then closed
+        this.cut = true;
+        return { ...frame, payload: frame.payload.subarray(0, rng.int(frame.payload.length)), length: frame.payload.length };
       case 5: return json('COMPLETE', mutateJson(rng, { lastSeq: this.seq }));
       default: return { type: FRAMES.MAP.type, flags: 0, payload: mutateBytes(rng, this.mapFrame().payload) };
     }
@@ -166,17 +176,21 @@ function pagesWith(rng: Rng, pages: number): Buffer {
   return e;
 }
 
+/** A frame no state accepts (type 0): whatever the destination was waiting for, it must now refuse and close. */
+export const MIGRATION_TERMINATOR = Buffer.alloc(FRAME_HEADER_BYTES);
+
 /** The frames after HELLO: many the protocol allows, then the end. */
 function body(b: Builder, frames: Frame[], maxFrames: number): string {
   const { rng } = b;
+  const end = rng.int(20);
+  b.clean = end >= 10 && end < 16;
   const n = rng.int(maxFrames + 1);
   for (let i = 0; i < n; i++) frames.push(b.benign(frames[frames.length - 1]));
-  const end = rng.int(10);
-  if (end < 5) {
+  if (end < 10) {
     frames.push(b.blow(b.benign(frames[frames.length - 1])));
     return 'blow';
   }
-  if (end < 8) {
+  if (end < 16) {
     // The normal end with digests that cannot match: the destination drains, then refuses.
     if (chance(rng, 0.5)) frames.push(b.mapFrame());
     frames.push(b.deviceFrame(), json('COMPLETE', { lastSeq: b.seq }), b.pagesFrame());
@@ -184,18 +198,22 @@ function body(b: Builder, frames: Frame[], maxFrames: number): string {
     frames.push(json('DIGESTS', chance(rng, 0.3) ? mutateJson(rng, digests) : digests));
     return 'complete';
   }
-  return 'close';
+  if (end < 19) {
+    frames.push({ type: pick(rng, [0, FRAMES.WELCOME.type, FRAMES.HELLO.type, 99]), flags: 0, payload: Buffer.alloc(0) });
+    return 'stop';
+  }
+  return 'leave';
 }
 
 /** Session `index` of the run seeded `seed`. */
 export function migrationSession(seed: number, index: number, ctx: MigrationFuzzContext): FuzzSession {
   const rng = new Rng((seed * 1_000_003 + index) >>> 0);
   const kind = rng.int(100);
-  if (kind < 4) return { bytes: [randomBytes(rng, 1 + rng.int(4096))], frames: 0, kind: 'random-bytes' };
+  if (kind < 4) return { bytes: [randomBytes(rng, 1 + rng.int(4096))], frames: 0, kind: 'random-bytes', fin: true };
   if (kind < 7) {
     // Well-formed headers of any type around random payloads.
     const frames = Array.from({ length: 1 + rng.int(8) }, () => encodeFrame({ type: rng.int(14), flags: 0, payload: randomBytes(rng, rng.int(512)) }));
-    return { bytes: frames, frames: frames.length, kind: 'random-frames' };
+    return { bytes: frames, frames: frames.length, kind: 'random-frames', fin: true };
   }
   const b = new Builder(rng, ctx);
   const hello = b.hello();
@@ -217,5 +235,5 @@ export function migrationSession(seed: number, index: number, ctx: MigrationFuzz
   const end = body(b, frames, how === 'session' ? ctx.maxFrames : Math.min(ctx.maxFrames, 8));
   const bytes = frames.map(encodeFrame);
   if (end === 'blow' && chance(rng, 0.1)) bytes.push(randomBytes(rng, rng.int(1024))); // trailing garbage after the blow
-  return { bytes, frames: frames.length, kind: `${how}/${end}` };
+  return { bytes, frames: frames.length, kind: `${how}/${end}`, fin: b.cut || end === 'leave' };
 }

@@ -139,12 +139,15 @@ function blow(rng: Rng, handle: number, sample: Buffer): { bytes: Buffer; kind: 
   }
 }
 
+/** Bytes no phase accepts: a bad option or request magic. */
+export const NBD_TERMINATOR = Buffer.alloc(28);
+
 /** Session `index` of the run seeded `seed`. */
 export function nbdSession(seed: number, index: number, ctx: NbdFuzzContext): NbdSession {
   const rng = new Rng((seed * 1_000_033 + index) >>> 0);
   const plan: NbdPlan = { options: [], reads: new Map(), answered: 0 };
   const kind = rng.int(100);
-  if (kind < 4) return { bytes: [randomBytes(rng, 1 + rng.int(4096))], frames: 0, requests: 0, kind: 'random-bytes', plan: { ...plan, options: [-1] } };
+  if (kind < 4) return { bytes: [randomBytes(rng, 1 + rng.int(4096))], frames: 0, requests: 0, kind: 'random-bytes', plan: { ...plan, options: [-1] }, fin: true };
   const exp = chance(rng, 0.9) ? pick(rng, ctx.exports) : { name: 'no-such-export', size: 0 };
   const bytes: Buffer[] = [];
   const clean = handshake(rng, ctx, bytes, plan, exp.name);
@@ -162,5 +165,6 @@ export function nbdSession(seed: number, index: number, ctx: NbdFuzzContext): Nb
     bytes.push(request(CMD.DISC, 0, n + 1, 0n, 0));
     how = 'disc';
   }
-  return { bytes, frames: 0, requests: n, kind: `${clean ? 'session' : 'handshake-mutated'}/${how}`, plan };
+  // A client that leaves, and one whose last write never brings its payload, end with a FIN.
+  return { bytes, frames: 0, requests: n, kind: `${clean ? 'session' : 'handshake-mutated'}/${how}`, plan, fin: how === 'close' || how === 'short-write' || how === 'cut-header' };
 }

@@ -7,6 +7,8 @@ import { runSession, type SessionOutcome } from './connection.ts';
 import { followMigration } from './replies.ts';
 import { startDestination, startNbdServer } from './targets.ts';
 import { FUZZ_GUEST_BYTES } from './campaign.ts';
+import { MIGRATION_TERMINATOR } from './migration-session.ts';
+import { NBD_TERMINATOR } from './nbd-session.ts';
 
 export interface Replayed extends SessionOutcome {
   errors: { code: string; message: string }[];
@@ -14,7 +16,7 @@ export interface Replayed extends SessionOutcome {
 }
 
 export async function replayCase(file: string, boundMs = 30_000): Promise<Replayed> {
-  const meta = JSON.parse(readFileSync(`${file}.json`, 'utf8')) as { target: string };
+  const meta = JSON.parse(readFileSync(`${file}.json`, 'utf8')) as { target: string; fin?: boolean };
   const dir = mkdtempSync(join(tmpdir(), 'livemig-replay-'));
   const disk = join(dir, 'disk.img');
   makeDiskImage(disk, 32 << 20);
@@ -23,7 +25,8 @@ export async function replayCase(file: string, boundMs = 30_000): Promise<Replay
     : await startNbdServer(dir, ['--memory-export', 'mem=64MiB', '--export', `disk=${disk}`, '--max-request', String(1 << 20)]);
   try {
     const errors: Replayed['errors'] = [];
-    const out = await runSession(target.port, target.host, [readFileSync(file)], boundMs, followMigration((code, message) => errors.push({ code, message })));
+    const terminator = meta.target === 'migration' ? MIGRATION_TERMINATOR : NBD_TERMINATOR;
+    const out = await runSession(target.port, target.host, { bytes: [readFileSync(file)], fin: meta.fin }, { quietMs: 3000, boundMs, terminator }, followMigration((code, message) => errors.push({ code, message })));
     return { ...out, errors, targetAlive: target.process.exitCode === null && target.process.signalCode === null };
   } finally {
     await target.stop();

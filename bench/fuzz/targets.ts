@@ -61,6 +61,9 @@ export class RssSampler {
 async function spawnJson(args: string[], tmp: string): Promise<{ child: ChildProcess; info: Record<string, unknown>; exited: Target['exited']; stderr: () => string }> {
   mkdirSync(tmp, { recursive: true });
   const child = spawn(process.execPath, [LIVEMIG, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, TMPDIR: tmp } });
+  const orphan = () => child.kill('SIGKILL'); // a bench stopped halfway leaves no target behind
+  process.once('exit', orphan);
+  child.once('exit', () => process.off('exit', orphan));
   let stderr = '';
   child.stderr!.on('data', (d) => (stderr = (stderr + d).slice(-20_000)));
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((r) => child.once('exit', (code, signal) => r({ code, signal })));
