@@ -205,6 +205,11 @@ function body(b: Builder, frames: Frame[], maxFrames: number): string {
   return 'leave';
 }
 
+/** A HELLO a destination with this context accepts (its storage sample true), keyed from `seed`. */
+export function validHello(seed: number, ctx: MigrationFuzzContext): Hello {
+  return new Builder(new Rng(seed), ctx).hello();
+}
+
 /** Session `index` of the run seeded `seed`. */
 export function migrationSession(seed: number, index: number, ctx: MigrationFuzzContext): FuzzSession {
   const rng = new Rng((seed * 1_000_003 + index) >>> 0);
