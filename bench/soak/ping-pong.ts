@@ -170,3 +170,21 @@ export function drift(ms: SoakMigration[], reference: number, key: keyof AgentSa
   }
   return out;
 }
+
+/**
+ * The same comparison on the median of each agent's last `last` figures in the role
+ * it had at the reference: what the agent settled at, without one sample's noise
+ * (a garbage collection just before or after the sample, a worker's files closing).
+ */
+export function settledDrift(ms: SoakMigration[], reference: number, key: keyof AgentSample, last = 10): Record<'A' | 'B', number> {
+  const out = { A: 0, B: 0 };
+  for (const agent of ['A', 'B'] as const) {
+    for (const ref of ms.filter((x) => x.index === reference || x.index === reference + 1)) {
+      const same = ms.filter((x) => x.index > reference + 1 && x.index % 2 === ref.index % 2).slice(-last).map((x) => x.agents[agent][key]).sort((a, b) => a - b);
+      if (!same.length) continue;
+      const median = same[Math.floor(same.length / 2)];
+      out[agent] = Math.max(out[agent], Math.abs(median - ref.agents[agent][key]) / ref.agents[agent][key]);
+    }
+  }
+  return out;
+}
