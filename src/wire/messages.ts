@@ -179,6 +179,12 @@ function list(o: Json, key: string, where: string, max: number): unknown[] {
 const strings = (o: Json, key: string, where: string) => list(o, key, where, 64).map((c, i) => str({ c }, 'c', `${where}.${key}[${i}]`, 64));
 const hex = (s: string, bytes: number) => s.length === bytes * 2 && /^[0-9a-f]*$/.test(s);
 
+/**
+ * A guest's name: it becomes a directory name on the destination (its state dir), so
+ * nothing that could name another path: no separators, no leading dot.
+ */
+export const GUEST_NAME = /^[A-Za-z0-9_][A-Za-z0-9._-]{0,255}$/;
+
 /** The largest guest a HELLO may declare (checked again against this host's memory). */
 export const MAX_GUEST_BYTES = 2 ** 40;
 
@@ -200,7 +206,9 @@ function guestInfo(v: unknown): GuestInfo {
   }
   if (next !== pages) bad('HELLO.guest', 'regions do not cover memoryBytes');
   const options = object(g.options ?? {}, 'HELLO.guest.options');
-  return { name: str(g, 'name', 'HELLO.guest', 256), workload: str(g, 'workload', 'HELLO.guest', 64), options, memoryBytes, pageSize, regions };
+  const name = str(g, 'name', 'HELLO.guest', 256);
+  if (!GUEST_NAME.test(name)) bad('HELLO.guest', 'name must be 1 to 256 letters, digits, ".", "_" or "-", not starting with "."');
+  return { name, workload: str(g, 'workload', 'HELLO.guest', 64), options, memoryBytes, pageSize, regions };
 }
 
 function blockHashes(s: Record<string, unknown>, field: string, where: string): { block: number; hash: string }[] {
