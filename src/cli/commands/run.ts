@@ -103,8 +103,9 @@ async function runIncoming(values: Values, control: string, agent: Agent, log: L
   if (values.insecure && (values['tls-creds'] || values['tls-psk'])) throw new UsageError('--insecure goes without --tls-creds and --tls-psk');
   const security = loadLinkSecurity({ tlsCreds: values['tls-creds'], tlsPsk: values['tls-psk'] }, 'server');
   const where = at.transport === 'unix' ? { host: '', port: 0, socketPath: resolve(at.path) } : { host: at.host, port: at.port };
+  const disk = values.disk;
   const listen = (port: number) => listenIncoming({
-    ...where, port, security, insecure: values.insecure, disk: values.disk, stateDir: stateDirFor(values), memoryBytes, hold: values.paused, log,
+    ...where, port, security, insecure: values.insecure, disk, stateDir: stateDirFor(values), memoryBytes, hold: values.paused, log,
   });
   let inc = await listen(where.port);
   const port = inc.port; // the next guest comes to the same address
