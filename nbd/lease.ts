@@ -19,7 +19,7 @@ export const OPT_LEASE = 0x4c454153;
 export const REP_LEASE = 0x4c454153;
 
 export const LEASE_OP = {
-  /** Take a free lease, or confirm one this token holds; binds the connection to the token. */
+  /** Take a free lease, or renew one this token holds (the epoch grows either way); binds the connection to the token. */
   ACQUIRE: 1,
   /** Atomically move the lease from `token` at `epoch` to `to` (to may equal token: a renewal); binds to `to`. */
   HANDOVER: 2,

@@ -34,7 +34,9 @@ export class Leases {
         return state(true);
       case LEASE_OP.ACQUIRE:
         if (r.token === '' || (l.holder !== null && l.holder !== r.token)) return state(false);
-        if (l.holder === null) (l.holder = r.token), l.epoch++;
+        // A holder that connects again renews: a handover prepared at the old epoch fails from now on.
+        l.holder = r.token;
+        l.epoch++;
         return state(true);
       case LEASE_OP.HANDOVER:
         if (r.to === '' || l.holder !== r.token || l.epoch !== r.epoch) return state(false);

@@ -41,7 +41,7 @@ test('without a lease held every client writes; once a token holds it, only that
     await b.write(0, page(3)); // another export's lease is its own
     await assert.rejects(NbdClient.connect(uri, { leaseToken: 'guest-b' }), (e: unknown) => e instanceof NbdError && e.code === 'NBD_LEASE_HELD' && /epoch 1/.test(e.message));
     const again = await NbdClient.connect(uri, { leaseToken: 'guest-a' });
-    assert.equal(again.lease?.epoch, 1, 'acquiring a lease one holds changes nothing');
+    assert.deepEqual(again.lease, { granted: true, holder: 'guest-a', epoch: 2 }, 'acquiring a lease one holds renews it');
     await again.write(8192, page(4));
     await again.close();
   } finally {
@@ -69,13 +69,14 @@ test('a handover is atomic on holder and epoch: a stale epoch or a wrong holder 
     assert.equal(twice?.granted, false, 'the same handover cannot happen twice');
     assert.deepEqual(await NbdClient.leaseCall(uri, { op: LEASE_OP.QUERY }), { granted: true, holder: 'dst', epoch: epoch + 1 });
     const dst = await NbdClient.connect(uri, { leaseToken: 'dst' });
+    assert.equal(dst.lease?.epoch, epoch + 2, 'the holder connecting renews');
     await dst.write(0, page(8));
     assert.deepEqual(await src.read(0, 4096), page(8));
     await dst.close();
     // A renewal (handover to oneself) bumps the epoch: a handover prepared at the old epoch then fails.
-    const renewed = await NbdClient.leaseCall(uri, { op: LEASE_OP.HANDOVER, token: 'dst', epoch: epoch + 1, to: 'dst' });
-    assert.deepEqual(renewed, { granted: true, holder: 'dst', epoch: epoch + 2 });
-    assert.equal((await NbdClient.leaseCall(uri, { op: LEASE_OP.HANDOVER, token: 'dst', epoch: epoch + 1, to: 'src' }))?.granted, false);
+    const renewed = await NbdClient.leaseCall(uri, { op: LEASE_OP.HANDOVER, token: 'dst', epoch: epoch + 2, to: 'dst' });
+    assert.deepEqual(renewed, { granted: true, holder: 'dst', epoch: epoch + 3 });
+    assert.equal((await NbdClient.leaseCall(uri, { op: LEASE_OP.HANDOVER, token: 'dst', epoch: epoch + 2, to: 'src' }))?.granted, false);
     assert.equal((await NbdClient.leaseCall(uri, { op: LEASE_OP.RELEASE, token: 'src' }))?.granted, false, 'only the holder releases');
     assert.equal((await NbdClient.leaseCall(uri, { op: LEASE_OP.RELEASE, token: 'dst' }))?.granted, true);
   } finally {
