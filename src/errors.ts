@@ -21,6 +21,8 @@ export const ERROR_CODES = {
   MIGRATE_CANCELLED: 'the migration was cancelled on this side',
   MIGRATE_GUEST_STATE: 'the guest is in no state to migrate (it stopped or failed)',
   MIGRATE_FAILED: 'the peer failed for a reason it did not name',
+  MIGRATE_LEASE: "the destination could not take the disk's lease from the source: the source kept the guest",
+  MIGRATE_HANDED_OVER: "the switch-over was not confirmed, but the destination holds the disk's lease: the guest is the destination's, the source let go",
   MIGRATE_OUTCOME_UNKNOWN: 'the link failed after the destination could have resumed the guest: the source stays paused until an operator checks the destination',
   // The guest.
   GUEST_CONFIG: 'the guest was asked for with an impossible configuration',
@@ -34,6 +36,7 @@ export const ERROR_CODES = {
   GUEST_DISK_DETACHED: "the guest's disk is detached (handed over to another host)",
   GUEST_DISK_LOCKED: "the guest's disk file is locked by another process",
   GUEST_DISK_OPEN: "the guest's disk file cannot be opened",
+  GUEST_DISK_LEASED: "another guest holds the disk's lease (it was handed over to another host)",
   GUEST_MIGRATED: 'the guest has migrated away and runs on the destination',
   GUEST_NOT_HERE: 'no guest here yet: this destination is waiting for one',
   // The control socket.

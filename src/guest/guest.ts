@@ -2,6 +2,7 @@
  * A running emulated guest, seen from the engine's thread: memory and p2b map in
  * shared buffers, the workload in a worker, the map persisted to SQLite beside it.
  */
+import { randomUUID } from 'node:crypto';
 import { mkdirSync, existsSync, openSync, writeSync, closeSync, fsyncSync } from 'node:fs';
 import { join } from 'node:path';
 import { once } from 'node:events';
@@ -78,6 +79,8 @@ export class Guest {
     private readonly reloaded: number,
     private readonly previousRunCrashed: boolean,
     private diskLock: DiskLock | null,
+    /** The token this guest's disk connection holds the disk's lease with, where the storage grants leases. */
+    readonly leaseToken: string,
   ) {
     worker.on('message', (m: WorkerReply | WorkerEvent) => {
       if ('event' in m) {
@@ -136,10 +139,12 @@ export class Guest {
     const persister = new P2bPersister(map, store);
     persister.start();
 
+    const leaseToken = randomUUID(); // one per guest instance: a copy of it elsewhere has its own
     const init: WorkerInit = {
       memory: memory.shared(),
       p2b: map.shared(),
       disk: config.disk,
+      leaseToken,
       workload: config.workload,
       options: config.options,
       device: config.device,
@@ -148,7 +153,7 @@ export class Guest {
     };
     const worker = startTsWorker(WORKER, init, config.spareWorker);
     const { spareWorker: _, memory: __, map: ___, ...kept } = config; // config stays plain data
-    const guest = new Guest(kept, memory, map, persister, worker, dbPath, reloaded, previousRunCrashed, diskLock);
+    const guest = new Guest(kept, memory, map, persister, worker, dbPath, reloaded, previousRunCrashed, diskLock, leaseToken);
     const ready = await Promise.race([
       once(worker, 'message').then(([m]) => m as WorkerEvent),
       once(worker, 'error').then(([e]) => ({ event: 'failed', error: { code: 'GUEST_START', message: (e as Error).message } }) as WorkerEvent),

@@ -40,6 +40,8 @@ export interface Hello {
   /** The migration key (hex, at least 16 bytes): keys every page hash and digest. */
   key: string;
   strategy: string;
+  /** The source guest's lease on the disk, where the storage grants leases: the destination takes it over before it resumes. */
+  lease?: { token: string; epoch: number };
 }
 
 export interface Welcome {
@@ -178,6 +180,11 @@ function storageIdentity(v: unknown): StorageIdentity {
   return { spec: str(s, 'spec', 'HELLO.storage'), description: str(s, 'description', 'HELLO.storage'), size: int(s, 'size', 'HELLO.storage'), sample };
 }
 
+function leaseOf(v: unknown): { token: string; epoch: number } {
+  const l = object(v, 'HELLO.lease');
+  return { token: str(l, 'token', 'HELLO.lease', 128), epoch: int(l, 'epoch', 'HELLO.lease') };
+}
+
 export function asHello(v: unknown): Hello {
   const o = object(v, 'HELLO');
   if (o.protocol !== PROTOCOL_NAME) bad('HELLO', `not a ${PROTOCOL_NAME} migration`);
@@ -192,6 +199,7 @@ export function asHello(v: unknown): Hello {
     storage: storageIdentity(o.storage),
     key,
     strategy: str(o, 'strategy', 'HELLO', 64),
+    ...(o.lease === undefined ? {} : { lease: leaseOf(o.lease) }),
   };
 }
 

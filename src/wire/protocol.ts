@@ -62,6 +62,8 @@ export const CAPABILITY = {
   REF: 'pages.ref',
   REF_RUN: 'pages.ref-run',
   RETURN_PATH: 'return-path',
+  /** The destination takes the disk's lease from the source before it resumes (HELLO.lease). */
+  LEASE: 'disk.lease',
 } as const;
 export type Capability = (typeof CAPABILITY)[keyof typeof CAPABILITY];
 /** What this build speaks; a peer must speak the REQUIRED ones. */

@@ -5,6 +5,7 @@
  */
 import { codeOf } from '../../errors.ts';
 import type { DestinationSession } from './session.ts';
+import { giveLeaseBack } from './lease.ts';
 
 export async function abort(s: DestinationSession, err: unknown): Promise<never> {
   const e = err as Error;
@@ -14,6 +15,7 @@ export async function abort(s: DestinationSession, err: unknown): Promise<never>
   if (s.storage) await s.storage.close().catch(() => {});
   const guest = s.guest ?? (s.starting ? await s.starting.catch(() => null) : null);
   if (guest) await guest.stop().catch(() => {}); // never resumed: the source keeps the guest
+  if (guest && s.leased) await giveLeaseBack(s, guest).catch((e: Error) => s.log.error({ err: e.message }, "the disk's lease could not be given back"));
   else if (s.ready) await s.ready.worker.terminate().catch(() => {});
   await (s.hasher ?? s.ready?.hasher)?.close().catch(() => {});
   throw err;

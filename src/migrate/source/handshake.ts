@@ -7,6 +7,7 @@
  */
 import { LivemigError } from '../../errors.ts';
 import { openBackend } from '../../storage/open.ts';
+import { queryLease } from '../../storage/disk-lease.ts';
 import {
   CAPABILITIES, CAPABILITY, Channel, MAX_REF_RUN, PAGE_SIZE, PROTOCOL_NAME, PROTOCOL_VERSION, PROTOCOL_VERSION_MIN, TIMEOUT,
   pageHash, requireCapabilities, sampleBlocks, shared, type Hello, type StorageIdentity,
@@ -48,6 +49,7 @@ function hello(s: SourceSession, storage: StorageIdentity): Hello {
     storage,
     key: s.key.toString('hex'),
     strategy: s.opts.strategy,
+    ...(s.lease ? { lease: s.lease } : {}),
   };
 }
 
@@ -56,6 +58,8 @@ export async function handshake(s: SourceSession): Promise<void> {
   if (status.state !== 'running' && status.state !== 'paused') throw new LivemigError('MIGRATE_GUEST_STATE', `guest is ${status.state}`);
   s.wasRunning = status.state === 'running';
   const storage = await storageIdentity(s.guest.config.disk, s.key); // before connecting: HELLO goes out at once
+  const lease = await queryLease(s.guest.config.disk);
+  if (lease?.holder === s.guest.leaseToken) s.lease = { token: lease.holder, epoch: lease.epoch };
   s.channel = await Channel.connect(s.opts.host, s.opts.port);
   // A destination that refuses at once (busy) sends ERROR and closes: that reason, read below, beats a failed send.
   await s.channel.send({ name: 'HELLO', body: hello(s, storage) }).catch(() => {});
@@ -65,6 +69,9 @@ export async function handshake(s: SourceSession): Promise<void> {
     throw new LivemigError('MIGRATE_VERSION', `the destination chose version ${w.version}, outside this side's ${PROTOCOL_VERSION_MIN}..${PROTOCOL_VERSION}`);
   }
   requireCapabilities(w.capabilities, 'the destination');
+  if (s.lease && !shared(CAPABILITIES, w.capabilities, CAPABILITY.LEASE)) {
+    throw new LivemigError('MIGRATE_CAPABILITY', `the guest's disk is leased and the destination cannot take a lease over (no ${CAPABILITY.LEASE})`);
+  }
   s.welcome = w;
   s.useRefs = s.opts.strategy === 'p2b' && w.storageMatch && shared(CAPABILITIES, w.capabilities, CAPABILITY.REF);
   s.maxRun = s.useRefs && shared(CAPABILITIES, w.capabilities, CAPABILITY.REF_RUN) ? MAX_REF_RUN : 1;
