@@ -16,7 +16,6 @@ import { migrate } from '../../src/migrate/source/index.ts';
 import { LivemigError } from '../../src/errors.ts';
 import { queryLease } from '../../src/storage/disk-lease.ts';
 import type { Guest, GuestStatus } from '../../src/guest/guest.ts';
-import type { Fingerprint } from '../../src/guest/fingerprint.ts';
 import { controlRequest } from '../../src/guest/control/client.ts';
 import { tempDir, livemig, waitFor, LIVEMIG } from '../helpers/processes.ts';
 import { randomImage } from '../helpers/disk-image.ts';
@@ -46,7 +45,7 @@ test('a lost RESUMED on a leased disk: the destination took the lease and runs; 
   const tap = await startFrameTap(incoming.port, (d, name) => (d === 'toSource' && name === 'RESUMED' ? 'drop' : 'pass'));
   try {
     await assert.rejects(migrate(g, { ...opts, host: '127.0.0.1', port: tap.port, completeTimeoutMs: 3000, keepPaused: true }),
-      failsWith('MIGRATE_HANDED_OVER', /did not resume within 3000 ms; but the destination took the disk's lease/));
+      failsWith('MIGRATE_HANDED_OVER', /; but the destination took the disk's lease, so the guest is the destination's: this copy stays paused for good/));
     const destination = await incoming.guest;
     assert.equal((await queryLease(disk.uri))?.holder, destination.leaseToken, 'the lease is the destination guest\'s');
     assert.equal((await g.status()).state, 'postmigrate', 'the source let go');
@@ -170,6 +169,7 @@ test('the storage gone when RESUMED is lost: the lease cannot be read, the sourc
   const disk = await leasedDisk(dir.path, base, 'nostore');
   const g = await startWarmGuest(dir.path, 'nostore', disk.uri, 'mixed', 16 * MiB);
   const incoming = await listenIncoming({ host: '127.0.0.1', port: 0, stateDir: () => join(dir.path, 'nostore-dst') });
+  const serverGone = once(disk.server.process, 'exit');
   const tap = await startFrameTap(incoming.port, (d, name) => {
     if (d !== 'toSource' || name !== 'RESUMED') return 'pass';
     disk.server.process.kill('SIGKILL');
@@ -184,7 +184,8 @@ test('the storage gone when RESUMED is lost: the lease cannot be read, the sourc
   } finally {
     tap.close();
     incoming.close();
+    disk.server.process.kill('SIGKILL');
+    await serverGone;
     await g.stop();
-    await disk.server.stop();
   }
 });
