@@ -49,6 +49,7 @@ export const ERROR_CODES = {
   P2B_NOT_FOUND: 'no p2b map database at that path',
   P2B_FOREIGN_FILE: 'the file is not a livemig p2b map database',
   P2B_SCHEMA_VERSION: 'the p2b map database has a schema this build does not read',
+  P2B_WRITE: 'the p2b map database cannot be created or written (its file system is full or read-only)',
   P2B_MISMATCH: 'the p2b map and the memory image or storage do not describe the same guest',
   // QEMU guests: the migration-stream parser, QMP, the test guest.
   QEMU_STREAM_NOT_QEMU: 'the stream does not start like a QEMU migration stream (garbage, TLS, a multifd channel)',
