@@ -55,7 +55,7 @@ export interface GuestStatus {
   progress: Record<string, unknown>;
   disk: WorkerStatus['disk'];
   dirtyPages: number;
-  p2b: { path: string; pages: number; mappedPages: number; referenceablePages: number; reloadedUnverified: number; previousRunCrashed: boolean; setAside?: string };
+  p2b: { path: string; pages: number; mappedPages: number; referenceablePages: number; reloadedUnverified: number; previousRunCrashed: boolean; setAside?: string; writeError?: string };
   error?: { code: string; message: string };
 }
 
@@ -337,6 +337,7 @@ export class Guest {
         reloadedUnverified: this.reloaded,
         previousRunCrashed: this.previousRunCrashed,
         ...(this.setAside ? { setAside: this.setAside } : {}),
+        ...(this.persister.failure ? { writeError: this.persister.failure.message } : {}),
       },
       ...(w.error ? { error: w.error } : {}),
     };
