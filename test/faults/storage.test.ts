@@ -95,7 +95,7 @@ test('storage read errors at the destination during the drain: MIGRATE_STORAGE, 
 test('slow storage at resume (every open of the disk takes 2 s): the switch-over waits for it and completes; the oracle finds both memories equal and the map true', { timeout: 180_000 }, async (t) => {
   if (!requireTools(t, 'nbdkit')) return;
   const disk = await ownDisk(dir.path, base, 'slow-open');
-  const kit = await startNbdkit(dir.path, 'file', [disk.image, 'delay-open=2s'], ['--filter=delay']);
+  const kit = await startNbdkit(dir.path, 'file', [disk.image, 'delay-open=2'], ['--filter=delay']);
   const g = await startWarmGuest(dir.path, 'slow-open', disk.uri, 'mixed', 16 * MiB);
   try {
     const m = await migrateGuest(dir.path, g, 'p2b', { destinationDisk: kit.uri() });
