@@ -221,10 +221,10 @@ export class Guest {
       await diskLock?.release();
       throw new LivemigError(ready.error.code as ErrorCode, `guest ${config.name} could not start: ${ready.error.message}`);
     }
-    store.db.prepare("INSERT OR REPLACE INTO meta (key, value) VALUES ('storage', ?), ('storageSize', ?)").run(
+    persister.tryWrite(() => store.db.prepare("INSERT OR REPLACE INTO meta (key, value) VALUES ('storage', ?), ('storageSize', ?)").run(
       JSON.stringify(ready.diskDescription),
       JSON.stringify(ready.diskSize),
-    );
+    ));
     return guest;
   }
 

@@ -23,18 +23,24 @@ export class P2bPersister {
   }
 
   private write(max?: number): number {
-    if (this.failure) return 0;
+    let rows = 0;
+    this.tryWrite(() => (rows = this.lastFlushRows = this.store.writeChanges(this.map, max)));
+    return rows;
+  }
+
+  /** Runs a write to the database unless it failed before; a failure is kept in `failure`, never thrown. */
+  tryWrite(write: () => void): void {
+    if (this.failure) return;
     try {
-      return (this.lastFlushRows = this.store.writeChanges(this.map, max));
+      write();
     } catch (err) {
       this.failure = new LivemigError('P2B_WRITE', `the p2b map database ${this.store.path} cannot be written: ${(err as Error).message}`, { cause: err });
       this.writer.stop();
-      return 0;
     }
   }
 
   start(): void {
-    this.store.setClean(false);
+    this.tryWrite(() => this.store.setClean(false));
     this.writer.start();
   }
 
