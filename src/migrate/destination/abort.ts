@@ -1,7 +1,8 @@
 /**
  * Any failure before RESUMED: the source is told why (ERROR), and nothing of the
  * guest starts here: its pre-started worker stops, the disk is closed. The source
- * keeps the guest. The listener is then ready for another attempt.
+ * keeps the guest (and the disk's lease, handed back if this side took it). The
+ * listener is then ready for another attempt.
  */
 import { codeOf } from '../../errors.ts';
 import type { DestinationSession } from './session.ts';
@@ -15,8 +16,8 @@ export async function abort(s: DestinationSession, err: unknown): Promise<never>
   if (s.storage) await s.storage.close().catch(() => {});
   const guest = s.guest ?? (s.starting ? await s.starting.catch(() => null) : null);
   if (guest) await guest.stop().catch(() => {}); // never resumed: the source keeps the guest
-  if (guest && s.leased) await giveLeaseBack(s, guest).catch((e: Error) => s.log.error({ err: e.message }, "the disk's lease could not be given back"));
   else if (s.ready) await s.ready.worker.terminate().catch(() => {});
+  if (guest && s.leased) await giveLeaseBack(s, guest).catch((e: Error) => s.log.error({ err: e.message }, "the disk's lease could not be given back"));
   await (s.hasher ?? s.ready?.hasher)?.close().catch(() => {});
   throw err;
 }
