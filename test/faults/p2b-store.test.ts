@@ -90,14 +90,12 @@ test("the destination's state dir fills during the migration: the guest arrives 
   const g = await startWarmGuest(dir.path, 'full-during', disk.uri, 'mixed', 16 * MiB);
   const to = await listenHeld(dir.path, { stateDir: () => join(fs.path, 'dst') });
   let filled = false;
+  const tap = await startFrameTap(to.port, (d, name) => {
+    if (d === 'toDestination' && name === 'PAGES' && !filled) (filled = true), fs.fill();
+    return 'pass';
+  });
   try {
-    const m = await migrateGuest(dir.path, g, 'p2b', {
-      to,
-      via: (port) => startFrameTap(port, (d, name) => {
-        if (d === 'toDestination' && name === 'PAGES' && !filled) (filled = true), fs.fill();
-        return 'pass';
-      }).then((tap) => tap.port),
-    });
+    const m = await migrateGuest(dir.path, g, 'p2b', { to, via: async () => tap.port });
     assert.ok(filled);
     assert.equal(m.oracle.equal, true);
     await m.destination.pause(); // a pause writes the map: now it must have hit the full file system
@@ -108,6 +106,7 @@ test("the destination's state dir fills during the migration: the guest arrives 
     await waitFor(async () => (await m.destination.status()).steps > 10, 'the destination to run');
     await m.destination.stop();
   } finally {
+    tap.close();
     to.close();
     await g.stop();
     await disk.server.stop();
