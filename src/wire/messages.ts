@@ -42,6 +42,8 @@ export interface Hello {
   strategy: string;
   /** Present when the migration carries a QEMU migration stream (capability qemu-stream). */
   stream?: StreamInfo;
+  /** The source guest's lease on the disk, where the storage grants leases: the destination takes it over before it resumes. */
+  lease?: { token: string; epoch: number };
 }
 
 /** One of QEMU's RAMBlocks, as its stream declares it at setup (MEM_SIZE). */
@@ -244,6 +246,11 @@ function streamInfo(v: unknown, memoryBytes: number): StreamInfo {
   return { kind: STREAM_KIND_QEMU, format, ramBlocks };
 }
 
+function leaseOf(v: unknown): { token: string; epoch: number } {
+  const l = object(v, 'HELLO.lease');
+  return { token: str(l, 'token', 'HELLO.lease', 128), epoch: int(l, 'epoch', 'HELLO.lease') };
+}
+
 export function asHello(v: unknown): Hello {
   const o = object(v, 'HELLO');
   if (o.protocol !== PROTOCOL_NAME) bad('HELLO', `not a ${PROTOCOL_NAME} migration`);
@@ -260,6 +267,7 @@ export function asHello(v: unknown): Hello {
     ...(key === undefined ? {} : { key }),
     strategy: str(o, 'strategy', 'HELLO', 64),
     ...(o.stream === undefined ? {} : { stream: streamInfo(o.stream, guest.memoryBytes) }),
+    ...(o.lease === undefined ? {} : { lease: leaseOf(o.lease) }),
   };
 }
 

@@ -68,6 +68,8 @@ export const CAPABILITY = {
   RETURN_PATH: 'return-path',
   /** The QEMU_* frames: the migration carries a QEMU migration stream between two stream proxies. */
   QEMU_STREAM: 'qemu-stream',
+  /** The destination takes the disk's lease from the source before it resumes (HELLO.lease). */
+  LEASE: 'disk.lease',
 } as const;
 export type Capability = (typeof CAPABILITY)[keyof typeof CAPABILITY];
 /** What the engine (livemig's own guests) speaks; a peer must speak the REQUIRED ones. */

@@ -1,13 +1,15 @@
 /**
  * Any failure before RESUMED: the source is told why (ERROR), and nothing of the
  * guest starts here: its pre-started worker stops, the disk is closed. The source
- * keeps the guest. The listener is then ready for another attempt.
+ * keeps the guest (and the disk's lease, handed back if this side took it). The
+ * listener is then ready for another attempt.
  */
 import { rm, rmdir } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { codeOf } from '../../errors.ts';
 import type { Guest } from '../../guest/guest.ts';
 import type { DestinationSession } from './session.ts';
+import { giveLeaseBack } from './lease.ts';
 
 /**
  * The map database this attempt started afresh (it replaced any older one) holds
@@ -28,6 +30,7 @@ export async function abort(s: DestinationSession, err: unknown): Promise<never>
   const guest = s.guest ?? (s.starting ? await s.starting.catch(() => null) : null);
   if (guest) {
     await guest.stop().catch(() => {}); // never resumed: the source keeps the guest
+    if (s.leased) await giveLeaseBack(s, guest).catch((e: Error) => s.log.error({ err: e.message }, "the disk's lease could not be given back"));
     await removeFreshMap(guest).catch(() => {});
   }
   // Prepared memory and threads that the handshake never took stay for the next peer (listener.ts).
