@@ -70,7 +70,7 @@ test('a destination frozen before DIGESTS: the source gives up, renews the lease
   const disk = await leasedDisk(dir.path, base, 'frozen');
   const g = await startWarmGuest(dir.path, 'frozen', disk.uri, 'mixed', 16 * MiB);
   const control = join(dir.path, 'frozen-dst.sock');
-  const dst = spawn(process.execPath, [LIVEMIG, 'run', '--incoming', 'tcp://127.0.0.1:0', '--control', control, '--state-dir', join(dir.path, 'frozen-dst'), '--json'], { stdio: ['ignore', 'pipe', 'ignore'] });
+  const dst = spawn(process.execPath, [LIVEMIG, 'run', '--incoming', 'tcp://127.0.0.1:0', '--disk', disk.uri, '--control', control, '--state-dir', join(dir.path, 'frozen-dst'), '--json'], { stdio: ['ignore', 'pipe', 'ignore'] });
   const dstExited = once(dst, 'exit');
   const [line] = (await once(createInterface({ input: dst.stdout! }), 'line')) as [string];
   const port = Number(new URL(JSON.parse(line).incoming).port);
@@ -142,7 +142,7 @@ test('the destination agent SIGKILLed after it took the lease and RESUMED is los
   const disk = await leasedDisk(dir.path, base, 'dstkill');
   const g = await startWarmGuest(dir.path, 'dstkill', disk.uri, 'mixed', 16 * MiB);
   const control = join(dir.path, 'dstkill-dst.sock');
-  const dst = spawn(process.execPath, [LIVEMIG, 'run', '--incoming', 'tcp://127.0.0.1:0', '--control', control, '--state-dir', join(dir.path, 'dstkill-dst'), '--json'], { stdio: ['ignore', 'pipe', 'ignore'] });
+  const dst = spawn(process.execPath, [LIVEMIG, 'run', '--incoming', 'tcp://127.0.0.1:0', '--disk', disk.uri, '--control', control, '--state-dir', join(dir.path, 'dstkill-dst'), '--json'], { stdio: ['ignore', 'pipe', 'ignore'] });
   const dstExited = once(dst, 'exit');
   const [line] = (await once(createInterface({ input: dst.stdout! }), 'line')) as [string];
   const tap = await startFrameTap(Number(new URL(JSON.parse(line).incoming).port), (d, name) => {
