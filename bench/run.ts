@@ -5,6 +5,8 @@ import * as p2b from './scenarios/p2b.ts';
 import * as migrateBench from './scenarios/migrate.ts';
 import * as cindex from './scenarios/cindex.ts';
 import * as qemu from './scenarios/qemu.ts';
+import * as fuzz from './scenarios/fuzz.ts';
+import * as soak from './scenarios/soak.ts';
 
 const SCENARIOS: Record<string, { run: (args: string[]) => Promise<void>; summary: string; help: string }> = {
   nbd: { run: nbd.run, summary: 'our NBD server vs nbdkit, our client vs nbdcopy', help: nbd.help },
@@ -13,6 +15,8 @@ const SCENARIOS: Record<string, { run: (args: string[]) => Promise<void>; summar
   cindex: { run: cindex.run, summary: 'content index: hash, table, SQLite rows, batch lookups over the query socket', help: cindex.help },
   migrate: { run: migrateBench.run, summary: 'p2b vs baseline migrations, same workload and link', help: migrateBench.help },
   qemu: { run: qemu.run, summary: 'stock QEMU guest: direct migration vs through livemig qemu-proxy', help: qemu.help },
+  soak: { run: soak.run, summary: 'a guest migrated back and forth between two agents: memory and fds stay flat, nothing left', help: soak.help },
+  fuzz: { run: fuzz.run, summary: 'hostile sessions against a destination and the NBD server: no crash, no hang, bounded memory', help: fuzz.help },
 };
 
 const HELP = `Usage: npm run bench -- SCENARIO [options]

@@ -16,7 +16,8 @@ export type NbdErrorCode =
   | 'NBD_EXPORT_LOCKED'
   | 'NBD_EXPORT_CONFIG'
   | 'NBD_TLS' // TLS refused, required, or its handshake failed
-  | 'NBD_TLS_CONFIG'; // credentials missing or malformed
+  | 'NBD_TLS_CONFIG' // credentials missing or malformed
+  | 'NBD_LEASE_HELD'; // another client holds the export's lease
 
 export class NbdError extends Error {
   readonly code: NbdErrorCode;

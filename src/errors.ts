@@ -21,6 +21,8 @@ export const ERROR_CODES = {
   MIGRATE_CANCELLED: 'the migration was cancelled on this side',
   MIGRATE_GUEST_STATE: 'the guest is in no state to migrate (it stopped or failed)',
   MIGRATE_FAILED: 'the peer failed for a reason it did not name',
+  MIGRATE_LEASE: "the destination could not take the disk's lease from the source: the source kept the guest",
+  MIGRATE_HANDED_OVER: "the switch-over was not confirmed, but the destination holds the disk's lease: the guest is the destination's, the source let go",
   MIGRATE_OUTCOME_UNKNOWN: 'the link failed after the destination could have resumed the guest: the source stays paused until an operator checks the destination',
   MIGRATE_TLS: 'the TLS handshake of the migration link failed: wrong key or certificate, or a peer without TLS',
   MIGRATE_TLS_CONFIG: 'the migration credentials cannot be used: a missing or malformed certificate, key or PSK file',
@@ -37,6 +39,7 @@ export const ERROR_CODES = {
   GUEST_DISK_DETACHED: "the guest's disk is detached (handed over to another host)",
   GUEST_DISK_LOCKED: "the guest's disk file is locked by another process",
   GUEST_DISK_OPEN: "the guest's disk file cannot be opened",
+  GUEST_DISK_LEASED: "another guest holds the disk's lease (it was handed over to another host)",
   GUEST_MIGRATED: 'the guest has migrated away and runs on the destination',
   GUEST_NOT_HERE: 'no guest here yet: this destination is waiting for one',
   // The control socket.
@@ -49,6 +52,7 @@ export const ERROR_CODES = {
   P2B_NOT_FOUND: 'no p2b map database at that path',
   P2B_FOREIGN_FILE: 'the file is not a livemig p2b map database',
   P2B_SCHEMA_VERSION: 'the p2b map database has a schema this build does not read',
+  P2B_WRITE: 'the p2b map database cannot be created or written (its file system is full or read-only)',
   P2B_MISMATCH: 'the p2b map and the memory image or storage do not describe the same guest',
   // QEMU guests: the migration-stream parser, QMP, the test guest.
   QEMU_STREAM_NOT_QEMU: 'the stream does not start like a QEMU migration stream (garbage, TLS, a multifd channel)',

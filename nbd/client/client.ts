@@ -14,7 +14,8 @@ import { ByteQueue } from '../byte-queue.ts';
 import { NbdError, NbdRequestError } from '../errors.ts';
 import { SocketReader } from '../socket-reader.ts';
 import { parseNbdUri, formatNbdUri, type NbdAddress } from '../uri.ts';
-import { negotiateClient, listExports, type ExportInfo } from './negotiation.ts';
+import { negotiateClient, listExports, requestLease, type ExportInfo } from './negotiation.ts';
+import type { LeaseOp, LeaseState } from '../lease.ts';
 import { loadPsk, loadX509, type ClientTlsParams } from '../tls.ts';
 
 export interface NbdClientOptions {
@@ -25,6 +26,20 @@ export interface NbdClientOptions {
   /** TLS credentials and parameters; default: from an nbds:// URI's query, none for nbd://. */
   tls?: ClientTlsParams;
   signal?: AbortSignal;
+  /**
+   * Acquire the export's lease with this token before GO (nbd/lease.ts): the
+   * connection then writes as its holder. Refused (NBD_LEASE_HELD) when another
+   * token holds it; a server without leases is used as is.
+   */
+  leaseToken?: string;
+}
+
+/** A lease operation by itself: which, by which token, at which epoch, to whom. */
+export interface LeaseCall {
+  op: LeaseOp;
+  token?: string;
+  epoch?: number;
+  to?: string;
 }
 
 const COMMAND_NAMES: Record<number, string> = {
@@ -125,6 +140,8 @@ export class NbdClient {
   readonly structuredReplies: boolean;
   /** The TLS version in use (e.g. 'TLSv1.3'), or null without TLS. */
   readonly tls: string | null;
+  /** The lease acquired at connect (opts.leaseToken), or null. */
+  readonly lease: LeaseState | null;
 
   private readonly pending = new Map<number, Pending>();
   private readonly queue = new ByteQueue();
@@ -141,6 +158,7 @@ export class NbdClient {
     private readonly socket: net.Socket,
     readonly address: NbdAddress,
     info: ExportInfo,
+    lease: LeaseState | null,
     leftover: Buffer[],
     receiver: Receiver | null,
     opts: NbdClientOptions,
@@ -151,6 +169,7 @@ export class NbdClient {
     this.blockSize = info.blockSize;
     this.structuredReplies = info.structuredReplies;
     this.tls = socket instanceof TLSSocket ? socket.getProtocol() : null;
+    this.lease = lease;
     this.maxInflight = opts.maxInflight ?? 64;
     for (const c of leftover) this.queue.push(c);
     if (receiver) {
@@ -179,16 +198,38 @@ export class NbdClient {
     const reader = new SocketReader(socket, undefined, receiver !== null);
     if (receiver) receiver.sink = (chunk) => reader.push(Buffer.from(chunk)); // negotiation keeps copies: scratch is reused
     try {
-      const negotiated = negotiateClient(socket, reader, address.exportName, tls, where);
+      const negotiated = negotiateClient(socket, reader, address.exportName, tls, where, opts.leaseToken);
       const session = await beforeDeadline(socket, deadline, negotiated, () =>
         new NbdError('NBD_HANDSHAKE', `${where}: server did not finish negotiation within ${timeoutMs} ms`));
-      return new NbdClient(session.socket, address, session.info, session.reader.detach(), receiver, opts);
+      return new NbdClient(session.socket, address, session.info, session.lease, session.reader.detach(), receiver, opts);
     } catch (err) {
       socket.destroy();
       if (err instanceof NbdError && err.code === 'NBD_CLOSED') {
         throw new NbdError('NBD_HANDSHAKE', `${where}: server closed the connection during negotiation`, { cause: err });
       }
       throw err;
+    }
+  }
+
+  /** One lease operation on the URI's export, on a connection of its own; null when the server offers no leases. */
+  static async leaseCall(uri: string | NbdAddress, call: LeaseCall, opts: NbdClientOptions = {}): Promise<LeaseState | null> {
+    const address = typeof uri === 'string' ? parseNbdUri(uri) : uri;
+    const tls = opts.tls ?? clientTlsOf(address);
+    const where = formatNbdUri(address);
+    const timeoutMs = opts.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT;
+    const deadline = Date.now() + timeoutMs;
+    const socket = await openSocket(address, opts, deadline);
+    const req = { op: call.op, exportName: address.exportName, token: call.token ?? '', epoch: call.epoch ?? 0, to: call.to ?? '' };
+    try {
+      return await beforeDeadline(socket, deadline, requestLease(socket, new SocketReader(socket), req, tls, where), () =>
+        new NbdError('NBD_HANDSHAKE', `${where}: server did not answer the lease request within ${timeoutMs} ms`));
+    } catch (err) {
+      if (err instanceof NbdError && err.code === 'NBD_CLOSED') {
+        throw new NbdError('NBD_HANDSHAKE', `${where}: server closed the connection during the lease request`, { cause: err });
+      }
+      throw err;
+    } finally {
+      socket.end();
     }
   }
 

@@ -12,6 +12,7 @@ import {
 import { NbdError } from '../errors.ts';
 import { SocketReader } from '../socket-reader.ts';
 import { startClientTls, type ClientTlsParams } from '../tls.ts';
+import { OPT_LEASE, REP_LEASE, LEASE_OP, encodeLeaseRequest, decodeLeaseState, type LeaseRequest, type LeaseState } from '../lease.ts';
 
 export interface ExportInfo {
   size: number;
@@ -96,20 +97,41 @@ async function greet(socket: Socket, reader: SocketReader, tls: ClientTlsParams 
 
 export interface ClientSession {
   info: ExportInfo;
+  /** The lease acquired before GO, or null when none was asked or the server offers none. */
+  lease: LeaseState | null;
   /** The socket to go on with: the TLS socket after an upgrade. */
   socket: Socket;
   reader: SocketReader;
 }
 
-export async function negotiateClient(socket: Socket, reader: SocketReader, exportName: string, tls?: ClientTlsParams, peer = 'server'): Promise<ClientSession> {
+/** One lease request (nbd/lease.ts); null when the server does not offer leases. */
+async function leaseOption(ch: OptionChannel, req: LeaseRequest): Promise<LeaseState | null> {
+  ch.send(OPT_LEASE, encodeLeaseRequest(req));
+  const r = await ch.receive(OPT_LEASE);
+  if (r.type === REP.ERR_UNSUP) return null;
+  if (isErrorReply(r.type)) throw refusal('lease request', r);
+  if (r.type !== REP_LEASE) throw new NbdError('NBD_PROTOCOL', `unexpected reply ${r.type} to the lease option`);
+  const state = decodeLeaseState(r.data);
+  const ack = await ch.receive(OPT_LEASE);
+  if (ack.type !== REP.ACK) throw new NbdError('NBD_PROTOCOL', `unexpected reply ${ack.type} after the lease state`);
+  return state;
+}
+
+export async function negotiateClient(socket: Socket, reader: SocketReader, exportName: string, tls?: ClientTlsParams, peer = 'server', leaseToken?: string): Promise<ClientSession> {
   const { ch, noZeroes } = await greet(socket, reader, tls, peer);
+  let lease: LeaseState | null = null;
+  if (leaseToken) {
+    // Before GO: the connection writes as the token it acquired with.
+    lease = await leaseOption(ch, { op: LEASE_OP.ACQUIRE, exportName, token: leaseToken, epoch: 0, to: '' });
+    if (lease && !lease.granted) throw new NbdError('NBD_LEASE_HELD', `${peer}: the lease of export ${JSON.stringify(exportName)} is held by another client (epoch ${lease.epoch})`);
+  }
   ch.send(OPT.STRUCTURED_REPLY);
   const sr = await ch.receive(OPT.STRUCTURED_REPLY);
   if (sr.type !== REP.ACK && !isErrorReply(sr.type)) throw new NbdError('NBD_PROTOCOL', `unexpected reply ${sr.type} to NBD_OPT_STRUCTURED_REPLY`);
   const structuredReplies = sr.type === REP.ACK;
   const name = Buffer.from(exportName);
   const went = await go(ch, name, exportName);
-  if (went) return { info: { ...went, structuredReplies }, socket: ch.socket, reader: ch.reader };
+  if (went) return { info: { ...went, structuredReplies }, lease, socket: ch.socket, reader: ch.reader };
 
   ch.send(OPT.EXPORT_NAME, name);
   let tail: Buffer;
@@ -121,7 +143,7 @@ export async function negotiateClient(socket: Socket, reader: SocketReader, expo
   }
   const blockSize = { minimum: 1, preferred: 4096, maximum: DEFAULT_MAX_REQUEST };
   const info = { ...parseExportInfo(tail.subarray(0, 10), 'NBD_OPT_EXPORT_NAME reply'), blockSize, structuredReplies };
-  return { info, socket: ch.socket, reader: ch.reader };
+  return { info, lease, socket: ch.socket, reader: ch.reader };
 }
 
 /** NBD_OPT_GO with a block size request; null when the server is too old for GO (fall back to EXPORT_NAME). */
@@ -197,4 +219,13 @@ export async function listExports(socket: Socket, reader: SocketReader, tls?: Cl
   ch.send(OPT.ABORT);
   ch.socket.end();
   return out;
+}
+
+/** A lease request on its own connection, then a soft disconnect; null when the server offers no leases. */
+export async function requestLease(socket: Socket, reader: SocketReader, req: LeaseRequest, tls?: ClientTlsParams, peer = 'server'): Promise<LeaseState | null> {
+  const { ch } = await greet(socket, reader, tls, peer);
+  const state = await leaseOption(ch, req);
+  ch.send(OPT.ABORT);
+  ch.socket.end();
+  return state;
 }

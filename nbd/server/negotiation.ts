@@ -18,11 +18,15 @@ import { SocketReader } from '../socket-reader.ts';
 import { startServerTls, type TlsCredentials } from '../tls.ts';
 import type { ExportSpec } from './export.ts';
 import type { Logger } from '../logger.ts';
+import { OPT_LEASE, REP_LEASE, LEASE_OP, decodeLeaseRequest, encodeLeaseState } from '../lease.ts';
+import type { Leases } from './leases.ts';
 
 export interface Negotiated {
   export: ExportSpec;
   structuredReplies: boolean;
   transmissionFlags: number;
+  /** The lease token this connection acquired or was handed for its export (nbd/lease.ts), if any. */
+  leaseToken: string | null;
 }
 
 export type TlsMode = 'off' | 'on' | 'require';
@@ -34,6 +38,8 @@ export interface NegotiationContext {
   tls: { mode: TlsMode; credentials: TlsCredentials | null };
   /** High-water mark of the reader made for the TLS socket after an upgrade. */
   readerHighWater: number;
+  /** Null: this server does not offer leases (NBD_REP_ERR_UNSUP). */
+  leases: Leases | null;
   log: Logger;
   peer: string;
 }
@@ -66,6 +72,8 @@ class ServerNegotiation {
   private noZeroes = false;
   private structuredReplies = false;
   private secure = false;
+  /** Set by a granted lease request: the export and the token this connection writes as. */
+  private bound: { exportName: string; token: string } | null = null;
 
   constructor(private socket: Socket, private reader: SocketReader, private readonly ctx: NegotiationContext) {}
 
@@ -143,6 +151,8 @@ class ServerNegotiation {
         return this.infoOrGo(opt, data);
       case OPT.STARTTLS:
         return this.startTls(data);
+      case OPT_LEASE:
+        return this.lease(data);
       default:
         // Includes meta contexts and extended headers, which this server does not implement.
         return this.refuse(opt, REP.ERR_UNSUP, `option ${opt} is not supported`);
@@ -157,7 +167,28 @@ class ServerNegotiation {
     out.writeBigUInt64BE(BigInt(spec.backend.size), 0);
     out.writeUInt16BE(tflags, 8);
     this.socket.write(out);
-    return { export: spec, structuredReplies: this.structuredReplies, transmissionFlags: tflags };
+    return this.negotiated(spec, tflags);
+  }
+
+  private negotiated(spec: ExportSpec, tflags: number): Negotiated {
+    const leaseToken = this.bound?.exportName === spec.name ? this.bound.token : null;
+    return { export: spec, structuredReplies: this.structuredReplies, transmissionFlags: tflags, leaseToken };
+  }
+
+  /** The lease option (nbd/lease.ts): one atomic step on the export's lease, answered with its state. */
+  private lease(data: Buffer): Outcome {
+    if (!this.ctx.leases) return this.refuse(OPT_LEASE, REP.ERR_UNSUP, 'this server does not offer leases');
+    const r = decodeLeaseRequest(data);
+    if (!r) return this.refuse(OPT_LEASE, REP.ERR_INVALID, 'malformed lease request');
+    if (!this.ctx.lookup(r.exportName)) return this.refuse(OPT_LEASE, REP.ERR_UNKNOWN, `no export named ${JSON.stringify(r.exportName)}`);
+    const state = this.ctx.leases.apply(r);
+    if (state.granted && (r.op === LEASE_OP.ACQUIRE || r.op === LEASE_OP.HANDOVER)) {
+      this.bound = { exportName: r.exportName, token: r.op === LEASE_OP.HANDOVER ? r.to : r.token };
+    }
+    this.ctx.log.info({ peer: this.ctx.peer, op: r.op, export: r.exportName, granted: state.granted, epoch: state.epoch }, 'lease');
+    this.reply(OPT_LEASE, REP_LEASE, encodeLeaseState(state));
+    this.reply(OPT_LEASE, REP.ACK);
+    return 'continue';
   }
 
   private listExports(data: Buffer): Outcome {
@@ -196,7 +227,7 @@ class ServerNegotiation {
       this.reply(opt, REP.INFO, Buffer.concat([u16(INFO.DESCRIPTION), Buffer.from(spec.backend.description)]));
     }
     this.reply(opt, REP.ACK);
-    return opt === OPT.GO ? { export: spec, structuredReplies: this.structuredReplies, transmissionFlags: tflags } : 'continue';
+    return opt === OPT.GO ? this.negotiated(spec, tflags) : 'continue';
   }
 
   /** Acknowledges NBD_OPT_STARTTLS and runs the handshake; what follows is read from the TLS socket. */

@@ -17,6 +17,7 @@ import { BufferPool } from '../buffer-pool.ts';
 import { serveTransmission } from './transmission.ts';
 import { ByteBudget } from './byte-budget.ts';
 import { InlineIo, type InlineIoOptions } from './inline-io.ts';
+import { Leases } from './leases.ts';
 
 export interface NbdServerOptions {
   /** Largest READ/WRITE accepted, advertised in NBD_INFO_BLOCK_SIZE (default 64 MiB, as nbdkit). */
@@ -34,6 +35,8 @@ export interface NbdServerOptions {
   tlsCredentials?: TlsCredentials;
   /** A client must finish negotiating (TLS included) within this (default 30 s). */
   handshakeTimeoutMs?: number;
+  /** Grant leases (nbd/lease.ts; default true). Off for processes that share exports: a lease lives in one process. */
+  leases?: boolean;
   logger?: Logger;
 }
 
@@ -60,6 +63,8 @@ export class NbdServer {
   private readonly tls: { mode: TlsMode; credentials: TlsCredentials | null };
   private readonly handshakeTimeoutMs: number;
   private listenedOn: ListenAddress | null = null;
+  /** Null when leases are not offered. */
+  readonly leases: Leases | null;
   private ownsSocketFile = false;
   /** Connections accepted since start (for status and tests). */
   connectionsAccepted = 0;
@@ -79,6 +84,7 @@ export class NbdServer {
     if (mode !== 'off' && !opts.tlsCredentials) throw new NbdError('NBD_TLS_CONFIG', `TLS mode ${mode} needs credentials (x509 or PSK)`);
     this.tls = { mode, credentials: opts.tlsCredentials ?? null };
     this.handshakeTimeoutMs = opts.handshakeTimeoutMs ?? 30_000;
+    this.leases = opts.leases === false ? null : new Leases();
     this.maxInflight = opts.maxInflight ?? 64;
     this.maxInflightBytes = opts.maxInflightBytes ?? 16 * 1024 * 1024;
     this.budget = new ByteBudget(opts.maxBufferedBytes ?? 256 * 1024 * 1024);
@@ -172,6 +178,7 @@ export class NbdServer {
         maxRequest: this.maxRequest,
         tls: this.tls,
         readerHighWater: READ_HIGH_WATER,
+        leases: this.leases,
         log,
         peer,
       });
@@ -181,7 +188,7 @@ export class NbdServer {
       log.info({ peer, export: session.export.name, structured: session.structuredReplies, tls: session.socket !== socket }, 'client connected');
       const limits = { maxRequest: this.maxRequest, maxInflight: this.maxInflight, maxInflightBytes: this.maxInflightBytes, budget: this.budget };
       const inline = this.inline.get(session.export) ?? null;
-      const ctx = { session, limits, log, shuttingDown: () => this.closing, pool: this.pool, inline, activity: this.activity };
+      const ctx = { session, limits, log, shuttingDown: () => this.closing, pool: this.pool, inline, activity: this.activity, leases: this.leases };
       await serveTransmission(session.socket, session.reader.detach(), ctx);
     } catch (err) {
       // A client that vanishes mid-request lands here; only this connection is affected.

@@ -19,6 +19,7 @@ import type { ByteBudget } from './byte-budget.ts';
 import { parseRequest, checkRequest, RequestError, type Request } from './request.ts';
 import { ReplyWriter, type ReadBuffer } from './replies.ts';
 import type { InlineIo } from './inline-io.ts';
+import type { Leases } from './leases.ts';
 
 export interface TransmissionLimits {
   maxRequest: number;
@@ -40,6 +41,8 @@ export interface TransmissionContext {
   inline: InlineIo | null;
   /** Requests in progress across the server's connections. */
   activity: { inflight: number };
+  /** The server's leases: while another token holds the export's, this connection may not change it. */
+  leases: Leases | null;
 }
 
 /** Replies without counted data queued in Node beyond this stop the reading of new requests until the client catches up. */
@@ -180,6 +183,7 @@ class Connection {
     try {
       if (shuttingDown()) throw new RequestError(ERRNO.ESHUTDOWN, 'server is shutting down');
       checkRequest(req, session.transmissionFlags, backend, limits.maxRequest);
+      this.checkLease(req);
       if (inline && !(req.flags & CMD_FLAG.FUA)) {
         const others = activity.inflight > 1;
         if (req.type === CMD.READ && backend.readSync) {
@@ -195,6 +199,14 @@ class Connection {
       return this.fail(req, err);
     }
     void this.dispatchAsync(req);
+  }
+
+  /** Writes, trims and zeroes need the export's lease when someone holds it (nbd/lease.ts); reads never do. */
+  private checkLease(req: Request): void {
+    if (req.type !== CMD.WRITE && req.type !== CMD.TRIM && req.type !== CMD.WRITE_ZEROES) return;
+    const { session, leases } = this.ctx;
+    const holder = leases?.holder(session.export.name) ?? null;
+    if (holder !== null && holder !== session.leaseToken) throw new RequestError(ERRNO.EPERM, 'another client holds the lease of this export');
   }
 
   private async dispatchAsync(req: Request): Promise<void> {

@@ -1,7 +1,9 @@
 /**
  * The agent behind `livemig run`: one guest (or a destination waiting for one)
  * and its control socket. It answers status, starts migrations, and stops the
- * process when the guest stops or has migrated away.
+ * process when the guest stops or has migrated away; an agent that stays (`run
+ * --incoming --stay`) lets a guest that has migrated away go and waits for the
+ * next one instead.
  */
 import type { Logger } from 'pino';
 import type { Guest } from '../guest/guest.ts';
@@ -29,8 +31,15 @@ export class Agent implements ControlTarget {
   private done!: () => void;
   /** Resolves once the agent has stopped: the process may exit. */
   readonly finished = new Promise<void>((r) => (this.done = r));
+  private left: (() => void) | null = null;
 
-  constructor(private readonly log: Logger) {}
+  /** stay: a guest that has migrated away is let go, and the agent goes on (it serves a host, not one guest). */
+  constructor(private readonly log: Logger, private readonly stay = false) {}
+
+  /** Resolves once the guest here has migrated away and has been let go (an agent that stays). */
+  guestGone(): Promise<void> {
+    return new Promise((r) => (this.left = r));
+  }
 
   guest(): Guest | null {
     return this.guestHere;
@@ -55,7 +64,7 @@ export class Agent implements ControlTarget {
       current.state = 'completed';
       current.result = result;
       // The guest runs on the destination now; kept paused here (postmigrate) until 'stop' if asked.
-      if (!m.keepPaused) setImmediate(() => void this.stop());
+      if (!m.keepPaused) setImmediate(() => void (this.stay ? this.release() : this.stop()));
       return result;
     } catch (err) {
       current.state = 'failed';
@@ -65,7 +74,18 @@ export class Agent implements ControlTarget {
   }
 
   onStop(): void {
-    void this.stop();
+    void (this.stay && this.migration?.state === 'completed' ? this.release() : this.stop());
+  }
+
+  /** Lets a guest that has migrated away go (stopped, its memory freed) and forgets its migration. */
+  private async release(): Promise<void> {
+    const g = this.guestHere;
+    this.guestHere = null;
+    this.migration = null;
+    await g?.stop().catch(() => {});
+    const left = this.left;
+    this.left = null;
+    left?.();
   }
 
   stop(): Promise<void> {

@@ -2,7 +2,8 @@
  * A running emulated guest, seen from the engine's thread: memory and p2b map in
  * shared buffers, the workload in a worker, the map persisted to SQLite beside it.
  */
-import { mkdirSync, existsSync, openSync, writeSync, closeSync, fsyncSync } from 'node:fs';
+import { randomUUID } from 'node:crypto';
+import { mkdirSync, existsSync, openSync, writeSync, closeSync, fsyncSync, renameSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { once } from 'node:events';
 import type { Worker } from 'node:worker_threads';
@@ -17,7 +18,7 @@ import { WORKLOADS } from './workloads/registry.ts';
 import type { WorkloadOptions } from './workloads/workload.ts';
 import type { DeviceState, WorkerInit, WorkerReply, WorkerEvent, WorkerRequest, WorkerStatus } from './messages.ts';
 import { fingerprint, type Fingerprint } from './fingerprint.ts';
-import { LivemigError, type ErrorCode } from '../errors.ts';
+import { LivemigError, codeOf, type ErrorCode } from '../errors.ts';
 
 const WORKER = new URL('./worker.ts', import.meta.url);
 
@@ -54,11 +55,82 @@ export interface GuestStatus {
   progress: Record<string, unknown>;
   disk: WorkerStatus['disk'];
   dirtyPages: number;
-  p2b: { path: string; pages: number; mappedPages: number; referenceablePages: number; reloadedUnverified: number; previousRunCrashed: boolean };
+  p2b: { path: string; pages: number; mappedPages: number; referenceablePages: number; reloadedUnverified: number; previousRunCrashed: boolean; setAside?: string; writeError?: string };
   error?: { code: string; message: string };
 }
 
 type Request = WorkerRequest extends infer R ? (R extends { id: number } ? Omit<R, 'id'> : never) : never;
+
+interface MapStore {
+  store: P2bStore;
+  dbPath: string;
+  reloaded: number;
+  previousRunCrashed: boolean;
+  setAside: string | null;
+}
+
+/** What an unreadable map database throws: it is set aside, never trusted, never fatal (the map is a cache). */
+const UNREADABLE_MAP = new Set(['SQLITE_CORRUPT', 'SQLITE_NOTADB', 'P2B_FOREIGN_FILE', 'P2B_SCHEMA_VERSION']);
+
+/** Moves an unreadable map database (and its WAL) out of the way, to `p2b.sqlite.unreadable` for inspection. */
+function setMapAside(dbPath: string): string {
+  const aside = `${dbPath}.unreadable`;
+  renameSync(dbPath, aside);
+  for (const ext of ['-wal', '-shm']) rmSync(dbPath + ext, { force: true });
+  return aside;
+}
+
+const unreadable = (err: unknown) => UNREADABLE_MAP.has(codeOf(err) ?? '');
+
+/** A map left by an earlier run of this guest, reloaded as UNVERIFIED: nothing proves those pages still match. */
+function reloadMap(dbPath: string, config: GuestConfig, memory: GuestMemory, map: P2bMap): Omit<MapStore, 'dbPath' | 'setAside'> | null {
+  const old = P2bStore.open(dbPath);
+  try {
+    const meta = old.meta();
+    if (meta.pages === memory.pages && meta.guest === config.name) {
+      return { store: old, reloaded: old.loadUnverified(map), previousRunCrashed: !meta.clean };
+    }
+  } catch (err) {
+    old.close();
+    for (let p = 0; p < map.pages; p++) map.invalidatePage(p); // whatever loaded before the damage showed
+    throw err;
+  }
+  old.close();
+  return null;
+}
+
+/**
+ * The guest's map database in its state dir. One that cannot be read (corrupt,
+ * foreign, another schema) is set aside and the guest starts with an empty map:
+ * the map is a cache, never trusted unverified. One that cannot be written (disk
+ * full) fails the start with P2B_WRITE.
+ */
+function openMapStore(config: GuestConfig, memory: GuestMemory, map: P2bMap): MapStore {
+  mkdirSync(config.stateDir, { recursive: true });
+  const dbPath = join(config.stateDir, 'p2b.sqlite');
+  let setAside: string | null = null;
+  if (existsSync(dbPath) && !config.freshMap) {
+    try {
+      const r = reloadMap(dbPath, config, memory, map);
+      if (r) return { ...r, dbPath, setAside };
+    } catch (err) {
+      if (!unreadable(err)) throw err;
+      setAside = setMapAside(dbPath);
+    }
+  }
+  const meta = { guest: config.name, pages: memory.pages, pageSize: PAGE_SIZE, regions: memory.layout, storage: config.disk, storageSize: 0 };
+  for (;;) {
+    try {
+      return { store: P2bStore.create(dbPath, meta), dbPath, reloaded: 0, previousRunCrashed: false, setAside };
+    } catch (err) {
+      if (unreadable(err) && !setAside) {
+        setAside = setMapAside(dbPath); // a fresh map over an unreadable file
+        continue;
+      }
+      throw new LivemigError('P2B_WRITE', `cannot create the p2b map database ${dbPath}: ${(err as Error).message}`, { cause: err });
+    }
+  }
+}
 
 export class Guest {
   private nextId = 1;
@@ -78,6 +150,10 @@ export class Guest {
     private readonly reloaded: number,
     private readonly previousRunCrashed: boolean,
     private diskLock: DiskLock | null,
+    /** The token this guest's disk connection holds the disk's lease with, where the storage grants leases. */
+    readonly leaseToken: string,
+    /** Where an unreadable map database left by an earlier run was moved, if one was. */
+    private readonly setAside: string | null = null,
   ) {
     worker.on('message', (m: WorkerReply | WorkerEvent) => {
       if ('event' in m) {
@@ -109,37 +185,23 @@ export class Guest {
     const diskLock = config.deferDevice ? null : await DiskLock.take(config.disk);
     const memory = config.memory ?? GuestMemory.allocate(config.memoryBytes);
     const map = config.map ?? P2bMap.allocate(memory.pages);
-    mkdirSync(config.stateDir, { recursive: true });
-    const dbPath = join(config.stateDir, 'p2b.sqlite');
-
-    // A map left by an earlier run is reloaded only as UNVERIFIED: nothing proves those pages still match.
-    let store: P2bStore | null = null;
-    let reloaded = 0;
-    let previousRunCrashed = false;
-    if (existsSync(dbPath) && !config.freshMap) {
-      const old = P2bStore.open(dbPath);
-      const meta = old.meta();
-      if (meta.pages === memory.pages && meta.guest === config.name) {
-        previousRunCrashed = !meta.clean;
-        reloaded = old.loadUnverified(map);
-        store = old;
-      } else old.close();
+    let opened: MapStore;
+    try {
+      opened = openMapStore(config, memory, map);
+    } catch (err) {
+      await diskLock?.release(); // a guest that never started holds nothing
+      throw err;
     }
-    store ??= P2bStore.create(dbPath, {
-      guest: config.name,
-      pages: memory.pages,
-      pageSize: PAGE_SIZE,
-      regions: memory.layout,
-      storage: config.disk,
-      storageSize: 0,
-    });
+    const { store, dbPath, reloaded, previousRunCrashed, setAside } = opened;
     const persister = new P2bPersister(map, store);
     persister.start();
 
+    const leaseToken = randomUUID(); // one per guest instance: a copy of it elsewhere has its own
     const init: WorkerInit = {
       memory: memory.shared(),
       p2b: map.shared(),
       disk: config.disk,
+      leaseToken,
       workload: config.workload,
       options: config.options,
       device: config.device,
@@ -148,7 +210,7 @@ export class Guest {
     };
     const worker = startTsWorker(WORKER, init, config.spareWorker);
     const { spareWorker: _, memory: __, map: ___, ...kept } = config; // config stays plain data
-    const guest = new Guest(kept, memory, map, persister, worker, dbPath, reloaded, previousRunCrashed, diskLock);
+    const guest = new Guest(kept, memory, map, persister, worker, dbPath, reloaded, previousRunCrashed, diskLock, leaseToken, setAside);
     const ready = await Promise.race([
       once(worker, 'message').then(([m]) => m as WorkerEvent),
       once(worker, 'error').then(([e]) => ({ event: 'failed', error: { code: 'GUEST_START', message: (e as Error).message } }) as WorkerEvent),
@@ -159,10 +221,10 @@ export class Guest {
       await diskLock?.release();
       throw new LivemigError(ready.error.code as ErrorCode, `guest ${config.name} could not start: ${ready.error.message}`);
     }
-    store.db.prepare("INSERT OR REPLACE INTO meta (key, value) VALUES ('storage', ?), ('storageSize', ?)").run(
+    persister.tryWrite(() => store.db.prepare("INSERT OR REPLACE INTO meta (key, value) VALUES ('storage', ?), ('storageSize', ?)").run(
       JSON.stringify(ready.diskDescription),
       JSON.stringify(ready.diskSize),
-    );
+    ));
     return guest;
   }
 
@@ -274,6 +336,8 @@ export class Guest {
         referenceablePages: referenceable,
         reloadedUnverified: this.reloaded,
         previousRunCrashed: this.previousRunCrashed,
+        ...(this.setAside ? { setAside: this.setAside } : {}),
+        ...(this.persister.failure ? { writeError: this.persister.failure.message } : {}),
       },
       ...(w.error ? { error: w.error } : {}),
     };

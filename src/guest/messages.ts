@@ -19,6 +19,8 @@ export interface WorkerInit {
   memory: SharedMemory;
   p2b: SharedP2b;
   disk: string;
+  /** The token the guest's disk connection acquires the disk's lease with (storage/disk-lease.ts). */
+  leaseToken: string;
   workload: string;
   options: WorkloadOptions;
   device?: DeviceState;

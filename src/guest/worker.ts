@@ -83,7 +83,7 @@ class GuestWorker {
 
   private async attach(): Promise<void> {
     if (this.backend) return;
-    this.backend = await openBackend(this.init.disk, { lock: false });
+    this.backend = await openBackend(this.init.disk, { lock: false, leaseToken: this.init.leaseToken });
     this.disk.backend = this.backend;
   }
 
@@ -198,7 +198,7 @@ class GuestWorker {
 
 async function main(init: WorkerInit): Promise<void> {
   // A destination started early has neither disk nor workload until 'load-device'.
-  const backend = init.deferDevice ? null : await openBackend(init.disk, { lock: false });
+  const backend = init.deferDevice ? null : await openBackend(init.disk, { lock: false, leaseToken: init.leaseToken });
   const guest = new GuestWorker(init, backend);
   port.on('message', async (req: WorkerRequest) => {
     try {

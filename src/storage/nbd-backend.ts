@@ -1,12 +1,17 @@
 /** An NBD export through livemig's own client (any server: nbdkit, qemu-nbd, nbd-server, ours). */
-import { NbdClient, type NbdClientOptions } from '../../nbd/index.ts';
+import { NbdClient, NbdError, type NbdClientOptions } from '../../nbd/index.ts';
+import { LivemigError } from '../errors.ts';
 import type { BlockBackend } from './backend.ts';
 
 export class NbdBackend implements BlockBackend {
   private constructor(readonly client: NbdClient) {}
 
   static async open(uri: string, opts: NbdClientOptions = {}): Promise<NbdBackend> {
-    return new NbdBackend(await NbdClient.connect(uri, opts));
+    const client = await NbdClient.connect(uri, opts).catch((e: unknown) => {
+      if (e instanceof NbdError && e.code === 'NBD_LEASE_HELD') throw new LivemigError('GUEST_DISK_LEASED', `${uri}: another guest holds the disk's lease (it was handed over to another host); this copy may not write it`);
+      throw e;
+    });
+    return new NbdBackend(client);
   }
 
   get size(): number { return this.client.size; }

@@ -4,6 +4,7 @@ import type { BlockBackend } from './backend.ts';
 import { FileBackend } from './file-backend.ts';
 import { NbdBackend } from './nbd-backend.ts';
 
-export function openBackend(spec: string, opts: { readOnly?: boolean; lock?: boolean } = {}): Promise<BlockBackend> {
-  return isNbdUri(spec) ? NbdBackend.open(spec) : FileBackend.open(spec, opts);
+/** `leaseToken`: on an NBD disk, acquire its lease as this token (the guest's own connection). */
+export function openBackend(spec: string, opts: { readOnly?: boolean; lock?: boolean; leaseToken?: string } = {}): Promise<BlockBackend> {
+  return isNbdUri(spec) ? NbdBackend.open(spec, { leaseToken: opts.leaseToken }) : FileBackend.open(spec, opts);
 }

@@ -42,6 +42,8 @@ export interface Hello {
   strategy: string;
   /** Present when the migration carries a QEMU migration stream (capability qemu-stream). */
   stream?: StreamInfo;
+  /** The source guest's lease on the disk, where the storage grants leases: the destination takes it over before it resumes. */
+  lease?: { token: string; epoch: number };
 }
 
 /** One of QEMU's RAMBlocks, as its stream declares it at setup (MEM_SIZE). */
@@ -179,6 +181,12 @@ function list(o: Json, key: string, where: string, max: number): unknown[] {
 const strings = (o: Json, key: string, where: string) => list(o, key, where, 64).map((c, i) => str({ c }, 'c', `${where}.${key}[${i}]`, 64));
 const hex = (s: string, bytes: number) => s.length === bytes * 2 && /^[0-9a-f]*$/.test(s);
 
+/**
+ * A guest's name: it becomes a directory name on the destination (its state dir), so
+ * nothing that could name another path: no separators, no leading dot.
+ */
+export const GUEST_NAME = /^[A-Za-z0-9_][A-Za-z0-9._-]{0,255}$/;
+
 /** The largest guest a HELLO may declare (checked again against this host's memory). */
 export const MAX_GUEST_BYTES = 2 ** 40;
 
@@ -200,7 +208,9 @@ function guestInfo(v: unknown): GuestInfo {
   }
   if (next !== pages) bad('HELLO.guest', 'regions do not cover memoryBytes');
   const options = object(g.options ?? {}, 'HELLO.guest.options');
-  return { name: str(g, 'name', 'HELLO.guest', 256), workload: str(g, 'workload', 'HELLO.guest', 64), options, memoryBytes, pageSize, regions };
+  const name = str(g, 'name', 'HELLO.guest', 256);
+  if (!GUEST_NAME.test(name)) bad('HELLO.guest', 'name must be 1 to 256 letters, digits, ".", "_" or "-", not starting with "."');
+  return { name, workload: str(g, 'workload', 'HELLO.guest', 64), options, memoryBytes, pageSize, regions };
 }
 
 function blockHashes(s: Record<string, unknown>, field: string, where: string): { block: number; hash: string }[] {
@@ -236,6 +246,11 @@ function streamInfo(v: unknown, memoryBytes: number): StreamInfo {
   return { kind: STREAM_KIND_QEMU, format, ramBlocks };
 }
 
+function leaseOf(v: unknown): { token: string; epoch: number } {
+  const l = object(v, 'HELLO.lease');
+  return { token: str(l, 'token', 'HELLO.lease', 128), epoch: int(l, 'epoch', 'HELLO.lease') };
+}
+
 export function asHello(v: unknown): Hello {
   const o = object(v, 'HELLO');
   if (o.protocol !== PROTOCOL_NAME) bad('HELLO', `not a ${PROTOCOL_NAME} migration`);
@@ -252,6 +267,7 @@ export function asHello(v: unknown): Hello {
     ...(key === undefined ? {} : { key }),
     strategy: str(o, 'strategy', 'HELLO', 64),
     ...(o.stream === undefined ? {} : { stream: streamInfo(o.stream, guest.memoryBytes) }),
+    ...(o.lease === undefined ? {} : { lease: leaseOf(o.lease) }),
   };
 }
 

@@ -68,10 +68,12 @@ export const CAPABILITY = {
   RETURN_PATH: 'return-path',
   /** The QEMU_* frames: the migration carries a QEMU migration stream between two stream proxies. */
   QEMU_STREAM: 'qemu-stream',
+  /** The destination takes the disk's lease from the source before it resumes (HELLO.lease). */
+  LEASE: 'disk.lease',
 } as const;
 export type Capability = (typeof CAPABILITY)[keyof typeof CAPABILITY];
 /** What the engine (livemig's own guests) speaks; a peer must speak the REQUIRED ones. */
-export const CAPABILITIES: readonly Capability[] = [CAPABILITY.FULL, CAPABILITY.ZERO, CAPABILITY.REF, CAPABILITY.REF_RUN, CAPABILITY.RETURN_PATH];
+export const CAPABILITIES: readonly Capability[] = [CAPABILITY.FULL, CAPABILITY.ZERO, CAPABILITY.REF, CAPABILITY.REF_RUN, CAPABILITY.RETURN_PATH, CAPABILITY.LEASE];
 export const REQUIRED_CAPABILITIES: readonly Capability[] = [CAPABILITY.FULL, CAPABILITY.ZERO, CAPABILITY.RETURN_PATH];
 /** What a QEMU stream proxy speaks, and requires of its peer: QEMU streams over a return path (no PAGES). */
 export const QEMU_PROXY_CAPABILITIES: readonly Capability[] = [CAPABILITY.QEMU_STREAM, CAPABILITY.RETURN_PATH];

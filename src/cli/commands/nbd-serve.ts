@@ -43,7 +43,8 @@ clients at once). Runs in the foreground until SIGINT or SIGTERM.
   --workers N                processes that share the listening socket, each
                              serving the connections it accepts (default: the
                              CPU count up to 4; 1 with memory exports, which
-                             cannot be shared)
+                             cannot be shared). Leases (one writer per export,
+                             docs/nbd.md) are offered with one process only
   --max-request SIZE         largest read/write accepted, advertised to clients
                              (default 64MiB, as nbdkit; 4KiB to 1GiB); a larger
                              one gets EINVAL and the connection goes on
@@ -189,7 +190,8 @@ function tlsOptions(mode: string | undefined, creds: string | undefined, psk: st
 function serverOptions(opts: Options): NbdServerOptions {
   const src = opts.tlsSource;
   const tlsCredentials = opts.tls === 'off' || !src ? undefined : src.kind === 'x509' ? loadX509(src.path, 'server') : loadPsk(src.path);
-  return { logger: opts.logger, maxRequest: opts.maxRequest, tls: opts.tls, tlsCredentials };
+  // A lease lives in one process's memory: shared between workers it would not be one.
+  return { logger: opts.logger, maxRequest: opts.maxRequest, tls: opts.tls, tlsCredentials, leases: opts.workers === 1 };
 }
 
 /**

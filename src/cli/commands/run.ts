@@ -20,7 +20,7 @@ export const help = `Usage: livemig run --name NAME --memory SIZE --disk NBD-URI
                    [--seed N] [--dirty-rate SIZE/s] [--write-rate SIZE/s] [--json]
        livemig run --incoming tcp://HOST:PORT|unix:PATH --control SOCKET --disk NBD-URI|PATH
                    [--tls-creds DIR | --tls-psk FILE | --insecure]
-                   [--memory SIZE] [--paused] [--state-dir DIR] [--json]
+                   [--memory SIZE] [--paused] [--stay] [--state-dir DIR] [--json]
 
 Start an emulated guest: memory in shared buffers, a workload in a worker
 thread, its disk behind the I/O interceptor that keeps the p2b map (SQLite in
@@ -42,7 +42,9 @@ guest's thread before the source connects (as QEMU's -m with -mem-prealloc),
 which keeps that work out of the migration; a guest of another size is then
 refused. --paused leaves the arrived guest
 paused (as QEMU's -S) until 'livemig resume', e.g. to compare its memory with
-the source's first ('livemig fingerprint' on both).
+the source's first ('livemig fingerprint' on both). --stay keeps the agent
+after its guest has migrated away (and been stopped here, with --keep-paused):
+it waits on the same address for the next guest, as an agent of the host.
 
   --memory SIZE        guest memory, e.g. 1GiB (regions of at most 1 GiB)
   --tls-creds DIR      x509 credentials as QEMU's tls-creds-x509: ca-cert.pem,
@@ -78,6 +80,7 @@ function parseRun(args: string[]) {
     'tls-creds': { type: 'string' },
     'tls-psk': { type: 'string' },
     insecure: { type: 'boolean' },
+    stay: { type: 'boolean' },
   });
 }
 
@@ -89,7 +92,7 @@ function memoryOption(value: string): number {
   return bytes;
 }
 
-/** `run --incoming`: a destination waiting for a guest. */
+/** `run --incoming`: a destination waiting for a guest (again and again, with --stay). */
 async function runIncoming(values: Values, control: string, agent: Agent, log: Logger): Promise<number> {
   for (const flag of ['name', 'workload', 'seed', 'dirty-rate', 'write-rate'] as const) {
     if (values[flag] !== undefined) throw new UsageError(`--${flag} comes from the source with --incoming`);
@@ -100,22 +103,33 @@ async function runIncoming(values: Values, control: string, agent: Agent, log: L
   if (values.insecure && (values['tls-creds'] || values['tls-psk'])) throw new UsageError('--insecure goes without --tls-creds and --tls-psk');
   const security = loadLinkSecurity({ tlsCreds: values['tls-creds'], tlsPsk: values['tls-psk'] }, 'server');
   const where = at.transport === 'unix' ? { host: '', port: 0, socketPath: resolve(at.path) } : { host: at.host, port: at.port };
-  const inc = await listenIncoming({
-    ...where, security, insecure: values.insecure, disk: values.disk, stateDir: stateDirFor(values), memoryBytes, hold: values.paused, log,
+  const disk = values.disk;
+  const listen = (port: number) => listenIncoming({
+    ...where, port, security, insecure: values.insecure, disk, stateDir: stateDirFor(values), memoryBytes, hold: values.paused, log,
   });
+  let inc = await listen(where.port);
+  const port = inc.port; // the next guest comes to the same address
   agent.incoming = inc;
   const server = await serveControl(control, agent);
   for (const signal of ['SIGINT', 'SIGTERM'] as const) process.once(signal, () => (inc.close(), void agent.stop()));
   const tls = security ? ` (TLS, ${security.credentials.kind})` : '';
   if (values.json) console.log(JSON.stringify({ incoming: inc.address, tls: security?.credentials.kind ?? null, control }));
   else console.log(`waiting for a guest on ${inc.address}${tls}\n  control ${control}`);
-  inc.guest.then(
-    (g) => {
+  let stopped = false;
+  void agent.finished.then(() => (stopped = true));
+  void (async () => {
+    for (;;) {
+      const g = await inc.guest.catch(() => null);
+      if (!g) return; // stopped waiting
+      const gone = agent.guestGone();
       agent.guestHere = g;
       if (!values.json) console.log(`${g.config.name} arrived and ${values.paused ? 'waits here, paused' : 'runs here'}: ${formatBytes(g.config.memoryBytes)}, workload ${g.config.workload}`);
-    },
-    () => {},
-  );
+      if (!values.stay) return;
+      await Promise.race([gone, agent.finished]);
+      if (stopped) return;
+      agent.incoming = inc = await listen(port);
+    }
+  })();
   await agent.finished;
   server.close();
   return 0;
@@ -158,7 +172,8 @@ export async function run(args: string[]): Promise<number> {
   if (values.help) return void console.log(help), 0;
   if (!values.control) throw new UsageError('run needs --control');
   const log = createLogger(logLevel(values['log-level']));
-  const agent = new Agent(log);
+  if (values.stay && !values.incoming) throw new UsageError('--stay goes with --incoming');
+  const agent = new Agent(log, values.stay);
   const control = resolve(values.control);
   return values.incoming ? runIncoming(values, control, agent, log) : runGuest(values, control, agent);
 }

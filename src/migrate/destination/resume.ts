@@ -4,12 +4,14 @@
  * RESUMED tells the source to let go, and only then does the guest run (or stay
  * paused when held). A source that gave up before this point (its link is gone)
  * has resumed its own copy: then nothing starts here. If RESUMED cannot be sent,
- * the guest here has not run a single step and is stopped; see docs/protocol.md,
- * "Known gap", for a RESUMED lost after it was sent.
+ * the guest here has not run a single step and is stopped. Where the disk has a
+ * lease (lease.ts), taking it decides instead: from then on the guest runs here,
+ * link or no link, and a source that did not hear RESUMED finds the lease gone.
  */
 import type { Guest } from '../../guest/guest.ts';
 import type { Resumed } from '../../wire/index.ts';
 import type { DestinationSession } from './session.ts';
+import { takeLease } from './lease.ts';
 
 function report(s: DestinationSession): Resumed {
   const st = s.queue.stats;
@@ -41,10 +43,14 @@ export async function resume(s: DestinationSession): Promise<Guest> {
   await s.storage!.close();
   s.storage = null;
   const guest = await s.starting!;
-  s.throwIfFailed();
+  if (s.hello.lease) await takeLease(s, guest); // the commit point: a link lost after it changes nothing
+  else s.throwIfFailed();
   await guest.loadDevice(s.received.device!); // attaches the disk: the source released it at pause
-  s.throwIfFailed();
-  await s.channel.send({ name: 'RESUMED', body: report(s) });
+  if (!s.leased) s.throwIfFailed();
+  await s.channel.send({ name: 'RESUMED', body: report(s) }).catch((err: Error) => {
+    if (!s.leased) throw err;
+    s.log.warn({ err: err.message }, 'RESUMED not sent; this side holds the lease, so the guest runs here and the source lets go');
+  });
   if (!s.opts.hold) await guest.resume();
   s.setState(s.opts.hold ? 'paused' : 'running');
   s.log.info({ running: !s.opts.hold }, 'guest arrived');

@@ -93,6 +93,8 @@ export class DestinationSession {
   starting: Promise<Guest> | null = null;
   guest: Guest | null = null;
   startFailure: Error | null = null;
+  /** The disk's lease moved to this side's guest (lease.ts): the guest is this side's from then on. */
+  leased = false;
   private wake: (() => void) | null = null;
 
   constructor(

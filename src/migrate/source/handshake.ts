@@ -8,6 +8,7 @@
 import { LivemigError } from '../../errors.ts';
 import { openBackend } from '../../storage/open.ts';
 import { sampleStorage, storageVerdict } from '../storage-identity.ts';
+import { queryLease } from '../../storage/disk-lease.ts';
 import {
   CAPABILITIES, CAPABILITY, MAX_REF_RUN, PAGE_SIZE, PROTOCOL_NAME, PROTOCOL_VERSION, PROTOCOL_VERSION_MIN, TIMEOUT,
   requireCapabilities, shared, type Hello, type StorageIdentity,
@@ -43,6 +44,7 @@ function hello(s: SourceSession, storage: StorageIdentity): Hello {
     storage,
     ...(s.keyFromLink ? {} : { key: s.key.toString('hex') }),
     strategy: s.opts.strategy,
+    ...(s.lease ? { lease: s.lease } : {}),
   };
 }
 
@@ -55,6 +57,8 @@ export async function migratable(guest: Guest): Promise<boolean> {
 
 export async function handshake(s: SourceSession): Promise<void> {
   const storage = await storageIdentity(s.guest.config.disk, s.key);
+  const lease = await queryLease(s.guest.config.disk);
+  if (lease?.holder === s.guest.leaseToken) s.lease = { token: lease.holder, epoch: lease.epoch };
   // A destination that refuses at once (busy) sends ERROR and closes: that reason, read below, beats a failed send.
   await s.channel.send({ name: 'HELLO', body: hello(s, storage) }).catch(() => {});
   s.log.debug('hello sent');
@@ -63,6 +67,9 @@ export async function handshake(s: SourceSession): Promise<void> {
     throw new LivemigError('MIGRATE_VERSION', `the destination chose version ${w.version}, outside this side's ${PROTOCOL_VERSION_MIN}..${PROTOCOL_VERSION}`);
   }
   requireCapabilities(w.capabilities, 'the destination');
+  if (s.lease && !shared(CAPABILITIES, w.capabilities, CAPABILITY.LEASE)) {
+    throw new LivemigError('MIGRATE_CAPABILITY', `the guest's disk is leased and the destination cannot take a lease over (no ${CAPABILITY.LEASE})`);
+  }
   s.welcome = w;
   s.storage = await storageVerdict(() => openBackend(s.guest.config.disk, { readOnly: true, lock: false }), s.key, w);
   s.useRefs = s.opts.strategy === 'p2b' && s.storage.match && shared(CAPABILITIES, w.capabilities, CAPABILITY.REF);

@@ -15,6 +15,7 @@ import { MemoryDigests } from '../memory-digests.ts';
 import type { Faults } from '../faults.ts';
 import type { RoundStats, Strategy } from '../result.ts';
 import { Convergence } from './convergence.ts';
+import type { DiskLease } from '../../storage/disk-lease.ts';
 
 export interface MigrateOptions {
   host: string;
@@ -92,6 +93,8 @@ export class SourceSession {
   tPause = 0;
   /** DIGESTS went out: from here the destination may resume the guest at any moment. */
   digestsSent = false;
+  /** The guest's lease on its disk, as HELLO stated it; null where the storage grants none. */
+  lease: DiskLease | null = null;
 
   constructor(readonly guest: Guest, readonly opts: MigrateOptions, readonly hasher: HashPool, readonly log: Logger, link: Link) {
     this.channel = link.channel;
