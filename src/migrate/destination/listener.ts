@@ -18,6 +18,7 @@ import { drain } from './drain.ts';
 import { verify } from './verify.ts';
 import { resume } from './resume.ts';
 import { abort } from './abort.ts';
+import { watchIdle } from './idle.ts';
 
 export interface Incoming {
   /** The TCP port taken (0 on a Unix socket). */
@@ -38,14 +39,18 @@ function prepare(memoryBytes: number): Prepared {
 
 /** One incoming migration, phase by phase; any failure aborts it (abort.ts). */
 async function incoming(s: DestinationSession): Promise<Guest> {
+  let stopWatch = () => {};
   try {
     await handshake(s);
+    stopWatch = watchIdle(s, s.opts.idleTimeoutMs ?? TIMEOUT.IDLE);
     await receive(s);
     await drain(s);
     await verify(s);
     return await resume(s);
   } catch (err) {
     return abort(s, err);
+  } finally {
+    stopWatch();
   }
 }
 
