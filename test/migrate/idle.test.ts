@@ -112,3 +112,28 @@ test('a source silent after WELCOME, or stopped in the middle of a PAGES frame, 
     incoming.close();
   }
 });
+
+test('a source arriving while a failed attempt is cleaned up waits for the cleanup and is welcomed, not told MIGRATE_DESTINATION_BUSY', { timeout: 120_000 }, async () => {
+  const incoming = await listenHeld(dir.path, { disk: nbd.uri('disk'), idleTimeoutMs: IDLE_MS });
+  const first = await Channel.connect('127.0.0.1', incoming.port);
+  let second: Channel | null = null;
+  try {
+    await first.send({ name: 'HELLO', body: hello() });
+    await first.expect('WELCOME', 30_000, 'destination');
+    const b = new PageBatch();
+    b.addFull(16, 1, Buffer.alloc(4096)); // outside the 16-page guest: refused, and the destination cleans up
+    await first.send({ name: 'PAGES', body: b.take() });
+    for (;;) if ((await first.read()).name === 'ERROR') break;
+    // The refusal is sent before the cleanup ends: this peer arrives while it runs.
+    second = await Channel.connect('127.0.0.1', incoming.port);
+    await second.send({ name: 'HELLO', body: hello() });
+    const w = await second.expect('WELCOME', 30_000, 'destination');
+    assert.ok(w.capabilities.length > 0);
+    second.destroy();
+    await waitFor(() => incoming.state() === 'failed', 'the destination to put the second attempt behind it');
+  } finally {
+    first.destroy();
+    second?.destroy();
+    incoming.close();
+  }
+});
