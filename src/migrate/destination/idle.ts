@@ -17,7 +17,10 @@ export function watchIdle(s: DestinationSession, idleMs: number): () => void {
   const timer = setInterval(() => {
     const now = performance.now();
     // A late tick means this process did not run (a loaded host): that time is not the source's silence.
-    if (s.channel.bytesArrived !== seen || now - last > 2 * tick) [seen, since] = [s.channel.bytesArrived, now];
+    if (s.channel.bytesArrived !== seen || now - last > 2 * tick) {
+      seen = s.channel.bytesArrived;
+      since = now;
+    }
     last = now;
     if (now - since < idleMs) return;
     clearInterval(timer);
