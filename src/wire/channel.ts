@@ -62,6 +62,11 @@ export class Channel {
     return this.raw.bytesRead + this.raw.bytesWritten;
   }
 
+  /** Bytes that arrived from the peer so far, whole frames or not: a slow frame still shows the peer is alive. */
+  get bytesArrived(): number {
+    return this.raw.bytesRead;
+  }
+
   /** Accept only these frame types from now on (ERROR is always accepted). */
   only(names: readonly FrameName[] | null): void {
     this.allowed = names ? new Set([...names, 'ERROR']) : null;

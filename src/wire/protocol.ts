@@ -144,6 +144,8 @@ export const TIMEOUT = {
   RESUMED: 120_000,
   /** TCP keepalive probes on the migration link, so a vanished peer is noticed. */
   KEEPALIVE: 10_000,
+  /** After WELCOME a destination aborts a source that has sent no byte for this long (settable per listener). */
+  IDLE: 30_000,
   /** A QEMU stream proxy gives up when its migration has moved no byte for this long (QEMU, link or storage stuck). */
   STALL: 60_000,
   /** The source proxy gives up on a destination proxy that has not sent QEMU_DONE after QEMU_END. */
@@ -152,6 +154,8 @@ export const TIMEOUT = {
 
 /** How often a receiving destination sends PROGRESS; the source's downtime estimate needs it. */
 export const PROGRESS_INTERVAL_MS = 50;
+/** A source that has sent nothing for this long sends an empty PAGES frame, so a healthy source never looks idle. */
+export const SOURCE_KEEPALIVE_MS = 1000;
 
 // --- QEMU streams ------------------------------------------------------------
 

@@ -7,7 +7,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readDoc, table, tables } from '../helpers/markdown.ts';
 import {
-  FRAMES, ENCODING, ENCODING_BODY, CAPABILITY, REQUIRED_CAPABILITIES, QEMU_PROXY_CAPABILITIES, TIMEOUT, PROTOCOL_VERSION, PROGRESS_INTERVAL_MS,
+  FRAMES, ENCODING, ENCODING_BODY, CAPABILITY, REQUIRED_CAPABILITIES, QEMU_PROXY_CAPABILITIES, TIMEOUT, PROTOCOL_VERSION, PROGRESS_INTERVAL_MS, SOURCE_KEEPALIVE_MS,
   PAGE_SIZE, DIGEST_CHUNK_PAGES, MAX_REF_RUN, PAGES_PER_FRAME, STORAGE_SAMPLES, HASH_BYTES, PAGE_ENTRY_HEADER, MAP_NO_BLOCK,
   QEMU_ENTRY, QEMU_ENTRY_BODY, QEMU_ENTRY_HEADER, QEMU_RUN_PAGE_FLAGS, QEMU_STREAM_FORMAT, MAX_QEMU_RAM_BLOCKS, MAX_QEMU_BLOCK_ID,
   QEMU_REF_RANGE, STREAM_KIND_QEMU, asHello, asQemuDone, asQemuEnd,
@@ -49,6 +49,7 @@ test('the numbers the doc states in prose are the protocol module\'s', () => {
   const says = (re: RegExp, what: string) => assert.match(doc, re, what);
   says(new RegExp(`^# The livemig migration protocol, version ${PROTOCOL_VERSION}$`, 'm'), 'the version in the title');
   says(new RegExp(`PROGRESS\` every ${PROGRESS_INTERVAL_MS} ms`), 'the progress interval');
+  says(new RegExp(`whenever it has sent nothing for ${SOURCE_KEEPALIVE_MS} ms`), 'the source\'s keepalive interval');
   says(new RegExp(`chunks of ${DIGEST_CHUNK_PAGES} pages \\(${(DIGEST_CHUNK_PAGES * PAGE_SIZE) / 1024} KiB\\)`), 'the digest chunk');
   says(new RegExp(`1 ≤ count ≤ ${MAX_REF_RUN}`), 'the longest run');
   says(new RegExp(`at most ${PAGES_PER_FRAME} entries per frame`), 'entries per frame');

@@ -1,6 +1,7 @@
 /**
  * A destination waiting for a guest: one migration at a time per listener; a
- * second peer is turned away (wire/transport), with nothing allocated for it. A
+ * second peer is turned away (wire/transport), with nothing allocated for it,
+ * or, if it arrives while a failed attempt is cleaned up, waits for that. A
  * failed attempt leaves the listener ready for another, and memory prepared
  * ahead (--memory) that a refused peer never touched is kept for the next one.
  */
@@ -18,6 +19,7 @@ import { drain } from './drain.ts';
 import { verify } from './verify.ts';
 import { resume } from './resume.ts';
 import { abort } from './abort.ts';
+import { watchIdle } from './idle.ts';
 
 export interface Incoming {
   /** The TCP port taken (0 on a Unix socket). */
@@ -36,16 +38,21 @@ function prepare(memoryBytes: number): Prepared {
   return { memory, map: P2bMap.allocate(memory.pages), worker: Guest.spareWorker(), hasher: new HashPool(null, memory.shared()) };
 }
 
-/** One incoming migration, phase by phase; any failure aborts it (abort.ts). */
-async function incoming(s: DestinationSession): Promise<Guest> {
+/** One incoming migration, phase by phase; any failure aborts it (abort.ts), `aborting` told first. */
+async function incoming(s: DestinationSession, aborting: () => void): Promise<Guest> {
+  let stopWatch = () => {};
   try {
     await handshake(s);
+    stopWatch = watchIdle(s, s.opts.idleTimeoutMs ?? TIMEOUT.IDLE);
     await receive(s);
     await drain(s);
     await verify(s);
     return await resume(s);
   } catch (err) {
+    aborting();
     return abort(s, err);
+  } finally {
+    stopWatch();
   }
 }
 
@@ -60,6 +67,8 @@ export async function listenIncoming(opts: IncomingOptions): Promise<Incoming> {
   let prepared = opts.memoryBytes ? prepare(opts.memoryBytes) : null;
   let closed = false;
   let busy = false;
+  /** While a failed attempt is cleaned up: its end, which a new peer waits for. */
+  let finishing: Promise<void> | null = null;
   let resolveGuest!: (g: Guest) => void;
   let rejectGuest!: (e: Error) => void;
   const guest = new Promise<Guest>((res, rej) => ((resolveGuest = res), (rejectGuest = rej)));
@@ -69,7 +78,9 @@ export async function listenIncoming(opts: IncomingOptions): Promise<Incoming> {
     const ready = prepared;
     prepared = null;
     const s = new DestinationSession(link.channel, opts, ready, (st) => (state = st), log, link.key);
-    incoming(s).then(
+    let finished!: () => void;
+    const cleanedUp = new Promise<void>((r) => (finished = r));
+    incoming(s, () => (finishing = cleanedUp)).then(
       (g) => (server.close(), resolveGuest(g)),
       () => {
         state = 'failed';
@@ -77,6 +88,8 @@ export async function listenIncoming(opts: IncomingOptions): Promise<Incoming> {
         // Refused before it took the prepared memory: nothing was written, keep it. Else the next attempt starts clean.
         if (ready && !s.memory && !closed) prepared = ready;
         else if (opts.memoryBytes && !closed) prepared = prepare(opts.memoryBytes);
+        finishing = null;
+        finished();
       },
     );
   };
@@ -84,6 +97,7 @@ export async function listenIncoming(opts: IncomingOptions): Promise<Incoming> {
     { address: addressOf(opts), security: opts.security ?? null, insecure: opts.insecure, handshakeTimeoutMs: opts.helloTimeoutMs ?? TIMEOUT.HELLO },
     {
       busy: () => busy || closed,
+      finishing: () => (closed ? null : finishing),
       refuseBusy: (c) => c.send({ name: 'ERROR', body: { code: 'MIGRATE_DESTINATION_BUSY', message: 'this destination is already receiving a guest' } }).finally(() => c.close()),
       accepted: start,
     },

@@ -48,6 +48,8 @@ export interface IncomingOptions {
   hold?: boolean;
   /** How long a peer may take to send its whole HELLO before it is dropped (default TIMEOUT.HELLO). */
   helloTimeoutMs?: number;
+  /** After WELCOME, how long the source may send nothing before the migration is aborted (default TIMEOUT.IDLE). */
+  idleTimeoutMs?: number;
   /** The capabilities this destination lists in WELCOME (default: all this build speaks). */
   capabilities?: readonly string[];
   log?: Logger;

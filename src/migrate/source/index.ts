@@ -22,6 +22,7 @@ import { verification } from './verification.ts';
 import { awaitResumed, letGo } from './switchover.ts';
 import { rollback } from './rollback.ts';
 import { report } from './report.ts';
+import { keepAlive } from './keepalive.ts';
 
 export type { MigrateOptions } from './session.ts';
 
@@ -46,6 +47,7 @@ export async function migrate(guest: Guest, opts: MigrateOptions): Promise<Migra
   const s = new SourceSession(guest, opts, hasher, (opts.log ?? pino({ level: 'silent' })).child({ side: 'source' }), link);
   s.wasRunning = wasRunning;
   hasher.setKey(s.key);
+  const stopKeepalive = keepAlive(s);
   try {
     await handshake(s);
     startReturnPath(s);
@@ -62,5 +64,7 @@ export async function migrate(guest: Guest, opts: MigrateOptions): Promise<Migra
     return result;
   } catch (err) {
     return rollback(s, err); // the hashing threads stay for another attempt (idle, they keep nothing alive)
+  } finally {
+    stopKeepalive();
   }
 }

@@ -5,7 +5,8 @@
  * and are few: at most MAX_PENDING of them at once (the rest are closed on
  * arrival), each bounded in time, behind a short accept backlog. While a
  * migration runs, a new peer is told MIGRATE_DESTINATION_BUSY on a plain link
- * and simply closed under TLS (it has not proved who it is).
+ * and simply closed under TLS (it has not proved who it is); one arriving while a
+ * failed attempt is cleaned up waits for that instead.
  */
 import net from 'node:net';
 import { once } from 'node:events';
@@ -34,6 +35,8 @@ export interface LinkListenOptions {
 export interface LinkHandlers {
   /** Whether this side is taken (a migration runs): new peers are turned away. */
   busy: () => boolean;
+  /** While a failed attempt is being cleaned up, its end: a new peer waits for it (bounded) rather than be turned away. */
+  finishing?: () => Promise<void> | null;
   /** Tells a plain peer that arrived while busy; resolves once it is done with it. */
   refuseBusy: (channel: Channel) => Promise<void>;
   /** A peer that may start a migration (authenticated, under TLS). */
@@ -63,12 +66,10 @@ export async function listenLinks(o: LinkListenOptions, h: LinkHandlers): Promis
   const server = net.createServer((raw) => {
     raw.on('error', () => {});
     raw.setNoDelay(true);
-    if (pending >= maxPending || (o.security && h.busy())) return void raw.destroy();
-    if (!o.security) {
-      if (h.busy()) return hold(h.refuseBusy(new Channel(raw)));
-      return h.accepted({ channel: new Channel(raw), key: null });
-    }
-    hold(secure(raw, o, h));
+    if (pending >= maxPending || (o.security && h.busy() && !h.finishing?.())) return void raw.destroy();
+    if (o.security) return hold(secure(raw, o, h));
+    if (h.finishing?.()) return hold(afterCleanup(h, o.handshakeTimeoutMs).then(() => admitPlain(raw, h)));
+    return void admitPlain(raw, h);
   });
   const a = o.address;
   server.listen(a.transport === 'unix' ? { path: a.path, backlog: LISTEN_BACKLOG } : { host: a.host, port: a.port, backlog: LISTEN_BACKLOG });
@@ -79,12 +80,29 @@ export async function listenLinks(o: LinkListenOptions, h: LinkHandlers): Promis
   return { address: bound, close: () => server.close() };
 }
 
+/** Waits for the cleanup of a failed attempt, if one runs, for at most ms. */
+async function afterCleanup(h: LinkHandlers, ms: number): Promise<void> {
+  const finishing = h.finishing?.();
+  if (!finishing) return;
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([finishing, new Promise((r) => (timer = setTimeout(r, ms)))]);
+  clearTimeout(timer);
+}
+
+/** A plain peer: the session, or "busy" while another runs. */
+function admitPlain(raw: net.Socket, h: LinkHandlers): Promise<void> | void {
+  if (raw.destroyed) return; // it left while it waited
+  if (h.busy()) return h.refuseBusy(new Channel(raw));
+  h.accepted({ channel: new Channel(raw), key: null });
+}
+
 /** The TLS handshake of one peer, bounded in time; only an authenticated peer reaches `accepted`. */
 async function secure(raw: net.Socket, o: LinkListenOptions, h: LinkHandlers): Promise<void> {
   const timer = setTimeout(() => raw.destroy(), o.handshakeTimeoutMs);
   try {
     const tls = await startServerTls(raw, o.security!.credentials, 'the source');
-    if (h.busy()) return void tls.destroy(); // another peer won the race
+    await afterCleanup(h, o.handshakeTimeoutMs);
+    if (h.busy() || tls.destroyed) return void tls.destroy(); // another peer won the race
     h.accepted({ channel: new Channel(tls, raw), key: sessionKey(tls) });
   } finally {
     clearTimeout(timer);
