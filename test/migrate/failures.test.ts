@@ -284,6 +284,7 @@ test('a destination whose disk is another disk of the same size refuses the gues
     await assertRunsOn(g);
     await assertNothingLost(g, disk, dir.path);
   } finally {
+    await g.stop().catch(() => {}); // its worker would keep this file's process alive
     incoming.close();
     await otherServer.stop();
     await disk.server.stop();
