@@ -13,8 +13,7 @@ import os from 'node:os';
 import net from 'node:net';
 import { once } from 'node:events';
 import { join } from 'node:path';
-import { copyFileSync, appendFileSync, openSync, readSync, closeSync } from 'node:fs';
-import { randomBytes } from 'node:crypto';
+import { copyFileSync, appendFileSync } from 'node:fs';
 import { pino } from 'pino';
 import { listenIncoming, type Incoming } from '../../src/migrate/destination/index.ts';
 import { migrate, type MigrateOptions } from '../../src/migrate/source/index.ts';
@@ -22,8 +21,9 @@ import { Agent } from '../../src/cli/agent.ts';
 import { LivemigError } from '../../src/errors.ts';
 import type { Guest } from '../../src/guest/guest.ts';
 import {
-  CAPABILITIES, CAPABILITY, Channel, FRAME, PageBatch, PROTOCOL_VERSION, digest, pageHash, peerError, sampleBlocks, type Hello,
+  CAPABILITIES, CAPABILITY, Channel, FRAME, PageBatch, PROTOCOL_VERSION, digest, pageHash, peerError, type Hello,
 } from '../../src/wire/index.ts';
+import { scriptedHello } from '../helpers/scripted-hello.ts';
 import { tempDir, waitFor } from '../helpers/processes.ts';
 import { randomImage } from '../helpers/disk-image.ts';
 import { startNbdServe, type ServeProcess } from '../helpers/nbd-serve.ts';
@@ -73,18 +73,7 @@ async function assertRunsOn(g: Guest): Promise<void> {
 }
 
 /** A valid HELLO of a 64 KiB guest on the test's disk (sampled as a source samples it), for scripted sources to send or spoil. */
-function hello(): Hello {
-  const key = randomBytes(32);
-  const block = Buffer.alloc(4096);
-  const fd = openSync(image, 'r');
-  const sample = sampleBlocks(key, DISK_BYTES / 4096).map((b) => (readSync(fd, block, 0, 4096, b * 4096), { block: b, hash: pageHash(key, block).toString('hex') }));
-  closeSync(fd);
-  return {
-    protocol: 'livemig', versionMin: PROTOCOL_VERSION, versionMax: PROTOCOL_VERSION, capabilities: [...CAPABILITIES], key: key.toString('hex'), strategy: 'p2b',
-    guest: { name: 'scripted', workload: 'idle', options: { seed: 1 }, memoryBytes: 16 * 4096, pageSize: 4096, regions: [{ firstPage: 0, pages: 16 }] },
-    storage: { spec: nbd.uri('disk'), description: 'scripted', size: DISK_BYTES, sample },
-  };
-}
+const hello = (): Hello => scriptedHello(image, DISK_BYTES, nbd.uri('disk'));
 
 /** Sends raw bytes as one frame: any type, any length field, any payload (the Channel builds only valid ones). */
 function rawFrame(c: Channel, type: number, payload: Buffer, length = payload.length): void {

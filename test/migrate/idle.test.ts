@@ -8,11 +8,10 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { openSync, readSync, closeSync } from 'node:fs';
-import { randomBytes } from 'node:crypto';
 import type { Incoming } from '../../src/migrate/destination/index.ts';
 import { LivemigError } from '../../src/errors.ts';
-import { CAPABILITIES, Channel, FRAME, PageBatch, PROTOCOL_VERSION, pageHash, peerError, sampleBlocks, type Hello } from '../../src/wire/index.ts';
+import { Channel, FRAME, PageBatch, peerError, type Hello } from '../../src/wire/index.ts';
+import { scriptedHello } from '../helpers/scripted-hello.ts';
 import { tempDir, waitFor } from '../helpers/processes.ts';
 import { randomImage } from '../helpers/disk-image.ts';
 import { startNbdServe, type ServeProcess } from '../helpers/nbd-serve.ts';
@@ -35,18 +34,7 @@ after(async () => {
 });
 
 /** A valid HELLO of a 64 KiB guest on the test's disk, sampled as a source samples it. */
-function hello(): Hello {
-  const key = randomBytes(32);
-  const block = Buffer.alloc(4096);
-  const fd = openSync(image, 'r');
-  const sample = sampleBlocks(key, DISK_BYTES / 4096).map((b) => (readSync(fd, block, 0, 4096, b * 4096), { block: b, hash: pageHash(key, block).toString('hex') }));
-  closeSync(fd);
-  return {
-    protocol: 'livemig', versionMin: PROTOCOL_VERSION, versionMax: PROTOCOL_VERSION, capabilities: [...CAPABILITIES], key: key.toString('hex'), strategy: 'p2b',
-    guest: { name: 'scripted', workload: 'idle', options: { seed: 1 }, memoryBytes: 16 * 4096, pageSize: 4096, regions: [{ firstPage: 0, pages: 16 }] },
-    storage: { spec: nbd.uri('disk'), description: 'scripted', size: DISK_BYTES, sample },
-  };
-}
+const hello = (): Hello => scriptedHello(image, DISK_BYTES, nbd.uri('disk'));
 
 /**
  * A scripted source: HELLO, WELCOME, then `then` (which ends in silence). The
