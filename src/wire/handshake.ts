@@ -21,3 +21,11 @@ export function requireCapabilities(peer: readonly string[], who: string): void 
 export function shared(mine: readonly string[], theirs: readonly string[], c: Capability): boolean {
   return mine.includes(c) && theirs.includes(c);
 }
+
+/** The migration key: under TLS the session's, and HELLO must not carry one; on a plain link HELLO carries it. */
+export function migrationKey(linkKey: Buffer | undefined | null, hello: { key?: string }): Buffer {
+  if (linkKey && hello.key !== undefined) throw new LivemigError('MIGRATE_PROTOCOL', 'HELLO carries a key on a TLS link, where the key comes from the session');
+  if (linkKey) return linkKey;
+  if (hello.key === undefined) throw new LivemigError('MIGRATE_PROTOCOL', 'HELLO carries no key on a link without TLS');
+  return Buffer.from(hello.key, 'hex');
+}

@@ -3,7 +3,7 @@ export * from './protocol.ts';
 export * from './messages.ts';
 export { type Message, type MessageOf } from './codec.ts';
 export { Channel, peerError } from './channel.ts';
-export { chooseVersion, requireCapabilities, shared } from './handshake.ts';
+export { chooseVersion, migrationKey, requireCapabilities, shared } from './handshake.ts';
 export { pageHash, digest, sampleBlocks, HMAC_ALGORITHM } from './keyed-hash.ts';
 export { PageBatch, decodePages, encodePageRequest, decodePageRequest, encodeMap, decodeMap, type PageEntry, type MapCorrection } from './pages.ts';
 export {

@@ -12,7 +12,7 @@ import { Guest } from '../../guest/guest.ts';
 import { GuestMemory } from '../../guest/memory.ts';
 import { P2bMap } from '../../p2b/map.ts';
 import { openBackend } from '../../storage/open.ts';
-import { CAPABILITIES, PAGE_SIZE, TIMEOUT, chooseVersion, requireCapabilities, type Hello } from '../../wire/index.ts';
+import { CAPABILITIES, PAGE_SIZE, TIMEOUT, chooseVersion, migrationKey, requireCapabilities, type Hello } from '../../wire/index.ts';
 import { checkStorage, welcomeStorage } from '../storage-identity.ts';
 import type { DestinationSession } from './session.ts';
 
@@ -63,14 +63,6 @@ function startGuest(s: DestinationSession): void {
   );
 }
 
-/** Under TLS the key is the session's and HELLO must not carry one; on a plain link HELLO carries it. */
-function migrationKey(s: DestinationSession, hello: Hello): Buffer {
-  if (s.linkKey && hello.key !== undefined) throw new LivemigError('MIGRATE_PROTOCOL', 'HELLO carries a key on a TLS link, where the key comes from the session');
-  if (s.linkKey) return s.linkKey;
-  if (hello.key === undefined) throw new LivemigError('MIGRATE_PROTOCOL', 'HELLO carries no key on a link without TLS');
-  return Buffer.from(hello.key, 'hex');
-}
-
 export async function handshake(s: DestinationSession): Promise<void> {
   s.setState('handshake');
   s.channel.only(['HELLO']);
@@ -79,7 +71,7 @@ export async function handshake(s: DestinationSession): Promise<void> {
   requireCapabilities(hello.capabilities, 'the source');
   checkFits(s, hello);
   s.hello = hello;
-  s.key = migrationKey(s, hello);
+  s.key = migrationKey(s.linkKey, hello);
   await openStorage(s);
   s.memory = s.ready?.memory ?? GuestMemory.allocate(hello.guest.memoryBytes);
   s.map = s.ready?.map ?? P2bMap.allocate(s.memory.pages);

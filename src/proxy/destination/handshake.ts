@@ -7,7 +7,7 @@
 import { LivemigError } from '../../errors.ts';
 import { FetchQueue, FETCH_DEFAULTS } from '../../migrate/fetch-queue.ts';
 import { openBackend } from '../../storage/open.ts';
-import { CAPABILITY, PAGE_SIZE, peerError, type Channel, type Welcome, QEMU_PROXY_CAPABILITIES, QEMU_STREAM_FORMAT, TIMEOUT, chooseVersion, encodeQemuAck, encodeRefRequest, type Hello } from '../../wire/index.ts';
+import { CAPABILITY, PAGE_SIZE, peerError, type Channel, type Welcome, QEMU_PROXY_CAPABILITIES, QEMU_STREAM_FORMAT, TIMEOUT, chooseVersion, migrationKey, encodeQemuAck, encodeRefRequest, type Hello } from '../../wire/index.ts';
 import { connectTo, formatEndpoint } from '../endpoint.ts';
 import { checkStorage, welcomeStorage } from '../../migrate/storage-identity.ts';
 import { QemuOutput } from './output.ts';
@@ -21,14 +21,6 @@ function checkHello(hello: Hello): void {
   const missing = QEMU_PROXY_CAPABILITIES.filter((c) => !hello.capabilities.includes(c));
   if (missing.length) throw new LivemigError('MIGRATE_CAPABILITY', `the source proxy lacks ${missing.join(', ')}`);
   if (hello.stream.format !== QEMU_STREAM_FORMAT) throw new LivemigError('MIGRATE_CAPABILITY', `QEMU stream format ${hello.stream.format} is not carried (only ${QEMU_STREAM_FORMAT})`);
-}
-
-/** Under TLS the key is the session's and HELLO must not carry one; on a plain link HELLO carries it. */
-function migrationKey(s: DestinationProxySession, hello: Hello): Buffer {
-  if (s.linkKey && hello.key !== undefined) throw new LivemigError('MIGRATE_PROTOCOL', 'HELLO carries a key on a TLS link, where the key comes from the session');
-  if (s.linkKey) return s.linkKey;
-  if (hello.key === undefined) throw new LivemigError('MIGRATE_PROTOCOL', 'HELLO carries no key on a link without TLS');
-  return Buffer.from(hello.key, 'hex');
 }
 
 async function openDisk(s: DestinationProxySession, key: Buffer): Promise<void> {
@@ -69,7 +61,7 @@ export async function handshake(s: DestinationProxySession): Promise<void> {
   const version = chooseVersion(hello);
   checkHello(hello);
   s.hello = hello;
-  const key = migrationKey(s, hello);
+  const key = migrationKey(s.linkKey, hello);
   s.hasher.setKey(key);
   await openDisk(s, key);
   s.qemu = await connectTo(s.opts.to, TIMEOUT.CONNECT, 'QEMU_PROXY_QEMU_UNREACHABLE', `the destination QEMU (-incoming ${formatEndpoint(s.opts.to)})`);
