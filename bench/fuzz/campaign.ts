@@ -54,6 +54,7 @@ export interface CampaignResult {
   answered: number;
   bytesOut: number;
   elapsedMs: number;
+  /** The target's peak RSS under hostile input (the health migration's guest memory is not counted). */
   maxRssBytes: number;
   rssSamples: number;
   maxCloseMs: number;
@@ -190,12 +191,12 @@ export async function runCampaign(o: CampaignOptions): Promise<CampaignResult> {
   await Promise.all(Array.from({ length: opts.concurrency }, worker));
   r.elapsedMs = Math.round(performance.now() - t0);
   r.targetExit = dead;
-  if (!dead) {
-    r.health = await armed.health().catch((e: Error) => ({ error: e.message }));
-  }
   rss.stop();
   r.maxRssBytes = rss.maxBytes;
   r.rssSamples = rss.samples;
+  if (!dead) {
+    r.health = await armed.health().catch((e: Error) => ({ error: e.message }));
+  }
   await target.stop();
   r.leftovers = listTree(join(o.dir, 'tmp'));
   return r;

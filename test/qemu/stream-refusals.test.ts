@@ -14,6 +14,7 @@ import { launchQemu } from '../../src/qemu/launch.ts';
 import { writeFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
+import type { Socket } from 'node:net';
 
 const dir = tempDir('livemig-qemu-');
 let guest: TestGuest | undefined;
@@ -33,15 +34,21 @@ interface Refusal {
   commands: string[];
 }
 
-/** Migrates to a socket whose every connection feeds a parser; a refused connection is closed, as a proxy would. */
+/**
+ * Migrates to a socket whose every connection feeds a parser. A refusal closes every
+ * connection of the migration, as the source proxy does: closing only a refused multifd
+ * channel lets QEMU finish a paused guest's few non-zero pages before it notices.
+ */
 async function migrateThroughParser(opts: Parameters<typeof recordMigration>[2], qemu = guest!.qemu): Promise<Refusal> {
   const errors: QemuStreamError[] = [];
   const commands: string[] = [];
+  const sockets: Socket[] = [];
   const { status } = await qemu.qmp.execute<{ status: string }>('query-status');
   if (status === 'postmigrate') await qemu.qmp.execute('cont'); // an earlier case completed: do not fail this one too
   const recording = await recordMigration(qemu, dir.path, opts, (socket) => {
+    sockets.push(socket);
     const parser = new QemuStreamParser();
-    const refuse = (err: unknown) => (errors.push(err as QemuStreamError), socket.destroy());
+    const refuse = (err: unknown) => (errors.push(err as QemuStreamError), sockets.forEach((s) => s.destroy()));
     socket.on('data', (chunk: Buffer) => {
       try {
         parser.push(chunk, (r) => void (r.kind === 'command' && commands.push(r.name)));
