@@ -146,6 +146,19 @@ export class Channel {
     setTimeout(() => this.socket.destroy(), 1000).unref();
   }
 
+  /**
+   * Ends the channel after this side's ERROR: what the peer still sends is read and
+   * dropped for up to a second, so the kernel does not answer it with a reset that
+   * could discard the ERROR before the peer reads it.
+   */
+  closeAfterError(): void {
+    this.closed = true;
+    this.reader.detach();
+    this.socket.on('data', () => {}).resume();
+    this.socket.end();
+    setTimeout(() => this.socket.destroy(), 1000).unref();
+  }
+
   destroy(): void {
     this.closed = true;
     this.socket.destroy();

@@ -25,7 +25,7 @@ export async function abort(s: DestinationSession, err: unknown): Promise<never>
   const e = err as Error;
   s.log.debug({ code: codeOf(e), message: e.message }, 'incoming migration failed');
   await s.channel.send({ name: 'ERROR', body: { code: codeOf(e) ?? 'MIGRATE_FAILED', message: e.message } }).catch(() => {});
-  s.channel.destroy();
+  s.channel.closeAfterError();
   if (s.storage) await s.storage.close().catch(() => {});
   const guest = s.guest ?? (s.starting ? await s.starting.catch(() => null) : null);
   if (guest) {

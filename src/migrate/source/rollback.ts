@@ -9,15 +9,23 @@
  * resume` takes the disk back and runs it here. Where the disk has a lease, the
  * lease decides instead (settleByLease).
  */
-import { setTimeout as delay } from 'node:timers/promises';
 import { LivemigError, codeOf, type ErrorCode } from '../../errors.ts';
 import { letGo } from './switchover.ts';
 import type { SourceSession } from './session.ts';
 
+/**
+ * A link that dropped under a send may have carried the destination's reason first:
+ * the return path reports either that ERROR or the link's end soon after, so wait
+ * for its failure (not for any frame: a PROGRESS heard earlier says nothing), bounded.
+ */
+async function failureHeard(s: SourceSession, ms: number): Promise<void> {
+  const until = Date.now() + ms;
+  while (!s.heard.failure && Date.now() < until) await s.heardSomething(until - Date.now());
+}
+
 /** The error to report: the destination's reason if it gave one, else this side's. */
 async function reasonFor(s: SourceSession, err: unknown): Promise<Error> {
-  // A link that dropped under a send may have carried the destination's reason first.
-  if (codeOf(err) === 'MIGRATE_LINK_LOST' && !s.heard.failure) await Promise.race([s.heardSomething(100), delay(100)]);
+  if (codeOf(err) === 'MIGRATE_LINK_LOST') await failureHeard(s, 2000);
   const reason = (s.heard.failure && codeOf(s.heard.failure) !== 'MIGRATE_LINK_LOST' ? s.heard.failure : err) as Error;
   return reason instanceof LivemigError || codeOf(reason) ? reason : new LivemigError('MIGRATE_FAILED', reason.message, { cause: reason });
 }
