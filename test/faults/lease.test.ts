@@ -13,7 +13,6 @@ import { once } from 'node:events';
 import { join } from 'node:path';
 import { listenIncoming } from '../../src/migrate/destination/index.ts';
 import { migrate } from '../../src/migrate/source/index.ts';
-import { LivemigError } from '../../src/errors.ts';
 import { queryLease } from '../../src/storage/disk-lease.ts';
 import type { Guest, GuestStatus } from '../../src/guest/guest.ts';
 import { controlRequest } from '../../src/guest/control/client.ts';
@@ -23,6 +22,7 @@ import { startWarmGuest, listenHeld, checkSwitchover } from '../helpers/migratio
 import { assertNothingLost, type Inspectable } from '../helpers/nothing-lost.ts';
 import { leasedDisk } from '../helpers/leased-disk.ts';
 import { startFrameTap } from '../helpers/frame-tap.ts';
+import { failsWith } from '../helpers/outcome.ts';
 
 const MiB = 1024 * 1024;
 const dir = tempDir();
@@ -31,7 +31,6 @@ before(() => randomImage(base, 64 * MiB));
 after(() => dir.cleanup());
 
 const opts = { strategy: 'p2b' as const, maxBandwidth: 0, downtimeLimitMs: 300, maxRounds: 30, converge: 'throttle' as const };
-const failsWith = (code: string, message?: RegExp) => (e: unknown) => e instanceof LivemigError && e.code === code && (!message || message.test(e.message));
 
 /** A guest that has arrived, checked by a replay of the source's steps and its own since. */
 function arrivedGuest(d: Guest, sourceSteps: number): Inspectable {

@@ -8,15 +8,14 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { listenIncoming } from '../../src/migrate/destination/index.ts';
 import { migrate } from '../../src/migrate/source/index.ts';
-import { LivemigError } from '../../src/errors.ts';
 import { queryLease } from '../../src/storage/disk-lease.ts';
-import type { Guest } from '../../src/guest/guest.ts';
 import { tempDir, waitFor } from '../helpers/processes.ts';
 import { randomImage } from '../helpers/disk-image.ts';
 import { startWarmGuest } from '../helpers/migration.ts';
 import { ownDisk, assertNothingLost } from '../helpers/nothing-lost.ts';
 import { leasedDisk } from '../helpers/leased-disk.ts';
 import { startFrameTap } from '../helpers/frame-tap.ts';
+import { assertRunsOn, failsWith } from '../helpers/outcome.ts';
 
 const MiB = 1024 * 1024;
 const dir = tempDir();
@@ -25,13 +24,6 @@ before(() => randomImage(base, 64 * MiB));
 after(() => dir.cleanup());
 
 const opts = { strategy: 'p2b' as const, maxBandwidth: 0, downtimeLimitMs: 300, maxRounds: 30, converge: 'throttle' as const };
-const failsWith = (code: string, message?: RegExp) => (e: unknown) => e instanceof LivemigError && e.code === code && (!message || message.test(e.message));
-
-async function assertRunsOn(g: Guest): Promise<void> {
-  const s = await g.status();
-  assert.equal(s.state, 'running');
-  await waitFor(async () => (await g.status()).steps > s.steps + 5, 'the source guest to make progress');
-}
 
 test('a link cut in the handshake (WELCOME lost): MIGRATE_LINK_LOST, the source never paused and runs on with nothing lost; the destination listens again', { timeout: 120_000 }, async () => {
   const disk = await ownDisk(dir.path, base, 'hs');

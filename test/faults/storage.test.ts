@@ -11,14 +11,13 @@ import { join } from 'node:path';
 import { writeFileSync } from 'node:fs';
 import { listenIncoming } from '../../src/migrate/destination/index.ts';
 import { migrate } from '../../src/migrate/source/index.ts';
-import { LivemigError } from '../../src/errors.ts';
-import type { Guest } from '../../src/guest/guest.ts';
 import { requireTools } from '../helpers/tools.ts';
 import { tempDir, startNbdkit, waitFor } from '../helpers/processes.ts';
 import { randomImage } from '../helpers/disk-image.ts';
 import { startWarmGuest, migrateGuest } from '../helpers/migration.ts';
 import { ownDisk, assertNothingLost } from '../helpers/nothing-lost.ts';
 import { startFrameTap } from '../helpers/frame-tap.ts';
+import { assertRunsOn, failsWith } from '../helpers/outcome.ts';
 
 const MiB = 1024 * 1024;
 const dir = tempDir();
@@ -27,14 +26,6 @@ before(() => randomImage(base, 64 * MiB));
 after(() => dir.cleanup());
 
 const opts = { strategy: 'p2b' as const, maxBandwidth: 0, downtimeLimitMs: 300, maxRounds: 30, converge: 'throttle' as const };
-const failsWith = (code: string, message?: RegExp) => (e: unknown) => e instanceof LivemigError && e.code === code && (!message || message.test(e.message));
-
-async function assertRunsOn(g: Guest): Promise<void> {
-  const s = await g.status();
-  assert.equal(s.state, 'running');
-  assert.notEqual(s.disk.description, 'detached', 'the disk is re-attached');
-  await waitFor(async () => (await g.status()).steps > s.steps + 5, 'the source guest to make progress');
-}
 
 /** EIO on every read from the moment `trigger` exists (nbdkit-error-filter). */
 const readErrors = (trigger: string) => ['error-pread=EIO', 'error-pread-rate=100%', `error-pread-file=${trigger}`];

@@ -15,10 +15,9 @@ import { copyFileSync, openSync, writeSync, closeSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { listenIncoming } from '../../src/migrate/destination/index.ts';
 import { migrate } from '../../src/migrate/source/index.ts';
-import { LivemigError } from '../../src/errors.ts';
 import { Channel } from '../../src/wire/index.ts';
 import { P2B } from '../../src/p2b/map.ts';
-import type { Guest, GuestStatus } from '../../src/guest/guest.ts';
+import type { GuestStatus } from '../../src/guest/guest.ts';
 import type { Fingerprint } from '../../src/guest/fingerprint.ts';
 import { controlRequest } from '../../src/guest/control/client.ts';
 import { requireTools } from '../helpers/tools.ts';
@@ -28,6 +27,7 @@ import { startNbdServe } from '../helpers/nbd-serve.ts';
 import { startWarmGuest, migrateGuest, checkSwitchover } from '../helpers/migration.ts';
 import { ownDisk, assertNothingLost, type Inspectable } from '../helpers/nothing-lost.ts';
 import { startFrameTap } from '../helpers/frame-tap.ts';
+import { assertRunsOn, failsWith } from '../helpers/outcome.ts';
 
 const MiB = 1024 * 1024;
 const dir = tempDir();
@@ -36,15 +36,6 @@ before(() => randomImage(base, 64 * MiB));
 after(() => dir.cleanup());
 
 const opts = { strategy: 'p2b' as const, maxBandwidth: 0, downtimeLimitMs: 300, maxRounds: 30, converge: 'throttle' as const };
-const failsWith = (...codes: string[]) => (e: unknown) => e instanceof LivemigError && codes.includes(e.code);
-
-/** The source guest runs and its disk is back: its workload makes progress. */
-async function assertRunsOn(g: Guest): Promise<void> {
-  const s = await g.status();
-  assert.equal(s.state, 'running');
-  assert.notEqual(s.disk.description, 'detached', 'the disk is re-attached');
-  await waitFor(async () => (await g.status()).steps > s.steps + 5, 'the source guest to make progress');
-}
 
 /** A source guest in another process, inspected through its control socket. */
 function overControl(control: string, config: Inspectable['config']): Inspectable {
@@ -198,7 +189,7 @@ test("the destination's NBD server stopped during the fetch: the migration fails
   try {
     // Killed once round 0 has gone out: thousands of references are still waiting for their reads.
     const migrating = migrate(g, { ...opts, host: '127.0.0.1', port: incoming.port, onRound: (r) => r.round === 0 && slow.process.kill('SIGKILL') });
-    await assert.rejects(migrating, (e: unknown) => failsWith('MIGRATE_STORAGE', 'MIGRATE_LINK_LOST')(e) && /disk|storage|link/i.test((e as Error).message));
+    await assert.rejects(migrating, (e: unknown) => failsWith(['MIGRATE_STORAGE', 'MIGRATE_LINK_LOST'])(e) && /disk|storage|link/i.test((e as Error).message));
     await assertRunsOn(g);
     await assertNothingLost(g, disk, dir.path);
   } finally {

@@ -19,7 +19,6 @@ import { listenIncoming, type Incoming } from '../../src/migrate/destination/ind
 import { migrate, type MigrateOptions } from '../../src/migrate/source/index.ts';
 import { Agent } from '../../src/cli/agent.ts';
 import { LivemigError } from '../../src/errors.ts';
-import type { Guest } from '../../src/guest/guest.ts';
 import {
   CAPABILITIES, CAPABILITY, Channel, FRAME, PageBatch, PROTOCOL_VERSION, digest, pageHash, peerError, type Hello,
 } from '../../src/wire/index.ts';
@@ -30,6 +29,7 @@ import { startNbdServe, type ServeProcess } from '../helpers/nbd-serve.ts';
 import { startWarmGuest, migrateGuest, listenHeld, checkSwitchover } from '../helpers/migration.ts';
 import { startFrameTap } from '../helpers/frame-tap.ts';
 import { ownDisk } from '../helpers/nothing-lost.ts';
+import { assertRunsOn } from '../helpers/outcome.ts';
 
 const MiB = 1024 * 1024;
 const GiB = 1024 * MiB;
@@ -63,13 +63,6 @@ async function realMigration(incoming: Incoming, name: string): Promise<void> {
   } finally {
     await m.destination.stop();
   }
-}
-
-async function assertRunsOn(g: Guest): Promise<void> {
-  const s = await g.status();
-  assert.equal(s.state, 'running', 'the source guest runs on');
-  assert.equal(s.throttle, 0);
-  await waitFor(async () => (await g.status()).steps > s.steps, 'the source guest to make progress');
 }
 
 /** A valid HELLO of a 64 KiB guest on the test's disk (sampled as a source samples it), for scripted sources to send or spoil. */

@@ -15,7 +15,6 @@ import { randomBytes } from 'node:crypto';
 import { listenIncoming, type Incoming } from '../../src/migrate/destination/index.ts';
 import { migrate } from '../../src/migrate/source/index.ts';
 import { LivemigError } from '../../src/errors.ts';
-import type { Guest } from '../../src/guest/guest.ts';
 import { CAPABILITIES, Channel, MAX_PENDING, PROTOCOL_VERSION, connectLink, loadLinkSecurity, type LinkSecurity } from '../../src/wire/index.ts';
 import { tempDir, waitFor } from '../helpers/processes.ts';
 import { randomImage } from '../helpers/disk-image.ts';
@@ -23,6 +22,7 @@ import { startNbdServe, type ServeProcess } from '../helpers/nbd-serve.ts';
 import { startWarmGuest, migrateGuest, listenHeld } from '../helpers/migration.ts';
 import { makeX509Dir, makePskFile } from '../helpers/tls-creds.ts';
 import { haveTool, requireTools } from '../helpers/tools.ts';
+import { assertRunsOn } from '../helpers/outcome.ts';
 
 const MiB = 1024 * 1024;
 const GUEST = 16 * MiB;
@@ -65,12 +65,6 @@ async function realMigration(incoming: Incoming, name: string, security: LinkSec
   } finally {
     await m.destination.stop();
   }
-}
-
-async function assertRunsOn(g: Guest): Promise<void> {
-  const s = await g.status();
-  assert.equal(s.state, 'running', 'the source guest runs on');
-  await waitFor(async () => (await g.status()).steps > s.steps, 'the source guest to make progress');
 }
 
 test('with a PSK both ends take the key from the TLS session: the guest migrates, verified by the oracle; a HELLO that carries a key over TLS is refused', { timeout: 180_000 }, async () => {
