@@ -6,7 +6,7 @@
  * A mapping dropped while its run was being hashed sends the run's pages as bytes.
  */
 import { NO_BLOCK } from '../../p2b/map.ts';
-import { FRAME_HEADER_BYTES, HASH_BYTES, PageBatch, REGION_PAGES, decodePages, ENCODING } from '../../wire/index.ts';
+import { FRAME_HEADER_BYTES, HASH_BYTES, PageBatch, REGION_PAGES } from '../../wire/index.ts';
 import type { SourceSession } from './session.ts';
 
 export interface Sent {
@@ -88,7 +88,7 @@ export class PageSender {
     const seq = ++s.seq;
     s.lastRef[p] = NO_BLOCK;
     if (s.guest.memory.isZero(p)) this.batch.addZero(p, seq);
-    else this.batch.addFull(p, seq, s.guest.memory.page(p));
+    else this.batch.addFull(p, seq, this.corruptForTest(p) ?? s.guest.memory.page(p));
   }
 
   private async flushRefs(): Promise<void> {
@@ -118,21 +118,20 @@ export class PageSender {
 
   private async flushBatch(): Promise<void> {
     if (this.batch.count === 0) return;
-    const payload = this.batch.take();
-    this.corruptForTest(payload);
-    await this.s.limit.take(payload.length + FRAME_HEADER_BYTES);
-    await this.s.channel.send({ name: 'PAGES', body: payload });
+    const bytes = this.batch.length;
+    await this.s.limit.take(bytes + FRAME_HEADER_BYTES);
+    // Taken after the wait: views of guest memory go out with the newest bytes.
+    await this.s.channel.sendParts('PAGES', this.batch.takeParts());
   }
 
-  /** Test-only fault (faults.ts): one byte of the first full page in the frame flipped. */
-  private corruptForTest(payload: Buffer): void {
+  /** Test-only fault (faults.ts): a copy of the round's first full page, one byte flipped (memory stays intact). */
+  private corruptForTest(page: number): Uint8Array | undefined {
     const f = this.s.opts.faults;
-    if (!f?.corruptWirePage || f.fired?.corruptWirePage !== undefined || this.s.rounds.length !== f.corruptWirePage.round) return;
-    decodePages(payload, this.s.pages, (e) => {
-      if (e.encoding !== ENCODING.FULL || !('data' in e) || f.fired?.corruptWirePage !== undefined) return;
-      e.data[100] ^= 0xff;
-      (f.fired ??= {}).corruptWirePage = e.page;
-      this.s.log.warn({ page: e.page }, 'fault: page corrupted on the wire');
-    });
+    if (!f?.corruptWirePage || f.fired?.corruptWirePage !== undefined || this.s.rounds.length !== f.corruptWirePage.round) return undefined;
+    const copy = Buffer.from(this.s.guest.memory.page(page));
+    copy[100] ^= 0xff;
+    (f.fired ??= {}).corruptWirePage = page;
+    this.s.log.warn({ page }, 'fault: page corrupted on the wire');
+    return copy;
   }
 }
