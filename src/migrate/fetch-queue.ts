@@ -109,6 +109,11 @@ export class FetchQueue {
     return this.incoming.length === 0 && this.head === this.pending.length && this.inFlight === 0;
   }
 
+  /** Time with reads outstanding so far, the current stretch included. */
+  get busyNowMs(): number {
+    return this.stats.busyMs + (this.inFlight > 0 ? performance.now() - this.busySince : 0);
+  }
+
   /** Referenced pages waiting for a read (not yet issued). */
   get backlog(): number {
     return this.waitingPages;

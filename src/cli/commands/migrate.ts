@@ -8,7 +8,7 @@ import { UsageError } from '../usage-error.ts';
 import { formatBytes, formatRate } from '../../util/size.ts';
 import { parseTcpAddress } from '../tcp-address.ts';
 
-export const help = `Usage: livemig migrate --control SOCKET --to tcp://HOST:PORT [--strategy p2b|baseline]
+export const help = `Usage: livemig migrate --control SOCKET --to tcp://HOST:PORT [--strategy auto|p2b|baseline]
                        [--max-bandwidth RATE] [--downtime-limit MS] [--max-rounds N]
                        [--converge throttle|abort] [--keep-paused] [--json]
 
@@ -17,9 +17,11 @@ Live-migrates the guest behind SOCKET to a destination started with
 the destination has verified its memory and resumed it; any failure before
 that leaves it running here, untouched.
 
-  --strategy        p2b (default): mapped pages go as block references the
-                    destination reads from the shared storage; baseline: full
-                    and zero pages only, like stock QEMU pre-copy
+  --strategy        auto (default): each mapped page goes as a block reference
+                    the destination reads from the shared storage only when
+                    that finishes sooner than sending it (measured link and
+                    storage rates); p2b: every mapped page as a reference;
+                    baseline: full and zero pages only, like stock QEMU pre-copy
   --max-bandwidth   link limit, e.g. 1Gbit, 500Mbit, 100MiB (per second); default unlimited
   --downtime-limit  stop iterating once the estimated downtime fits (default 300 ms)
   --max-rounds      rounds without converging before the policy applies (default 30)
@@ -55,7 +57,7 @@ export async function run(args: string[]): Promise<number> {
   if (values.help) return void console.log(help), 0;
   if (!values.control || !values.to) throw new UsageError('migrate needs --control SOCKET and --to tcp://HOST:PORT');
   asUsage(() => parseTcpAddress(values.to!));
-  const strategy = strategyOption(values.strategy ?? 'p2b');
+  const strategy = strategyOption(values.strategy ?? 'auto');
   const maxBandwidth = values['max-bandwidth'] === undefined ? 0 : rateOption('--max-bandwidth', values['max-bandwidth']);
   const downtimeLimitMs = durationOption('--downtime-limit', values['downtime-limit'] ?? '300');
   const maxRounds = values['max-rounds'] === undefined ? 30 : Number(values['max-rounds']);

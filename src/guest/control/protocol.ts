@@ -8,7 +8,7 @@ export type ControlCommand = (typeof CONTROL_COMMANDS)[number];
 
 export interface MigrateArgs {
   to: string; // tcp://HOST:PORT
-  strategy: 'baseline' | 'p2b';
+  strategy: 'auto' | 'baseline' | 'p2b';
   maxBandwidth: number;
   downtimeLimitMs: number;
   maxRounds: number;

@@ -66,7 +66,7 @@ export async function handshake(s: SourceSession): Promise<void> {
   }
   requireCapabilities(w.capabilities, 'the destination');
   s.welcome = w;
-  s.useRefs = s.opts.strategy === 'p2b' && w.storageMatch && shared(CAPABILITIES, w.capabilities, CAPABILITY.REF);
+  s.useRefs = s.opts.strategy !== 'baseline' && w.storageMatch && shared(CAPABILITIES, w.capabilities, CAPABILITY.REF);
   s.maxRun = s.useRefs && shared(CAPABILITIES, w.capabilities, CAPABILITY.REF_RUN) ? MAX_REF_RUN : 1;
   s.log.debug({ storageMatch: w.storageMatch, useRefs: s.useRefs, maxRun: s.maxRun }, 'welcome received');
 }

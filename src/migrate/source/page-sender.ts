@@ -8,6 +8,7 @@
 import { NO_BLOCK } from '../../p2b/map.ts';
 import { FRAME_HEADER_BYTES, HASH_BYTES, PageBatch, REGION_PAGES } from '../../wire/index.ts';
 import type { SourceSession } from './session.ts';
+import { RefPolicy } from './ref-policy.ts';
 
 export interface Sent {
   full: number;
@@ -55,9 +56,12 @@ const HASH_BATCH = 1024;
 export class PageSender {
   private readonly batch = new PageBatch();
   private readonly runs: RefRuns;
+  /** Strategy `auto`: which mapped pages go as references; otherwise all of them do. */
+  readonly policy: RefPolicy | null;
 
   constructor(private readonly s: SourceSession) {
     this.runs = new RefRuns(s.maxRun);
+    this.policy = s.opts.strategy === 'auto' ? new RefPolicy(s) : null;
   }
 
   /** Sends the pages; `allowRefs` false sends them in full (pages the destination asked for). */
@@ -73,6 +77,7 @@ export class PageSender {
         if (this.runs.pages >= HASH_BATCH) await this.flushRefs();
         continue;
       }
+      this.policy?.sentOther();
       this.addBytes(p);
       if (batch.full) await this.flushBatch();
     }
@@ -94,14 +99,18 @@ export class PageSender {
   private async flushRefs(): Promise<void> {
     const { s, runs } = this;
     if (!runs.pages) return;
-    const hashes = await s.hasher.hashMemory(runs.ranges());
+    // Decided before hashing: a run that goes in full costs no hash.
+    const chosen = runs.first.map((_, r) => this.policy?.takeRun(runs.count[r]) ?? true);
+    const ranges = runs.ranges().filter((_, i) => chosen[i >> 1]);
+    const hashes = ranges.length ? await s.hasher.hashMemory(ranges) : new Uint8Array(0);
     const map = s.guest.map;
-    for (let r = 0; r < runs.first.length; r++) {
+    for (let r = 0, h = 0; r < runs.first.length; r++) {
       const [first, count, block] = [runs.first[r], runs.count[r], runs.block[r]];
-      let intact = true;
+      let intact = chosen[r];
+      const hash = intact ? hashes.subarray(h * HASH_BYTES, ++h * HASH_BYTES) : null;
       for (let i = 0; i < count && intact; i++) intact = map.referenceable(first + i) && map.block[first + i] === block + i;
       if (intact) {
-        this.batch.addRef(first, s.seq + 1, block, count, hashes.subarray(r * HASH_BYTES, (r + 1) * HASH_BYTES));
+        this.batch.addRef(first, s.seq + 1, block, count, hash!);
         s.seq += count;
         for (let i = 0; i < count; i++) s.lastRef[first + i] = block + i;
         s.refsSent += count;

@@ -36,7 +36,9 @@ export async function stopAndCopy(s: SourceSession, sender: PageSender): Promise
   const last = new Set<number>([...s.takeDirty(), ...s.dirty]);
   s.untrackedWriteForTest();
   for (const p of retry) last.delete(p);
-  const fin = await sender.send(last, true);
+  const list = Uint32Array.from(last);
+  sender.policy?.startRound(list); // references here lengthen the downtime by the storage reads
+  const fin = await sender.send(list, true);
   const again = await sender.send(retry, false); // a page whose reference failed goes in full
   s.recordRound({
     round: s.rounds.length, pages: last.size, full: fin.full + again.full, zero: fin.zero + again.zero, ref: fin.ref,

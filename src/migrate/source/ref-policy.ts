@@ -1,0 +1,92 @@
+/**
+ * The `auto` strategy's choice: which mapped pages go as block references and
+ * which in full. The link carries full pages while the destination's storage
+ * reads resolve references, in parallel; a round ends when the slower of the two
+ * is done. So the share of mapped pages sent as references is the one that makes
+ * both finish together, from the measured link rate, the destination's measured
+ * read rate (storage, hashing and applying together) and the fetch backlog it
+ * already has. A backlog the storage cannot clear in time turns references off.
+ */
+import type { SourceSession } from './session.ts';
+
+/** Before a round has sent this long, its own link rate is too young to trust. */
+const MEASURE_MS = 30;
+/** Round 0's link rate before anything is measured, with no limit set: 1 GB/s. */
+const PRIOR_LINK_RATE = 1e9;
+/** Until the destination has measured its reads, references stop while this many pages are unread (16 MiB). */
+const UNMEASURED_BACKLOG = 4096;
+
+export class RefPolicy {
+  /** Mapped and other pages left in this round, as counted at its start. */
+  private mapped = 0;
+  private unmapped = 0;
+  /** References owed and paid (error diffusion over runs, so runs stay whole). */
+  private owed = 0;
+  private t0 = 0;
+  private bytes0 = 0;
+  /** The best link rate a whole round achieved: a round mostly of references underuses the link. */
+  private bestLink = 0;
+
+  constructor(private readonly s: SourceSession) {}
+
+  /** A round is about to send `list`. */
+  startRound(list: ArrayLike<number>): void {
+    const map = this.s.guest.map;
+    let mapped = 0;
+    for (let i = 0; i < list.length; i++) if (map.referenceable(list[i])) mapped++;
+    this.mapped = mapped;
+    this.unmapped = list.length - mapped;
+    this.owed = 0;
+    this.t0 = performance.now();
+    this.bytes0 = this.s.channel.bytesSent;
+  }
+
+  /** After a round: its rate counts as the link's if it is the best yet. */
+  endRound(bytes: number, ms: number): void {
+    if (ms >= MEASURE_MS) this.bestLink = Math.max(this.bestLink, (bytes / ms) * 1000);
+  }
+
+  /** A page that went in full without a choice (not mapped). */
+  sentOther(): void {
+    if (this.unmapped > 0) this.unmapped--;
+  }
+
+  /** Whether the next run of `count` mapped pages goes as references. */
+  takeRun(count: number): boolean {
+    const share = this.share();
+    this.mapped = Math.max(0, this.mapped - count);
+    this.owed += share * count;
+    if (this.owed < count / 2) return false;
+    this.owed -= count;
+    return true;
+  }
+
+  /** Link bytes per second: the best of this round so far and earlier rounds, under the limit. */
+  linkRate(): number {
+    const ms = performance.now() - this.t0;
+    const now = ms >= MEASURE_MS ? ((this.s.channel.bytesSent - this.bytes0) / ms) * 1000 : 0;
+    const best = Math.max(now, this.bestLink);
+    const cap = this.s.opts.maxBandwidth || Infinity;
+    return Math.min(best || (Number.isFinite(cap) ? cap : PRIOR_LINK_RATE), cap);
+  }
+
+  /**
+   * The share f of the mapped pages left to send as references, from
+   * (unmapped + (1 - f) * mapped) / link = (backlog + f * mapped) / storage.
+   * Before the destination has measured its reads, references go while its backlog is small.
+   */
+  share(): number {
+    const storage = this.s.heard.progress.readRate;
+    if (!(storage > 0)) return this.backlogPages() < UNMEASURED_BACKLOG ? 1 : 0;
+    if (this.mapped === 0) return 1;
+    const r = this.linkRate() / storage;
+    const f = (this.unmapped + this.mapped - this.backlogPages() * r) / (this.mapped * (1 + r));
+    return Math.min(1, Math.max(0, f));
+  }
+
+  /** Referenced pages the destination has not read yet. */
+  private backlogPages(): number {
+    const p = this.s.heard.progress;
+    return Math.max(0, p.pending + (this.s.refsSent - p.refsReceived));
+  }
+}
