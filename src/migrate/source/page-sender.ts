@@ -8,7 +8,7 @@
 import { NO_BLOCK } from '../../p2b/map.ts';
 import { FRAME_HEADER_BYTES, HASH_BYTES, PageBatch, REGION_PAGES } from '../../wire/index.ts';
 import type { SourceSession } from './session.ts';
-import { RefPolicy } from './ref-policy.ts';
+import { LinkMeter, RefPolicy } from './ref-policy.ts';
 
 export interface Sent {
   full: number;
@@ -50,6 +50,9 @@ class RefRuns {
   }
 }
 
+/** Frames at least this big time the link (a quarter of a full frame). */
+const LINK_SAMPLE_BYTES = 256 * 1024;
+
 /** Candidates hashed per job: enough to amortise the round trip to the pool. */
 const HASH_BATCH = 1024;
 
@@ -58,10 +61,12 @@ export class PageSender {
   private readonly runs: RefRuns;
   /** Strategy `auto`: which mapped pages go as references; otherwise all of them do. */
   readonly policy: RefPolicy | null;
+  /** Time spent handing big frames to the link (rate limit and back-pressure included): its capacity, however busy it was kept. */
+  readonly link = new LinkMeter();
 
   constructor(private readonly s: SourceSession) {
     this.runs = new RefRuns(s.maxRun);
-    this.policy = s.opts.strategy === 'auto' ? new RefPolicy(s) : null;
+    this.policy = s.opts.strategy === 'auto' ? new RefPolicy(s, this.link) : null;
   }
 
   /** Sends the pages; `allowRefs` false sends them in full (pages the destination asked for). */
@@ -128,9 +133,12 @@ export class PageSender {
   private async flushBatch(): Promise<void> {
     if (this.batch.count === 0) return;
     const bytes = this.batch.length;
+    const t0 = performance.now();
     await this.s.limit.take(bytes + FRAME_HEADER_BYTES);
     // Taken after the wait: views of guest memory go out with the newest bytes.
     await this.s.channel.sendParts('PAGES', this.batch.takeParts());
+    // Big frames only: a small one fits the socket's buffer and says nothing of the link.
+    if (bytes >= LINK_SAMPLE_BYTES) this.link.record(bytes, performance.now() - t0);
   }
 
   /** Test-only fault (faults.ts): a copy of the round's first full page, one byte flipped (memory stays intact). */

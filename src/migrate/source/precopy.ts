@@ -23,9 +23,7 @@ async function round(s: SourceSession, sender: PageSender, toSend: Uint32Array):
   const retry = s.takeRequested();
   const sent = await sender.send(toSend, true);
   const again = await sender.send(retry, false);
-  const ms = performance.now() - t0;
-  sender.policy?.endRound(sent.bytes + again.bytes, ms);
-  return { sent, again, ms };
+  return { sent, again, ms: performance.now() - t0 };
 }
 
 export async function precopy(s: SourceSession, sender: PageSender): Promise<void> {

@@ -9,12 +9,34 @@
  */
 import type { SourceSession } from './session.ts';
 
-/** Before a round has sent this long, its own link rate is too young to trust. */
-const MEASURE_MS = 30;
 /** Round 0's link rate before anything is measured, with no limit set: 1 GB/s. */
 const PRIOR_LINK_RATE = 1e9;
 /** Until the destination has measured its reads, references stop while this many pages are unread (16 MiB). */
 const UNMEASURED_BACKLOG = 4096;
+/** Frames timed before the link's rate is trusted. */
+const LINK_SAMPLES = 8;
+
+/**
+ * The link's capacity: bytes of big frames over the time spent handing them to the
+ * socket (waits on the rate limit and on back-pressure included). Unlike bytes over a
+ * round's time, it does not drop when a round sends mostly references.
+ */
+export class LinkMeter {
+  private bytes = 0;
+  private ms = 0;
+  private samples = 0;
+
+  record(bytes: number, ms: number): void {
+    this.bytes += bytes;
+    this.ms += ms;
+    this.samples++;
+  }
+
+  /** Bytes per second, or 0 until enough frames were timed. */
+  rate(): number {
+    return this.samples >= LINK_SAMPLES && this.ms > 0 ? (this.bytes / this.ms) * 1000 : 0;
+  }
+}
 
 export class RefPolicy {
   /** Mapped and other pages left in this round, as counted at its start. */
@@ -22,12 +44,8 @@ export class RefPolicy {
   private unmapped = 0;
   /** References owed and paid (error diffusion over runs, so runs stay whole). */
   private owed = 0;
-  private t0 = 0;
-  private bytes0 = 0;
-  /** The best link rate a whole round achieved: a round mostly of references underuses the link. */
-  private bestLink = 0;
 
-  constructor(private readonly s: SourceSession) {}
+  constructor(private readonly s: SourceSession, private readonly link: LinkMeter) {}
 
   /** A round is about to send `list`. */
   startRound(list: ArrayLike<number>): void {
@@ -37,13 +55,6 @@ export class RefPolicy {
     this.mapped = mapped;
     this.unmapped = list.length - mapped;
     this.owed = 0;
-    this.t0 = performance.now();
-    this.bytes0 = this.s.channel.bytesSent;
-  }
-
-  /** After a round: its rate counts as the link's if it is the best yet. */
-  endRound(bytes: number, ms: number): void {
-    if (ms >= MEASURE_MS) this.bestLink = Math.max(this.bestLink, (bytes / ms) * 1000);
   }
 
   /** A page that went in full without a choice (not mapped). */
@@ -61,13 +72,9 @@ export class RefPolicy {
     return true;
   }
 
-  /** Link bytes per second: the best of this round so far and earlier rounds, under the limit. */
+  /** Link bytes per second: as measured, else the limit, else a prior. */
   linkRate(): number {
-    const ms = performance.now() - this.t0;
-    const now = ms >= MEASURE_MS ? ((this.s.channel.bytesSent - this.bytes0) / ms) * 1000 : 0;
-    const best = Math.max(now, this.bestLink);
-    const cap = this.s.opts.maxBandwidth || Infinity;
-    return Math.min(best || (Number.isFinite(cap) ? cap : PRIOR_LINK_RATE), cap);
+    return this.link.rate() || this.s.opts.maxBandwidth || PRIOR_LINK_RATE;
   }
 
   /**
