@@ -66,7 +66,8 @@ export class PageSender {
 
   constructor(private readonly s: SourceSession) {
     this.runs = new RefRuns(s.maxRun);
-    this.policy = s.opts.strategy === 'auto' ? new RefPolicy(s, this.link) : null;
+    const inputs = { referenceable: (p: number) => s.guest.map.referenceable(p), maxBandwidth: s.opts.maxBandwidth, progress: () => s.heard.progress, refsSent: () => s.refsSent };
+    this.policy = s.opts.strategy === 'auto' ? new RefPolicy(inputs, this.link) : null;
   }
 
   /** Sends the pages; `allowRefs` false sends them in full (pages the destination asked for). */

@@ -7,7 +7,15 @@
  * read rate (storage, hashing and applying together) and the fetch backlog it
  * already has. A backlog the storage cannot clear in time turns references off.
  */
-import type { SourceSession } from './session.ts';
+/** What the policy reads of a migration (a SourceSession in use; figures in tests). */
+export interface PolicyInputs {
+  referenceable(page: number): boolean;
+  /** The link limit in bytes per second, 0 for none. */
+  readonly maxBandwidth: number;
+  /** The destination's last PROGRESS: its read rate and fetch backlog. */
+  progress(): { readRate: number; pending: number; refsReceived: number };
+  refsSent(): number;
+}
 
 /** Round 0's link rate before anything is measured, with no limit set: 1 GB/s. */
 const PRIOR_LINK_RATE = 1e9;
@@ -45,13 +53,12 @@ export class RefPolicy {
   /** References owed and paid (error diffusion over runs, so runs stay whole). */
   private owed = 0;
 
-  constructor(private readonly s: SourceSession, private readonly link: LinkMeter) {}
+  constructor(private readonly s: PolicyInputs, private readonly link: LinkMeter) {}
 
   /** A round is about to send `list`. */
   startRound(list: ArrayLike<number>): void {
-    const map = this.s.guest.map;
     let mapped = 0;
-    for (let i = 0; i < list.length; i++) if (map.referenceable(list[i])) mapped++;
+    for (let i = 0; i < list.length; i++) if (this.s.referenceable(list[i])) mapped++;
     this.mapped = mapped;
     this.unmapped = list.length - mapped;
     this.owed = 0;
@@ -74,7 +81,7 @@ export class RefPolicy {
 
   /** Link bytes per second: as measured, else the limit, else a prior. */
   linkRate(): number {
-    return this.link.rate() || this.s.opts.maxBandwidth || PRIOR_LINK_RATE;
+    return this.link.rate() || this.s.maxBandwidth || PRIOR_LINK_RATE;
   }
 
   /**
@@ -83,7 +90,7 @@ export class RefPolicy {
    * Before the destination has measured its reads, references go while its backlog is small.
    */
   share(): number {
-    const storage = this.s.heard.progress.readRate;
+    const storage = this.s.progress().readRate;
     if (!(storage > 0)) return this.backlogPages() < UNMEASURED_BACKLOG ? 1 : 0;
     if (this.mapped === 0) return 1;
     const r = this.linkRate() / storage;
@@ -93,7 +100,7 @@ export class RefPolicy {
 
   /** Referenced pages the destination has not read yet. */
   private backlogPages(): number {
-    const p = this.s.heard.progress;
-    return Math.max(0, p.pending + (this.s.refsSent - p.refsReceived));
+    const p = this.s.progress();
+    return Math.max(0, p.pending + (this.s.refsSent() - p.refsReceived));
   }
 }
