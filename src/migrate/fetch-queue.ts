@@ -45,6 +45,8 @@ export interface FetchStats {
   mismatched: number;
   reads: number;
   bytesRead: number;
+  /** Referenced pages in completed reads (bytesRead also counts the gaps read through). */
+  pagesResolved: number;
   maxInFlight: number;
   totalLatencyMs: number;
   /** Time with at least one read outstanding: storage throughput is bytesRead over this. */
@@ -75,7 +77,7 @@ export class FetchQueue {
   private timer: NodeJS.Timeout | null = null;
   private idleWaiters: (() => void)[] = [];
   private failure: Error | null = null;
-  readonly stats: FetchStats = { refs: 0, applied: 0, stale: 0, mismatched: 0, reads: 0, bytesRead: 0, maxInFlight: 0, totalLatencyMs: 0, busyMs: 0 };
+  readonly stats: FetchStats = { refs: 0, applied: 0, stale: 0, mismatched: 0, reads: 0, bytesRead: 0, pagesResolved: 0, maxInFlight: 0, totalLatencyMs: 0, busyMs: 0 };
   private busySince = 0;
   /** Pages in reads that have not completed. */
   inFlightPages = 0;
@@ -234,6 +236,7 @@ export class FetchQueue {
         }
       });
       this.buffers.put(buf); // small ones were never pooled: put() ignores them
+      this.stats.pagesResolved += pages;
       if (mismatched.length) this.target.mismatched(mismatched);
     } catch (err) {
       this.failure ??= err as Error;

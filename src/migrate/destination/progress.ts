@@ -4,7 +4,7 @@
  * estimate. Digests are refreshed only while the fetch queue is idle, never
  * while references land all over memory.
  */
-import { PROGRESS_INTERVAL_MS } from '../../wire/index.ts';
+import { PAGE_SIZE, PROGRESS_INTERVAL_MS } from '../../wire/index.ts';
 import type { DestinationSession } from './session.ts';
 
 export function startProgress(s: DestinationSession): NodeJS.Timeout {
@@ -16,11 +16,12 @@ export function startProgress(s: DestinationSession): NodeJS.Timeout {
     s.backlog.max = Math.max(s.backlog.max, waiting);
     s.backlog.sum += waiting;
     s.backlog.samples++;
-    // The rate while reads are outstanding: what the storage can do, not how busy it was kept.
+    // Referenced pages resolved per second while reads are outstanding: what the storage can
+    // do (gaps read through, hashing and applying included), not how busy it was kept.
     const busy = s.queue.busyNowMs / 1000;
     const body = {
       refsReceived: s.received.refs, pending: waiting, applied: st.applied, bytesRead: st.bytesRead,
-      readRate: busy > 0 && st.bytesRead > 0 ? st.bytesRead / busy : 0, verifyMs: s.digests.estimateMs(),
+      readRate: busy > 0 && st.pagesResolved > 0 ? (st.pagesResolved * PAGE_SIZE) / busy : 0, verifyMs: s.digests.estimateMs(),
     };
     void s.channel.send({ name: 'PROGRESS', body }).catch(() => {});
   }, PROGRESS_INTERVAL_MS);

@@ -21,6 +21,12 @@ export interface PolicyInputs {
 const PRIOR_LINK_RATE = 1e9;
 /** Until the destination has measured its reads, references stop while this many pages are unread (16 MiB). */
 const UNMEASURED_BACKLOG = 4096;
+/**
+ * The storage's share of the round is planned to end this much sooner than the link's:
+ * on a machine short of cores, reads and frames compete for the same CPU, and a backlog
+ * left at the end costs settling time while a full page sent early costs nothing more.
+ */
+const STORAGE_HEADROOM = 0.8;
 /** Frames timed before the link's rate is trusted. */
 const LINK_SAMPLES = 8;
 
@@ -90,7 +96,7 @@ export class RefPolicy {
    * Before the destination has measured its reads, references go while its backlog is small.
    */
   share(): number {
-    const storage = this.s.progress().readRate;
+    const storage = this.s.progress().readRate * STORAGE_HEADROOM;
     if (!(storage > 0)) return this.backlogPages() < UNMEASURED_BACKLOG ? 1 : 0;
     if (this.mapped === 0) return 1;
     const r = this.linkRate() / storage;
