@@ -5,4 +5,4 @@ export { type Message, type MessageOf } from './codec.ts';
 export { Channel, peerError } from './channel.ts';
 export { chooseVersion, requireCapabilities, shared } from './handshake.ts';
 export { pageHash, digest, sampleBlocks, HMAC_ALGORITHM } from './keyed-hash.ts';
-export { PageBatch, decodePages, encodePageRequest, decodePageRequest, encodeMap, decodeMap, type PageEntry, type MapCorrection } from './pages.ts';
+export { PageBatch, decodePages, encodePageRequest, decodePageRequest, encodeMap, decodeMap, type PageEntry, type MapCorrection, type MapCorrections } from './pages.ts';

@@ -158,26 +158,37 @@ export function decodePageRequest(payload: Buffer, pages: number): number[] {
 /** One MAP correction: the page's block at pause, or null for no mapping. */
 export type MapCorrection = [page: number, block: number | null];
 
+/** MAP corrections as two arrays (block MAP_NO_BLOCK: no mapping): no object per entry, at 8 GiB there may be millions. */
+export interface MapCorrections {
+  pages: Uint32Array;
+  blocks: Uint32Array;
+}
+
 /** MAP payload: count u32, then page u32 | block u32 (MAP_NO_BLOCK: no mapping). */
-export function encodeMap(entries: readonly MapCorrection[]): Buffer {
-  const b = Buffer.allocUnsafe(4 + entries.length * 8);
-  b.writeUInt32BE(entries.length, 0);
-  entries.forEach(([p, block], i) => {
-    b.writeUInt32BE(p, 4 + i * 8);
-    b.writeUInt32BE(block ?? MAP_NO_BLOCK, 8 + i * 8);
-  });
+export function encodeMap(entries: readonly MapCorrection[] | MapCorrections): Buffer {
+  const c = Array.isArray(entries)
+    ? { pages: Uint32Array.from(entries, (e) => e[0]), blocks: Uint32Array.from(entries, (e) => e[1] ?? MAP_NO_BLOCK) }
+    : (entries as MapCorrections);
+  const n = c.pages.length;
+  const b = Buffer.allocUnsafe(4 + n * 8);
+  b.writeUInt32BE(n, 0);
+  for (let i = 0; i < n; i++) {
+    b.writeUInt32BE(c.pages[i], 4 + i * 8);
+    b.writeUInt32BE(c.blocks[i], 8 + i * 8);
+  }
   return b;
 }
 
-export function decodeMap(payload: Buffer, pages: number): MapCorrection[] {
+/** The corrections of a MAP payload, every page checked against the guest's size. */
+export function decodeMap(payload: Buffer, pages: number): MapCorrections {
   const count = payload.length >= 4 ? payload.readUInt32BE(0) : -1;
   if (count < 0 || payload.length !== 4 + count * 8) throw protocolError('malformed MAP frame');
-  const out: MapCorrection[] = [];
+  const out = { pages: new Uint32Array(count), blocks: new Uint32Array(count) };
   for (let i = 0; i < count; i++) {
     const p = payload.readUInt32BE(4 + i * 8);
     if (p >= pages) throw protocolError(`MAP names page ${p}, outside guest memory`);
-    const block = payload.readUInt32BE(8 + i * 8);
-    out.push([p, block === MAP_NO_BLOCK ? null : block]);
+    out.pages[i] = p;
+    out.blocks[i] = payload.readUInt32BE(8 + i * 8);
   }
   return out;
 }

@@ -6,7 +6,7 @@
  * destination says it has it.
  */
 import { NO_BLOCK } from '../../p2b/map.ts';
-import { encodeMap, type MapCorrection } from '../../wire/index.ts';
+import { MAP_NO_BLOCK, encodeMap, type MapCorrections } from '../../wire/index.ts';
 import type { PageSender } from './page-sender.ts';
 import type { SourceSession } from './session.ts';
 
@@ -15,14 +15,18 @@ import type { SourceSession } from './session.ts';
  * after its fetch, or a mapping made since, would leave it wrong. These are the
  * pages whose mapping at pause differs from the last reference sent.
  */
-function mapCorrections(s: SourceSession): MapCorrection[] {
+function mapCorrections(s: SourceSession): MapCorrections {
   const { map } = s.guest;
-  const out: MapCorrection[] = [];
+  let n = 0;
+  const pages = new Uint32Array(s.pages);
+  const blocks = new Uint32Array(s.pages);
   for (let p = 0; p < s.pages; p++) {
     const want = map.referenceable(p) ? map.block[p] : NO_BLOCK;
-    if (want !== s.lastRef[p]) out.push([p, want === NO_BLOCK ? null : want]);
+    if (want === s.lastRef[p]) continue;
+    pages[n] = p;
+    blocks[n++] = want === NO_BLOCK ? MAP_NO_BLOCK : want;
   }
-  return out;
+  return { pages: pages.subarray(0, n), blocks: blocks.subarray(0, n) };
 }
 
 export async function stopAndCopy(s: SourceSession, sender: PageSender): Promise<void> {
