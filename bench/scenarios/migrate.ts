@@ -259,6 +259,17 @@ function computeGoals(runs: Record<string, Run[]>, strategies: Strategy[], workl
       goals[`${w}: downtime p2b / baseline`] = { value: ratio(m(p, (r) => r.downtimeMs), m(b, (r) => r.downtimeMs)), goal: 1.1, kind: 'max', what: `at ${formatRate(gbit)}` };
     }
   }
+  if (strategies.includes('auto') && strategies.includes('baseline')) {
+    // The default strategy must never cost time: at every link rate, at most baseline's total.
+    for (const bw of bandwidths) {
+      for (const w of workloads) {
+        const a = runs[key(w, 'auto', bw, sizes[0])];
+        const b = runs[key(w, 'baseline', bw, sizes[0])];
+        if (!a || !b) continue;
+        goals[`${w}: total time auto / baseline at ${formatRate(bw)}`] = { value: ratio(med(a.map((r) => r.totalTimeMs)), med(b.map((r) => r.totalTimeMs))), goal: 1.0, kind: 'max', what: `at ${formatRate(bw)}` };
+      }
+    }
+  }
   if (refs.engineStream && refs.rawSocket) {
     goals['engine stream / raw Node TCP socket'] = { value: ratio(refs.engineStream, refs.rawSocket), goal: 0.7, kind: 'min', what: 'baseline, idle guest, unthrottled loopback, round 0 bytes per second' };
   }
@@ -303,7 +314,7 @@ function cellTable(runs: Record<string, Run[]>): string {
       `${fmt(med(rs.map((r) => r.pages.full)))} / ${fmt(med(rs.map((r) => r.pages.zero)))} / ${fmt(med(rs.map((r) => r.pages.ref)))}`,
       `${fmt(med(rs.map((r) => r.cpu.sourceMs)))} / ${fmt(med(rs.map((r) => r.cpu.destinationMs)))} / ${fmt(med(rs.map((r) => r.storageServer.cpuMs)))}`,
       `${fmt(mib(med(rs.map((r) => r.peakRss.source))))} / ${fmt(mib(med(rs.map((r) => r.peakRss.destination))))}`,
-      s === 'p2b' ? `${fmt(mib(med(rs.map((r) => r.fetch.readRate))))} MiB/s, ${fmt(med(rs.map((r) => r.fetch.meanLatencyMs)))} ms, ${fmt(med(rs.map((r) => r.fetch.maxBacklog)))}/${fmt(med(rs.map((r) => r.fetch.meanBacklog)))}` : '–',
+      s !== 'baseline' ? `${fmt(mib(med(rs.map((r) => r.fetch.readRate))))} MiB/s, ${fmt(med(rs.map((r) => r.fetch.meanLatencyMs)))} ms, ${fmt(med(rs.map((r) => r.fetch.maxBacklog)))}/${fmt(med(rs.map((r) => r.fetch.meanBacklog)))}` : '–',
       fmt(med(rs.map((r) => r.boundMs))), col((r) => r.efficiency)];
   });
   return table(['workload', 'strategy', 'link', 'memory', 'total ms', 'downtime ms', 'rounds', 'link MiB', 'storage MiB', 'pages full/zero/ref', 'CPU ms src/dst/storage', 'peak RSS MiB src/dst', 'fetch: rate, latency, backlog max/mean', 'bound ms', 'efficiency'], rows);

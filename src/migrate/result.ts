@@ -1,8 +1,9 @@
 /** What a migration reports (`livemig migrate --json`, the demo, the benchmark). */
 import type { FetchReport } from '../wire/index.ts';
 
-export type Strategy = 'baseline' | 'p2b';
-export const STRATEGIES: Strategy[] = ['baseline', 'p2b'];
+/** auto: references only where they finish sooner (the default); p2b: every mapped page as one; baseline: none. */
+export type Strategy = 'auto' | 'baseline' | 'p2b';
+export const STRATEGIES: Strategy[] = ['auto', 'baseline', 'p2b'];
 
 export interface RoundStats {
   round: number;

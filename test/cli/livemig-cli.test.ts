@@ -103,7 +103,7 @@ test('demo runs a whole migration and prints the contract fields, verified by th
   }
   assert.deepEqual(Object.keys(d.pages).sort(), ['full', 'ref', 'refRetried', 'zero']);
   assert.equal(d.verified, true);
-  assert.equal(d.strategy, 'p2b');
+  assert.equal(d.strategy, 'auto', 'auto is the default');
   assert.ok(d.pages.ref > 0, 'references were used');
   assert.equal(d.destinationRunning, true);
   assert.equal(d.check, 'full', 'the oracle runs by default');

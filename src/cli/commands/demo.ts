@@ -5,7 +5,7 @@ import { UsageError } from '../usage-error.ts';
 import { runLocalMigration } from '../../demo/local-migration.ts';
 import { formatResult } from './migrate.ts';
 
-export const help = `Usage: livemig demo [--memory 256MiB] [--workload pagecache] [--strategy p2b]
+export const help = `Usage: livemig demo [--memory 256MiB] [--workload pagecache] [--strategy auto]
                     [--max-bandwidth 1Gbit] [--downtime-limit 300] [--seed N]
                     [--check full|digests] [--tls-psk FILE | --tls-creds DIR] [--json]
 
@@ -45,7 +45,7 @@ export async function run(args: string[]): Promise<number> {
   const memoryBytes = sizeOption('--memory', values.memory ?? '256MiB');
   if (memoryBytes % 4096) throw new UsageError('--memory must be a multiple of 4 KiB');
   const workload = workloadOption(values.workload ?? 'pagecache');
-  const strategy = strategyOption(values.strategy ?? 'p2b');
+  const strategy = strategyOption(values.strategy ?? 'auto');
   const maxBandwidth = rateOption('--max-bandwidth', values['max-bandwidth'] ?? '1Gbit');
   const downtimeLimitMs = durationOption('--downtime-limit', values['downtime-limit'] ?? '300');
   const seed = values.seed === undefined ? 1 : Number(values.seed);

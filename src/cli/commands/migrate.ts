@@ -8,7 +8,7 @@ import { UsageError } from '../usage-error.ts';
 import { formatBytes, formatRate } from '../../util/size.ts';
 import { parseLinkAddress } from '../../wire/index.ts';
 
-export const help = `Usage: livemig migrate --control SOCKET --to tcp://HOST:PORT|unix:PATH [--strategy p2b|baseline]
+export const help = `Usage: livemig migrate --control SOCKET --to tcp://HOST:PORT|unix:PATH [--strategy auto|p2b|baseline]
                        [--tls-creds DIR | --tls-psk FILE]
                        [--max-bandwidth RATE] [--downtime-limit MS] [--max-rounds N]
                        [--converge throttle|abort] [--keep-paused] [--json]
@@ -23,9 +23,11 @@ that leaves it running here, untouched.
                     must be signed by the same CA (and name its host)
   --tls-psk FILE    a pre-shared key file of IDENTITY:HEXKEY lines, as the destination's
                     (the guest's agent reads these files when the migration starts)
-  --strategy        p2b (default): mapped pages go as block references the
-                    destination reads from the shared storage; baseline: full
-                    and zero pages only, like stock QEMU pre-copy
+  --strategy        auto (default): each mapped page goes as a block reference
+                    the destination reads from the shared storage only when
+                    that finishes sooner than sending it (measured link and
+                    storage rates); p2b: every mapped page as a reference;
+                    baseline: full and zero pages only, like stock QEMU pre-copy
   --max-bandwidth   link limit, e.g. 1Gbit, 500Mbit, 100MiB (per second); default unlimited
   --downtime-limit  stop iterating once the estimated downtime fits (default 300 ms)
   --max-rounds      rounds without converging before the policy applies (default 30)
@@ -66,7 +68,7 @@ export async function run(args: string[]): Promise<number> {
   const to = at.transport === 'unix' ? `unix:${resolve(at.path)}` : values.to; // the agent may run elsewhere
   if (values['tls-creds'] && values['tls-psk']) throw new UsageError('give --tls-creds or --tls-psk, not both');
   const tls = { ...(values['tls-creds'] ? { tlsCreds: resolve(values['tls-creds']) } : {}), ...(values['tls-psk'] ? { tlsPsk: resolve(values['tls-psk']) } : {}) };
-  const strategy = strategyOption(values.strategy ?? 'p2b');
+  const strategy = strategyOption(values.strategy ?? 'auto');
   const maxBandwidth = values['max-bandwidth'] === undefined ? 0 : rateOption('--max-bandwidth', values['max-bandwidth']);
   const downtimeLimitMs = durationOption('--downtime-limit', values['downtime-limit'] ?? '300');
   const maxRounds = values['max-rounds'] === undefined ? 30 : Number(values['max-rounds']);

@@ -11,7 +11,7 @@ export interface MigrateArgs {
   /** Credentials the agent loads (absolute paths): an x509 directory or a PSK file. */
   tlsCreds?: string;
   tlsPsk?: string;
-  strategy: 'baseline' | 'p2b';
+  strategy: 'auto' | 'baseline' | 'p2b';
   maxBandwidth: number;
   downtimeLimitMs: number;
   maxRounds: number;

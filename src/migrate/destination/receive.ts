@@ -70,7 +70,7 @@ export async function receive(s: DestinationSession): Promise<void> {
   // after COMPLETE only the last pages' chunks need hashing.
   s.digests = new MemoryDigests(s.hasher, s.pages, s.key, true);
   s.versions = new PageVersions(s.pages);
-  s.arriving = new ArrivingMap();
+  s.arriving = new ArrivingMap(s.pages);
   s.target = new MemoryTarget(s.memory, s.versions, s.arriving, (pages) => requestFull(s, pages), s.opts.faults);
   s.queue = new FetchQueue(s.storage!, s.hasher, s.target, { ...FETCH_DEFAULTS, ...s.opts.fetch });
   startReader(s);

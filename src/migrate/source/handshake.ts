@@ -72,7 +72,7 @@ export async function handshake(s: SourceSession): Promise<void> {
   }
   s.welcome = w;
   s.storage = await storageVerdict(() => openBackend(s.guest.config.disk, { readOnly: true, lock: false }), s.key, w);
-  s.useRefs = s.opts.strategy === 'p2b' && s.storage.match && shared(CAPABILITIES, w.capabilities, CAPABILITY.REF);
+  s.useRefs = s.opts.strategy !== 'baseline' && s.storage.match && shared(CAPABILITIES, w.capabilities, CAPABILITY.REF);
   s.maxRun = s.useRefs && shared(CAPABILITIES, w.capabilities, CAPABILITY.REF_RUN) ? MAX_REF_RUN : 1;
   s.log.debug({ storageMatch: s.storage.match, useRefs: s.useRefs, maxRun: s.maxRun }, 'welcome received');
 }
