@@ -4,6 +4,7 @@ import { join, resolve } from 'node:path';
 import { Guest } from '../../guest/guest.ts';
 import { serveControl } from '../../guest/control/server.ts';
 import { WORKLOADS } from '../../guest/workloads/registry.ts';
+import { heapOptionsProblem, type HeapKind } from '../../guest/workloads/heap.ts';
 import { listenIncoming } from '../../migrate/destination/index.ts';
 import { prepareMigration } from '../../migrate/source/index.ts';
 import { Agent } from '../agent.ts';
@@ -17,7 +18,8 @@ import { logLevel } from '../parse.ts';
 
 export const help = `Usage: livemig run --name NAME --memory SIZE --disk NBD-URI|PATH
                    --workload PROFILE --control SOCKET [--state-dir DIR]
-                   [--seed N] [--dirty-rate SIZE/s] [--write-rate SIZE/s] [--json]
+                   [--seed N] [--dirty-rate SIZE/s] [--write-rate SIZE/s]
+                   [--write-size BYTES] [--heap random|compressible] [--json]
        livemig run --incoming tcp://HOST:PORT --control SOCKET [--disk NBD-URI|PATH]
                    [--memory SIZE] [--paused] [--state-dir DIR] [--json]
 
@@ -44,6 +46,9 @@ the source's first ('livemig fingerprint' on both).
   --seed N             workload seed (default 1): same seed, same operations
   --dirty-rate RATE    for 'dirty', e.g. 64MiB (per second; default 32MiB)
   --write-rate RATE    for 'diskwrite' (per second; default 8MiB)
+  --write-size BYTES   for 'dirty': bytes rewritten in each dirtied page (1..4096; default 4096)
+  --heap KIND          what heap pages hold: random (default: mostly random bytes) or
+                       compressible (records, small integers, text, zero runs)
   --json               print {name, control, p2b, ...} as one line once running
   --log-level LEVEL    pino log on stderr: the migration's phases at debug (default silent)`;
 
@@ -60,6 +65,8 @@ function parseRun(args: string[]) {
     seed: { type: 'string' },
     'dirty-rate': { type: 'string' },
     'write-rate': { type: 'string' },
+    'write-size': { type: 'string' },
+    heap: { type: 'string' },
     incoming: { type: 'string' },
     paused: { type: 'boolean' },
   });
@@ -73,9 +80,17 @@ function memoryOption(value: string): number {
   return bytes;
 }
 
+/** --heap and --write-size as workload options (absent ones stay absent). */
+export function heapOptions(heap: string | undefined, writeSize: string | undefined): { heap?: HeapKind; writeSize?: number } {
+  const size = writeSize === undefined ? undefined : sizeOption('--write-size', writeSize);
+  const problem = heapOptionsProblem(heap, size);
+  if (problem) throw new UsageError(problem);
+  return { ...(heap ? { heap: heap as HeapKind } : {}), ...(size !== undefined ? { writeSize: size } : {}) };
+}
+
 /** `run --incoming`: a destination waiting for a guest. */
 async function runIncoming(values: Values, control: string, agent: Agent, log: Logger): Promise<number> {
-  for (const flag of ['name', 'workload', 'seed', 'dirty-rate', 'write-rate'] as const) {
+  for (const flag of ['name', 'workload', 'seed', 'dirty-rate', 'write-rate', 'write-size', 'heap'] as const) {
     if (values[flag] !== undefined) throw new UsageError(`--${flag} comes from the source with --incoming`);
   }
   const at = asUsage(() => parseTcpAddress(values.incoming!));
@@ -113,6 +128,7 @@ async function runGuest(values: Values, control: string, agent: Agent): Promise<
     seed,
     ...(values['dirty-rate'] ? { dirtyRate: sizeOption('--dirty-rate', strip(values['dirty-rate'])) } : {}),
     ...(values['write-rate'] ? { writeRate: sizeOption('--write-rate', strip(values['write-rate'])) } : {}),
+    ...heapOptions(values['heap'], values['write-size']),
   };
   const name = values.name!;
   const guest = await Guest.start({ name, memoryBytes, disk: values.disk!, workload: values.workload!, options, stateDir: stateDirFor(values)(name) });
