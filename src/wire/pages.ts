@@ -4,13 +4,15 @@
  * decoded into views of the payload: no per-page copies or objects on the hot path.
  */
 import { LivemigError } from '../errors.ts';
-import { ENCODING, ENCODING_BODY, HASH_BYTES, MAP_NO_BLOCK, MAX_REF_RUN, PAGE_ENTRY_HEADER, PAGE_SIZE, PAGES_PER_FRAME } from './protocol.ts';
+import { ENCODING, ENCODING_BODY, ENCODING_BODY_RANGE, HASH_BYTES, MAP_NO_BLOCK, MAX_REF_RUN, PAGE_ENTRY_HEADER, PAGE_SIZE, PAGES_PER_FRAME } from './protocol.ts';
 
 export type PageEntry =
   | { page: number; seq: number; encoding: typeof ENCODING.FULL; data: Uint8Array }
   | { page: number; seq: number; encoding: typeof ENCODING.ZERO }
   | { page: number; seq: number; encoding: typeof ENCODING.REF; block: number; count: 1; hash: Uint8Array }
   | { page: number; seq: number; encoding: typeof ENCODING.REF_RUN; block: number; count: number; hash: Uint8Array }
+  | { page: number; seq: number; encoding: typeof ENCODING.LZ4; compressed: Uint8Array }
+  | { page: number; seq: number; encoding: typeof ENCODING.XBZRLE; baseSeq: number; delta: Uint8Array }
   | { page: number; seq: number; encoding: number; unknown: true };
 
 const protocolError = (what: string) => new LivemigError('MIGRATE_PROTOCOL', what);
@@ -20,8 +22,8 @@ export class PageBatch {
   private buf: Buffer;
   private at = 4;
   count = 0;
-  /** Pages by encoding since the batch was made (a run counts its pages). */
-  readonly counts = { full: 0, zero: 0, ref: 0 };
+  /** Pages by encoding since the batch was made (a run counts its pages; lz4 and xbzrle pages count as full too). */
+  readonly counts = { full: 0, zero: 0, ref: 0, lz4: 0, xbzrle: 0 };
 
   constructor(readonly capacity = PAGES_PER_FRAME) {
     this.buf = Buffer.allocUnsafe(4 + capacity * (PAGE_ENTRY_HEADER + PAGE_SIZE));
@@ -47,6 +49,25 @@ export class PageBatch {
     this.buf.set(data, this.at);
     this.at += PAGE_SIZE;
     this.counts.full++;
+  }
+
+  /** A page as an LZ4 body (lz4-page.ts). */
+  addLz4(page: number, seq: number, body: Uint8Array): void {
+    this.header(page, seq, ENCODING.LZ4, body.length);
+    this.buf.set(body, this.at);
+    this.at += body.length;
+    this.counts.full++;
+    this.counts.lz4++;
+  }
+
+  /** A page as an XBZRLE delta (xbzrle.ts) against its version `baseSeq`. */
+  addXbzrle(page: number, seq: number, baseSeq: number, delta: Uint8Array): void {
+    this.header(page, seq, ENCODING.XBZRLE, 4 + delta.length);
+    this.buf.writeUInt32BE(baseSeq, this.at);
+    this.buf.set(delta, this.at + 4);
+    this.at += 4 + delta.length;
+    this.counts.full++;
+    this.counts.xbzrle++;
   }
 
   addZero(page: number, seq: number): void {
@@ -99,6 +120,14 @@ export function decodePages(payload: Buffer, pages: number, fn: (e: PageEntry) =
 }
 
 function decodeEntry(page: number, seq: number, encoding: number, body: Buffer, pages: number): PageEntry {
+  if (encoding === ENCODING.LZ4 || encoding === ENCODING.XBZRLE) {
+    const [min, max] = ENCODING_BODY_RANGE[encoding];
+    if (body.length < min || body.length > max) throw protocolError(`page entry of encoding ${encoding} with a ${body.length}-byte body`);
+    if (encoding === ENCODING.LZ4) return { page, seq, encoding, compressed: body };
+    const baseSeq = body.readUInt32BE(0);
+    if (baseSeq === 0 || baseSeq >= seq) throw protocolError(`XBZRLE entry of seq ${seq} against version ${baseSeq}`);
+    return { page, seq, encoding, baseSeq, delta: body.subarray(4) };
+  }
   const expected = ENCODING_BODY[encoding as keyof typeof ENCODING_BODY];
   if (expected === undefined) return { page, seq, encoding, unknown: true };
   if (body.length !== expected) throw protocolError(`page entry of encoding ${encoding} with a ${body.length}-byte body`);
