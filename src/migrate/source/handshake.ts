@@ -11,7 +11,8 @@ import {
   CAPABILITIES, CAPABILITY, Channel, MAX_REF_RUN, PAGE_SIZE, PROTOCOL_NAME, PROTOCOL_VERSION, PROTOCOL_VERSION_MIN, TIMEOUT,
   pageHash, requireCapabilities, sampleBlocks, shared, type Hello, type StorageIdentity,
 } from '../../wire/index.ts';
-import type { SourceSession } from './session.ts';
+import { XBZRLE_CACHE_DEFAULT, type SourceSession } from './session.ts';
+import { PageCodecs } from './page-codecs.ts';
 
 /** Storage identity: size and keyed hashes of sampled blocks (read without taking the guest's lock). */
 export async function storageIdentity(spec: string, key: Buffer): Promise<StorageIdentity> {
@@ -68,5 +69,7 @@ export async function handshake(s: SourceSession): Promise<void> {
   s.welcome = w;
   s.useRefs = s.opts.strategy === 'p2b' && w.storageMatch && shared(CAPABILITIES, w.capabilities, CAPABILITY.REF);
   s.maxRun = s.useRefs && shared(CAPABILITIES, w.capabilities, CAPABILITY.REF_RUN) ? MAX_REF_RUN : 1;
+  const codecs = { compress: s.opts.compress ?? 'auto', xbzrleCacheBytes: s.opts.xbzrleCacheBytes ?? XBZRLE_CACHE_DEFAULT };
+  s.codecs = new PageCodecs(codecs, shared(CAPABILITIES, w.capabilities, CAPABILITY.LZ4), shared(CAPABILITIES, w.capabilities, CAPABILITY.XBZRLE));
   s.log.debug({ storageMatch: w.storageMatch, useRefs: s.useRefs, maxRun: s.maxRun }, 'welcome received');
 }

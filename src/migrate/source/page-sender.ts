@@ -1,6 +1,7 @@
 /**
  * Sends pages: each goes as zero, as a block reference (its mapping is
- * referenceable now and references were negotiated), or in full. Reference
+ * referenceable now and references were negotiated), or as bytes: whole, or
+ * through the page codecs (XBZRLE, LZ4; page-codecs.ts) when negotiated. Reference
  * candidates are hashed on the pool straight from guest memory, as runs:
  * consecutive pages on consecutive blocks share one reference and one keyed hash.
  * A mapping dropped while its run was being hashed sends the run's pages as bytes.
@@ -10,9 +11,12 @@ import { FRAME_HEADER_BYTES, HASH_BYTES, PageBatch, REGION_PAGES, decodePages, E
 import type { SourceSession } from './session.ts';
 
 export interface Sent {
+  /** Pages sent as bytes, LZ4 and XBZRLE pages included. */
   full: number;
   zero: number;
   ref: number;
+  lz4: number;
+  xbzrle: number;
   bytes: number;
 }
 
@@ -66,6 +70,7 @@ export class PageSender {
     const before = { ...batch.counts };
     const bytes0 = s.channel.bytesSent;
     const map = s.guest.map;
+    s.codecs.link.start();
     for (const p of list) {
       s.check();
       if (allowRefs && s.useRefs && map.referenceable(p)) {
@@ -73,13 +78,17 @@ export class PageSender {
         if (this.runs.pages >= HASH_BATCH) await this.flushRefs();
         continue;
       }
+      if (!allowRefs) s.codecs.forget(p); // asked for in full: no delta against what the destination may not hold
       this.addBytes(p);
       if (batch.full) await this.flushBatch();
     }
     await this.flushRefs();
     await this.flushBatch();
     const c = batch.counts;
-    return { full: c.full - before.full, zero: c.zero - before.zero, ref: c.ref - before.ref, bytes: s.channel.bytesSent - bytes0 };
+    return {
+      full: c.full - before.full, zero: c.zero - before.zero, ref: c.ref - before.ref, lz4: c.lz4 - before.lz4, xbzrle: c.xbzrle - before.xbzrle,
+      bytes: s.channel.bytesSent - bytes0,
+    };
   }
 
   /** The page as zero or in full, under a new sequence number. */
@@ -87,7 +96,10 @@ export class PageSender {
     const { s } = this;
     const seq = ++s.seq;
     s.lastRef[p] = NO_BLOCK;
-    if (s.guest.memory.isZero(p)) this.batch.addZero(p, seq);
+    if (s.guest.memory.isZero(p)) {
+      this.batch.addZero(p, seq);
+      s.codecs.forget(p);
+    } else if (s.codecs.active) s.codecs.add(this.batch, p, seq, s.guest.memory.page(p));
     else this.batch.addFull(p, seq, s.guest.memory.page(p));
   }
 
@@ -103,7 +115,10 @@ export class PageSender {
       if (intact) {
         this.batch.addRef(first, s.seq + 1, block, count, hashes.subarray(r * HASH_BYTES, (r + 1) * HASH_BYTES));
         s.seq += count;
-        for (let i = 0; i < count; i++) s.lastRef[first + i] = block + i;
+        for (let i = 0; i < count; i++) {
+          s.lastRef[first + i] = block + i;
+          s.codecs.forget(first + i);
+        }
         s.refsSent += count;
       } else {
         for (let i = 0; i < count; i++) {
@@ -120,8 +135,10 @@ export class PageSender {
     if (this.batch.count === 0) return;
     const payload = this.batch.take();
     this.corruptForTest(payload);
+    const t0 = performance.now();
     await this.s.limit.take(payload.length + FRAME_HEADER_BYTES);
     await this.s.channel.send({ name: 'PAGES', body: payload });
+    this.s.codecs.link.sent(payload.length + FRAME_HEADER_BYTES, performance.now() - t0);
   }
 
   /** Test-only fault (faults.ts): one byte of the first full page in the frame flipped. */

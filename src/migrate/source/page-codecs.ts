@@ -1,0 +1,140 @@
+/**
+ * How a page that goes as bytes is encoded: as an XBZRLE delta against the copy
+ * the destination holds (pages re-sent after round 0, while the cache keeps
+ * them), LZ4-compressed (only while the link is the bottleneck and compressing
+ * saves link time), or whole. Each switches itself off where it does not pay:
+ * XBZRLE after a round whose deltas saved under a tenth, LZ4 whenever the link
+ * is not what limits the sender or the samples do not compress.
+ */
+import { PAGE_SIZE, XBZRLE_LIMIT, lz4Compress, xbzrleEncode, type PageBatch } from '../../wire/index.ts';
+import { XbzrleCache } from './xbzrle-cache.ts';
+import { LinkMeter } from './link-meter.ts';
+
+export interface CodecOptions {
+  /** 'auto': LZ4 when the link is the bottleneck; 'off': never. */
+  compress: 'auto' | 'off';
+  /** Bytes of sent pages kept for XBZRLE; 0: no XBZRLE. */
+  xbzrleCacheBytes: number;
+}
+
+/** What the codecs did, for the migration's report. */
+export interface CodecReport {
+  lz4Pages: number;
+  xbzrlePages: number;
+  /** Page bytes the codecs kept off the link (4096 per page minus what went). */
+  savedBytes: number;
+  /** Why XBZRLE stopped, if it did; whether LZ4 was ever chosen. */
+  xbzrleOff: string | null;
+  lz4Used: boolean;
+}
+
+/** While LZ4 is off, one full page in this many is compressed anyway, to keep its estimates current. */
+const SAMPLE_EVERY = 32;
+/** A round's deltas must save this share of the bytes tried, or XBZRLE stops. */
+const XBZRLE_MIN_SAVING = 0.1;
+/** Attempts a round needs before its savings decide anything. */
+const XBZRLE_MIN_TRIES = 32;
+
+export class PageCodecs {
+  private cache: XbzrleCache | null;
+  private readonly lz4: boolean;
+  private readonly snap = Buffer.allocUnsafe(PAGE_SIZE);
+  private readonly delta = Buffer.allocUnsafe(PAGE_SIZE);
+  readonly link = new LinkMeter();
+  /** Compress samples: bytes in, bytes out, ms spent. */
+  private readonly lz4Stats = { in: 0, out: 0, ms: 0 };
+  private roundTries = { pages: 0, out: 0 };
+  private round = 0;
+  private fullSeen = 0;
+  readonly report: CodecReport = { lz4Pages: 0, xbzrlePages: 0, savedBytes: 0, xbzrleOff: null, lz4Used: false };
+
+  constructor(opts: CodecOptions, canLz4: boolean, canXbzrle: boolean) {
+    this.lz4 = canLz4 && opts.compress === 'auto';
+    this.cache = canXbzrle && opts.xbzrleCacheBytes >= PAGE_SIZE ? new XbzrleCache(opts.xbzrleCacheBytes) : null;
+    if (!this.cache) this.report.xbzrleOff = canXbzrle ? 'no cache (--xbzrle-cache 0)' : 'not negotiated: the destination does not speak pages.xbzrle';
+  }
+
+  /** True when a page may go otherwise than whole: the sender then hands every byte page here. */
+  get active(): boolean {
+    return this.cache !== null || this.lz4;
+  }
+
+  /** Compress only when the link limits the sender and compressing a page costs less time than its saved bytes would on the link. */
+  get compressing(): boolean {
+    if (!this.lz4 || this.lz4Stats.in < 16 * PAGE_SIZE || !this.link.bound) return false;
+    const ratio = this.lz4Stats.out / this.lz4Stats.in;
+    const compressRate = this.lz4Stats.in / Math.max(this.lz4Stats.ms, 1e-3) * 1000;
+    return ratio < 0.9 && compressRate * (1 - ratio) > this.link.rate;
+  }
+
+  /** Adds a non-zero page to the batch: from a snapshot, so what the cache keeps is what goes out. */
+  add(batch: PageBatch, page: number, seq: number, live: Uint8Array): void {
+    const snap = this.snap;
+    snap.set(live);
+    if (this.cache && this.tryDelta(batch, page, seq, snap)) return;
+    const body = this.tryLz4();
+    if (body) batch.addLz4(page, seq, body);
+    else batch.addFull(page, seq, snap);
+    this.report.savedBytes += body ? PAGE_SIZE - body.length : 0;
+  }
+
+  private tryDelta(batch: PageBatch, page: number, seq: number, snap: Buffer): boolean {
+    const cache = this.cache!;
+    const slot = cache.lookup(page);
+    if (slot < 0) {
+      if (this.round > 0) cache.put(page, snap, seq); // pages dirtied again after round 0 are the ones worth keeping
+      return false;
+    }
+    const n = xbzrleEncode(cache.bytes(slot), snap, this.delta, XBZRLE_LIMIT);
+    this.roundTries.pages++;
+    this.roundTries.out += n < 0 ? PAGE_SIZE : n + 4;
+    if (n >= 0) {
+      batch.addXbzrle(page, seq, cache.seq(slot), this.delta.subarray(0, n));
+      this.report.xbzrlePages++;
+      this.report.savedBytes += PAGE_SIZE - n - 4;
+    }
+    cache.put(page, snap, seq);
+    return n >= 0;
+  }
+
+  /** The snapshot compressed, when LZ4 is chosen and it saves; also samples while LZ4 is off. */
+  private tryLz4(): Buffer | null {
+    if (!this.lz4) return null;
+    const use = this.compressing;
+    if (!use && this.fullSeen++ % SAMPLE_EVERY !== 0) return null;
+    const t0 = performance.now();
+    const body = lz4Compress(this.snap, PAGE_SIZE - 64);
+    this.lz4Stats.ms += performance.now() - t0;
+    this.lz4Stats.in += PAGE_SIZE;
+    this.lz4Stats.out += body ? body.length : PAGE_SIZE;
+    this.decay();
+    if (!use || !body) return null;
+    this.report.lz4Pages++;
+    this.report.lz4Used = true;
+    return body;
+  }
+
+  /** Halves the compress samples now and then, so the estimate follows what memory holds now. */
+  private decay(): void {
+    if (this.lz4Stats.in < 1024 * PAGE_SIZE) return;
+    this.lz4Stats.in /= 2;
+    this.lz4Stats.out /= 2;
+    this.lz4Stats.ms /= 2;
+  }
+
+  /** The page went as zero or as a reference: the destination no longer holds the cached copy. */
+  forget(page: number): void {
+    this.cache?.forget(page);
+  }
+
+  /** A round ended: XBZRLE stops for good if its deltas did not pay. */
+  endRound(): void {
+    const t = this.roundTries;
+    if (this.cache && t.pages >= XBZRLE_MIN_TRIES && t.out > t.pages * PAGE_SIZE * (1 - XBZRLE_MIN_SAVING)) {
+      this.cache = null;
+      this.report.xbzrleOff = `round ${this.round}: ${t.pages} deltas saved under ${XBZRLE_MIN_SAVING * 100} %`;
+    }
+    this.roundTries = { pages: 0, out: 0 };
+    this.round++;
+  }
+}
