@@ -11,8 +11,8 @@ import { XbzrleCache } from './xbzrle-cache.ts';
 import { LinkMeter } from './link-meter.ts';
 
 export interface CodecOptions {
-  /** 'auto': LZ4 when the link is the bottleneck; 'off': never. */
-  compress: 'auto' | 'off';
+  /** 'auto': LZ4 when the link is the bottleneck; 'always': every full page that shrinks; 'off': never. */
+  compress: 'auto' | 'always' | 'off';
   /** Bytes of sent pages kept for XBZRLE; 0: no XBZRLE. */
   xbzrleCacheBytes: number;
 }
@@ -38,6 +38,7 @@ const XBZRLE_MIN_TRIES = 32;
 export class PageCodecs {
   private cache: XbzrleCache | null;
   private readonly lz4: boolean;
+  private readonly lz4Always: boolean;
   private readonly snap = Buffer.allocUnsafe(PAGE_SIZE);
   private readonly delta = Buffer.allocUnsafe(PAGE_SIZE);
   readonly link = new LinkMeter();
@@ -49,7 +50,8 @@ export class PageCodecs {
   readonly report: CodecReport = { lz4Pages: 0, xbzrlePages: 0, savedBytes: 0, xbzrleOff: null, lz4Used: false };
 
   constructor(opts: CodecOptions, canLz4: boolean, canXbzrle: boolean) {
-    this.lz4 = canLz4 && opts.compress === 'auto';
+    this.lz4 = canLz4 && opts.compress !== 'off';
+    this.lz4Always = this.lz4 && opts.compress === 'always';
     this.cache = canXbzrle && opts.xbzrleCacheBytes >= PAGE_SIZE ? new XbzrleCache(opts.xbzrleCacheBytes) : null;
     if (!this.cache) this.report.xbzrleOff = canXbzrle ? 'no cache (--xbzrle-cache 0)' : 'not negotiated: the destination does not speak pages.xbzrle';
   }
@@ -61,6 +63,7 @@ export class PageCodecs {
 
   /** Compress only when the link limits the sender and compressing a page costs less time than its saved bytes would on the link. */
   get compressing(): boolean {
+    if (this.lz4Always) return true;
     if (!this.lz4 || this.lz4Stats.in < 16 * PAGE_SIZE || !this.link.bound) return false;
     const ratio = this.lz4Stats.out / this.lz4Stats.in;
     const compressRate = this.lz4Stats.in / Math.max(this.lz4Stats.ms, 1e-3) * 1000;

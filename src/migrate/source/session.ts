@@ -33,7 +33,7 @@ export interface MigrateOptions {
   /** After the switch-over keep the guest here, paused with memory intact ('postmigrate'), instead of stopping it. */
   keepPaused?: boolean;
   log?: Logger;
-  /** LZ4 for full pages: 'auto' (default) while the link is the bottleneck, or 'off'. */
+  /** LZ4 for full pages: 'auto' (default) while the link is the bottleneck, 'always', or 'off'. */
   compress?: CodecOptions['compress'];
   /** Bytes of sent pages kept for XBZRLE deltas (default 64 MiB, QEMU's); 0: no XBZRLE. */
   xbzrleCacheBytes?: number;
