@@ -3,9 +3,12 @@ import { parse, logLevel, sizeOption, rateOption, durationOption, strategyOption
 import { UsageError } from '../usage-error.ts';
 import { runLocalMigration } from '../../demo/local-migration.ts';
 import { formatResult } from './migrate.ts';
+import { CODEC_HELP, codecOptions, heapOptions } from '../page-options.ts';
 
 export const help = `Usage: livemig demo [--memory 256MiB] [--workload pagecache] [--strategy p2b]
                     [--max-bandwidth 1Gbit] [--downtime-limit 300] [--seed N]
+                    [--heap random|compressible] [--write-size BYTES]
+                    [--compress auto|always|off] [--xbzrle-cache SIZE]
                     [--check full|digests] [--json]
 
 Runs a whole live migration on this machine: livemig's NBD server over a
@@ -20,6 +23,8 @@ and more. Exit 1 if the destination's memory does not verify.
                     memories from scratch, every byte (SHA-256 per MiB, sharing
                     nothing with the engine); its cost is checkMs, not downtime
   --check digests   the production check only: the engine's memory digests
+  --heap, --write-size  the guest's heap content and write size (livemig run)
+${CODEC_HELP}
   --log-level LEVEL pino log of every process on stderr (debug: the phases)`;
 
 export async function run(args: string[]): Promise<number> {
@@ -31,6 +36,10 @@ export async function run(args: string[]): Promise<number> {
     'downtime-limit': { type: 'string' },
     seed: { type: 'string' },
     check: { type: 'string' },
+    heap: { type: 'string' },
+    'write-size': { type: 'string' },
+    compress: { type: 'string' },
+    'xbzrle-cache': { type: 'string' },
   });
   if (values.help) return void console.log(help), 0;
   const memoryBytes = sizeOption('--memory', values.memory ?? '256MiB');
@@ -43,10 +52,12 @@ export async function run(args: string[]): Promise<number> {
   const check = values.check ?? 'full';
   if (check !== 'full' && check !== 'digests') throw new UsageError('--check must be full or digests');
 
+  const heap = heapOptions(values.heap, values['write-size']);
+  const codecs = codecOptions(values.compress, values['xbzrle-cache']);
   const tty = process.stderr.isTTY && !values.json;
   const say = (m: string) => (tty ? process.stderr.write(`\r\x1b[K${m}`) : undefined);
   const result = await runLocalMigration({
-    memoryBytes, workload, strategy, maxBandwidth, downtimeLimitMs, seed, check, logLevel: logLevel(values['log-level']),
+    memoryBytes, workload, strategy, maxBandwidth, downtimeLimitMs, seed, check, logLevel: logLevel(values['log-level']), ...heap, codecs,
     onPhase: say,
     onRound: (r) => say(`round ${r.round}: ${r.pages} pages (${r.ref} references), ${r.dirtyAfter} dirty after, estimated downtime ${Math.round(r.estimatedDowntimeMs)} ms`),
   });

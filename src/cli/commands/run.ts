@@ -4,7 +4,7 @@ import { join, resolve } from 'node:path';
 import { Guest } from '../../guest/guest.ts';
 import { serveControl } from '../../guest/control/server.ts';
 import { WORKLOADS } from '../../guest/workloads/registry.ts';
-import { heapOptionsProblem, type HeapKind } from '../../guest/workloads/heap.ts';
+import { heapOptions } from '../page-options.ts';
 import { listenIncoming } from '../../migrate/destination/index.ts';
 import { prepareMigration } from '../../migrate/source/index.ts';
 import { Agent } from '../agent.ts';
@@ -78,14 +78,6 @@ function memoryOption(value: string): number {
   const bytes = sizeOption('--memory', value);
   if (bytes % 4096) throw new UsageError('--memory must be a multiple of 4 KiB');
   return bytes;
-}
-
-/** --heap and --write-size as workload options (absent ones stay absent). */
-export function heapOptions(heap: string | undefined, writeSize: string | undefined): { heap?: HeapKind; writeSize?: number } {
-  const size = writeSize === undefined ? undefined : sizeOption('--write-size', writeSize);
-  const problem = heapOptionsProblem(heap, size);
-  if (problem) throw new UsageError(problem);
-  return { ...(heap ? { heap: heap as HeapKind } : {}), ...(size !== undefined ? { writeSize: size } : {}) };
 }
 
 /** `run --incoming`: a destination waiting for a guest. */

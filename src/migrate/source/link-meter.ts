@@ -1,18 +1,18 @@
 /**
- * Whether the link is what limits the sender, frame by frame: the share of the
- * sending time spent waiting for the rate limit or the socket to drain, and the
- * rate the link carries. Averaged over the last few dozen frames, so a decision
- * follows the link within a round (round 0 is most of the bytes).
+ * What the link carries when it is what limits the sender: frame by frame, the
+ * share of the sending time spent waiting for the rate limit or the socket to
+ * drain; the rate of the frames that waited most of their time is the link's.
+ * It is remembered while compression makes the sender busier and the waiting
+ * stops, so that the decision does not flap.
  */
 const WEIGHT = 0.1;
-/** Waiting more than this share of the time means the link, not the sender's CPU, sets the pace. */
+/** A frame that waited more than this share of its time went at the link's pace. */
 const BOUND_SHARE = 0.25;
 
 export class LinkMeter {
-  private bytes = 0;
-  private ms = 0;
-  private waitMs = 0;
   private last = 0;
+  /** Bytes per second of the frames that went at the link's pace (0: none yet). */
+  boundRate = 0;
 
   /** A burst of sending starts (a round, or the pages asked for): the gap before it is not sending time. */
   start(): void {
@@ -24,17 +24,8 @@ export class LinkMeter {
     const now = performance.now();
     const ms = Math.max(now - this.last, 1e-3);
     this.last = now;
-    this.bytes += WEIGHT * (bytes - this.bytes);
-    this.ms += WEIGHT * (ms - this.ms);
-    this.waitMs += WEIGHT * (Math.min(waitMs, ms) - this.waitMs);
-  }
-
-  /** Bytes per second the link has carried lately. */
-  get rate(): number {
-    return this.ms > 0 ? (this.bytes / this.ms) * 1000 : 0;
-  }
-
-  get bound(): boolean {
-    return this.ms > 0 && this.waitMs / this.ms > BOUND_SHARE;
+    if (waitMs / ms <= BOUND_SHARE) return;
+    const rate = (bytes / ms) * 1000;
+    this.boundRate = this.boundRate ? this.boundRate + WEIGHT * (rate - this.boundRate) : rate;
   }
 }

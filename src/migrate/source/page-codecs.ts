@@ -42,8 +42,8 @@ export class PageCodecs {
   private readonly snap = Buffer.allocUnsafe(PAGE_SIZE);
   private readonly delta = Buffer.allocUnsafe(PAGE_SIZE);
   readonly link = new LinkMeter();
-  /** Compress samples: bytes in, bytes out, ms spent. */
-  private readonly lz4Stats = { in: 0, out: 0, ms: 0 };
+  /** Compress samples: bytes in and out; ms per page, an average that ignores a sample preempted by the scheduler. */
+  private readonly lz4Stats = { in: 0, out: 0, msPerPage: 0 };
   private roundTries = { pages: 0, out: 0 };
   private round = 0;
   private fullSeen = 0;
@@ -64,10 +64,11 @@ export class PageCodecs {
   /** Compress only when the link limits the sender and compressing a page costs less time than its saved bytes would on the link. */
   get compressing(): boolean {
     if (this.lz4Always) return true;
-    if (!this.lz4 || this.lz4Stats.in < 16 * PAGE_SIZE || !this.link.bound) return false;
-    const ratio = this.lz4Stats.out / this.lz4Stats.in;
-    const compressRate = this.lz4Stats.in / Math.max(this.lz4Stats.ms, 1e-3) * 1000;
-    return ratio < 0.9 && compressRate * (1 - ratio) > this.link.rate;
+    const { in: bytesIn, out, msPerPage } = this.lz4Stats;
+    if (!this.lz4 || bytesIn < 16 * PAGE_SIZE || !this.link.boundRate) return false;
+    const ratio = out / bytesIn;
+    const compressRate = (PAGE_SIZE / Math.max(msPerPage, 1e-4)) * 1000;
+    return ratio < 0.9 && compressRate * (1 - ratio) > this.link.boundRate;
   }
 
   /** Adds a non-zero page to the batch: from a snapshot, so what the cache keeps is what goes out. */
@@ -107,7 +108,9 @@ export class PageCodecs {
     if (!use && this.fullSeen++ % SAMPLE_EVERY !== 0) return null;
     const t0 = performance.now();
     const body = lz4Compress(this.snap, PAGE_SIZE - 64);
-    this.lz4Stats.ms += performance.now() - t0;
+    const ms = performance.now() - t0;
+    const st = this.lz4Stats;
+    st.msPerPage = st.msPerPage ? st.msPerPage + 0.05 * (Math.min(ms, 3 * st.msPerPage) - st.msPerPage) : ms;
     this.lz4Stats.in += PAGE_SIZE;
     this.lz4Stats.out += body ? body.length : PAGE_SIZE;
     this.decay();
@@ -122,7 +125,6 @@ export class PageCodecs {
     if (this.lz4Stats.in < 1024 * PAGE_SIZE) return;
     this.lz4Stats.in /= 2;
     this.lz4Stats.out /= 2;
-    this.lz4Stats.ms /= 2;
   }
 
   /** The page went as zero or as a reference: the destination no longer holds the cached copy. */
