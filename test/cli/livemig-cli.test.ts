@@ -116,7 +116,7 @@ test('demo runs a whole migration and prints the contract fields, verified by th
   for (const k of ['strategy', 'workload', 'memoryBytes', 'verified', 'check', 'checkMs', 'totalTimeMs', 'downtimeMs', 'rounds', 'linkBytes', 'nasBytes', 'pages']) {
     assert.ok(k in d, `demo --json has ${k}`);
   }
-  assert.deepEqual(Object.keys(d.pages).sort(), ['full', 'ref', 'refRetried', 'zero']);
+  assert.deepEqual(Object.keys(d.pages).sort(), ['full', 'lz4', 'ref', 'refRetried', 'xbzrle', 'zero']);
   assert.equal(d.verified, true);
   assert.equal(d.strategy, 'p2b');
   assert.ok(d.pages.ref > 0, 'references were used');
