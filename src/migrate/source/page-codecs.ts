@@ -73,13 +73,21 @@ export class PageCodecs {
 
   /** Adds a non-zero page to the batch: from a snapshot, so what the cache keeps is what goes out. */
   add(batch: PageBatch, page: number, seq: number, live: Uint8Array): void {
+    const lz4 = this.lz4Mode();
+    if (!this.cache && lz4 === 'none') return batch.addFull(page, seq, live); // switched off: no copy, no work
     const snap = this.snap;
     snap.set(live);
     if (this.cache && this.tryDelta(batch, page, seq, snap)) return;
-    const body = this.tryLz4();
+    const body = lz4 === 'none' ? null : this.compress(lz4 === 'use');
     if (body) batch.addLz4(page, seq, body);
     else batch.addFull(page, seq, snap);
-    this.report.savedBytes += body ? PAGE_SIZE - body.length : 0;
+  }
+
+  /** Whether this page is compressed to send, compressed only as a sample while LZ4 is off, or not at all. */
+  private lz4Mode(): 'use' | 'sample' | 'none' {
+    if (!this.lz4) return 'none';
+    if (this.compressing) return 'use';
+    return this.fullSeen++ % SAMPLE_EVERY === 0 ? 'sample' : 'none';
   }
 
   private tryDelta(batch: PageBatch, page: number, seq: number, snap: Buffer): boolean {
@@ -101,22 +109,20 @@ export class PageCodecs {
     return n >= 0;
   }
 
-  /** The snapshot compressed, when LZ4 is chosen and it saves; also samples while LZ4 is off. */
-  private tryLz4(): Buffer | null {
-    if (!this.lz4) return null;
-    const use = this.compressing;
-    if (!use && this.fullSeen++ % SAMPLE_EVERY !== 0) return null;
+  /** The snapshot compressed; null when it does not shrink or this was a sample only. */
+  private compress(use: boolean): Buffer | null {
     const t0 = performance.now();
     const body = lz4Compress(this.snap, PAGE_SIZE - 64);
     const ms = performance.now() - t0;
     const st = this.lz4Stats;
     st.msPerPage = st.msPerPage ? st.msPerPage + 0.05 * (Math.min(ms, 3 * st.msPerPage) - st.msPerPage) : ms;
-    this.lz4Stats.in += PAGE_SIZE;
-    this.lz4Stats.out += body ? body.length : PAGE_SIZE;
+    st.in += PAGE_SIZE;
+    st.out += body ? body.length : PAGE_SIZE;
     this.decay();
     if (!use || !body) return null;
     this.report.lz4Pages++;
     this.report.lz4Used = true;
+    this.report.savedBytes += PAGE_SIZE - body.length;
     return body;
   }
 
