@@ -14,6 +14,7 @@ import { P2bStore } from '../p2b/store.ts';
 import { P2bPersister } from '../p2b/persister.ts';
 import { startTsWorker, spareTsWorker } from '../util/ts-worker.ts';
 import { DiskLock } from '../storage/disk-lock.ts';
+import { heapOptionsProblem } from './workloads/heap.ts';
 import { WORKLOADS } from './workloads/registry.ts';
 import type { WorkloadOptions } from './workloads/workload.ts';
 import { decodeDeviceState } from './device-state.ts';
@@ -182,6 +183,8 @@ export class Guest {
   static async start(config: GuestConfig): Promise<Guest> {
     const spec = WORKLOADS[config.workload];
     if (!spec) throw new LivemigError('GUEST_CONFIG', `unknown workload ${JSON.stringify(config.workload)} (have: ${Object.keys(WORKLOADS).join(', ')})`);
+    const heapProblem = heapOptionsProblem(config.options.heap, config.options.writeSize);
+    if (heapProblem) throw new LivemigError('GUEST_CONFIG', heapProblem);
     // The disk's lock is this process's (a deferred destination takes it when the disk is handed over).
     const diskLock = config.deferDevice ? null : await DiskLock.take(config.disk);
     const memory = config.memory ?? GuestMemory.allocate(config.memoryBytes);

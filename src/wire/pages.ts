@@ -4,13 +4,15 @@
  * pages they carry and decoded into views of the payload: no per-page copies on the hot path.
  */
 import { LivemigError } from '../errors.ts';
-import { ENCODING, ENCODING_BODY, HASH_BYTES, MAP_NO_BLOCK, MAX_REF_RUN, PAGE_ENTRY_HEADER, PAGE_SIZE, PAGES_PER_FRAME } from './protocol.ts';
+import { ENCODING, ENCODING_BODY, ENCODING_BODY_RANGE, HASH_BYTES, MAP_NO_BLOCK, MAX_REF_RUN, PAGE_ENTRY_HEADER, PAGE_SIZE, PAGES_PER_FRAME } from './protocol.ts';
 
 export type PageEntry =
   | { page: number; seq: number; encoding: typeof ENCODING.FULL; data: Uint8Array }
   | { page: number; seq: number; encoding: typeof ENCODING.ZERO }
   | { page: number; seq: number; encoding: typeof ENCODING.REF; block: number; count: 1; hash: Uint8Array }
   | { page: number; seq: number; encoding: typeof ENCODING.REF_RUN; block: number; count: number; hash: Uint8Array }
+  | { page: number; seq: number; encoding: typeof ENCODING.LZ4; compressed: Uint8Array }
+  | { page: number; seq: number; encoding: typeof ENCODING.XBZRLE; baseSeq: number; delta: Uint8Array }
   | { page: number; seq: number; encoding: number; unknown: true };
 
 const protocolError = (what: string) => new LivemigError('MIGRATE_PROTOCOL', what);
@@ -18,7 +20,7 @@ const protocolError = (what: string) => new LivemigError('MIGRATE_PROTOCOL', wha
 /**
  * Builds one PAGES payload: count u32, then entries. Full pages are not copied:
  * the payload is a list of parts (headers and small bodies in one buffer, full
- * pages as views of the memory given), sent with one writev. A page whose bytes
+ * pages, LZ4 bodies and XBZRLE deltas as views of the memory given), sent with one writev. A page whose bytes
  * change before the socket takes them goes out newer than its sequence number
  * says; its dirty bit (set after the write lands) sends it again later, so the
  * destination still ends with the page as of pause.
@@ -31,8 +33,8 @@ export class PageBatch {
   private parts: Uint8Array[] = [];
   private bytes = 0;
   count = 0;
-  /** Pages by encoding since the batch was made (a run counts its pages). */
-  readonly counts = { full: 0, zero: 0, ref: 0 };
+  /** Pages by encoding since the batch was made (a run counts its pages; lz4 and xbzrle pages count as full too). */
+  readonly counts = { full: 0, zero: 0, ref: 0, lz4: 0, xbzrle: 0 };
 
   constructor(readonly capacity = PAGES_PER_FRAME) {
     this.meta = Buffer.allocUnsafe(4 + capacity * (PAGE_ENTRY_HEADER + ENCODING_BODY[ENCODING.REF_RUN]));
@@ -58,13 +60,36 @@ export class PageBatch {
     this.count++;
   }
 
+  /** The meta bytes so far become a part, then `body` one of its own: a view, valid until the payload is written. */
+  private pushView(body: Uint8Array): void {
+    this.parts.push(this.meta.subarray(this.cut, this.at), body);
+    this.bytes += this.at - this.cut + body.length;
+    this.cut = this.at;
+  }
+
   /** The page's bytes go out as a view of `data`: it must stay valid until the payload is written. */
   addFull(page: number, seq: number, data: Uint8Array): void {
     this.header(page, seq, ENCODING.FULL, PAGE_SIZE);
-    this.parts.push(this.meta.subarray(this.cut, this.at), data.subarray(0, PAGE_SIZE));
-    this.bytes += this.at - this.cut + PAGE_SIZE;
-    this.cut = this.at;
+    this.pushView(data.subarray(0, PAGE_SIZE));
     this.counts.full++;
+  }
+
+  /** A page as an LZ4 body (lz4-page.ts), sent as a view of `body` as a full page is. */
+  addLz4(page: number, seq: number, body: Uint8Array): void {
+    this.header(page, seq, ENCODING.LZ4, body.length);
+    this.pushView(body);
+    this.counts.full++;
+    this.counts.lz4++;
+  }
+
+  /** A page as an XBZRLE delta (xbzrle.ts) against its version `baseSeq`, sent as a view of `delta`. */
+  addXbzrle(page: number, seq: number, baseSeq: number, delta: Uint8Array): void {
+    this.header(page, seq, ENCODING.XBZRLE, 4 + delta.length);
+    this.meta.writeUInt32BE(baseSeq, this.at);
+    this.at += 4;
+    this.pushView(delta);
+    this.counts.full++;
+    this.counts.xbzrle++;
   }
 
   addZero(page: number, seq: number): void {
@@ -123,6 +148,14 @@ export function decodePages(payload: Buffer, pages: number, fn: (e: PageEntry) =
 }
 
 function decodeEntry(page: number, seq: number, encoding: number, body: Buffer, pages: number): PageEntry {
+  if (encoding === ENCODING.LZ4 || encoding === ENCODING.XBZRLE) {
+    const [min, max] = ENCODING_BODY_RANGE[encoding];
+    if (body.length < min || body.length > max) throw protocolError(`page entry of encoding ${encoding} with a ${body.length}-byte body`);
+    if (encoding === ENCODING.LZ4) return { page, seq, encoding, compressed: body };
+    const baseSeq = body.readUInt32BE(0);
+    if (baseSeq === 0 || baseSeq >= seq) throw protocolError(`XBZRLE entry of seq ${seq} against version ${baseSeq}`);
+    return { page, seq, encoding, baseSeq, delta: body.subarray(4) };
+  }
   const expected = ENCODING_BODY[encoding as keyof typeof ENCODING_BODY];
   if (expected === undefined) return { page, seq, encoding, unknown: true };
   if (body.length !== expected) throw protocolError(`page entry of encoding ${encoding} with a ${body.length}-byte body`);

@@ -20,7 +20,7 @@ test('a page batch decodes to what was added, in order', () => {
   b.addRef(5, 12, 123456789012, 1, Buffer.alloc(16, 9));
   b.addRef(6, 13, 5000, 64, Buffer.alloc(16, 8));
   assert.equal(b.count, 4);
-  assert.deepEqual(b.counts, { full: 1, zero: 1, ref: 65 }, 'a run counts its pages');
+  assert.deepEqual(b.counts, { full: 1, zero: 1, ref: 65, lz4: 0, xbzrle: 0 }, 'a run counts its pages');
   const out: PageEntry[] = [];
   const payload = b.take();
   b.addZero(1, 1); // the next batch must not overwrite the payload handed out

@@ -18,6 +18,9 @@ export interface MigrateArgs {
   converge: 'throttle' | 'abort';
   /** Keep the guest here paused after the switch-over (postmigrate), e.g. to compare memories. */
   keepPaused?: boolean;
+  /** The page codecs (migrate/source/page-codecs.ts); defaults: compress auto, a 64 MiB XBZRLE cache. */
+  compress?: 'auto' | 'always' | 'off';
+  xbzrleCacheBytes?: number;
 }
 
 export interface ControlRequest {

@@ -1,6 +1,7 @@
 /**
  * Sends pages: each goes as zero, as a block reference (its mapping is
- * referenceable now and references were negotiated), or in full. Reference
+ * referenceable now and references were negotiated), or as bytes: whole, or
+ * through the page codecs (XBZRLE, LZ4; page-codecs.ts) when negotiated. Reference
  * candidates are hashed on the pool straight from guest memory, as runs:
  * consecutive pages on consecutive blocks share one reference and one keyed hash.
  * A mapping dropped while its run was being hashed sends the run's pages as bytes.
@@ -11,9 +12,12 @@ import type { SourceSession } from './session.ts';
 import { LinkMeter, RefPolicy } from './ref-policy.ts';
 
 export interface Sent {
+  /** Pages sent as bytes, LZ4 and XBZRLE pages included. */
   full: number;
   zero: number;
   ref: number;
+  lz4: number;
+  xbzrle: number;
   bytes: number;
 }
 
@@ -76,6 +80,7 @@ export class PageSender {
     const before = { ...batch.counts };
     const bytes0 = s.channel.bytesSent;
     const map = s.guest.map;
+    s.codecs.link.start();
     for (const p of list) {
       s.check();
       if (allowRefs && s.useRefs && map.referenceable(p)) {
@@ -84,13 +89,17 @@ export class PageSender {
         continue;
       }
       this.policy?.sentOther();
+      if (!allowRefs) s.codecs.forget(p); // asked for in full: no delta against what the destination may not hold
       this.addBytes(p);
       if (batch.full) await this.flushBatch();
     }
     await this.flushRefs();
     await this.flushBatch();
     const c = batch.counts;
-    return { full: c.full - before.full, zero: c.zero - before.zero, ref: c.ref - before.ref, bytes: s.channel.bytesSent - bytes0 };
+    return {
+      full: c.full - before.full, zero: c.zero - before.zero, ref: c.ref - before.ref, lz4: c.lz4 - before.lz4, xbzrle: c.xbzrle - before.xbzrle,
+      bytes: s.channel.bytesSent - bytes0,
+    };
   }
 
   /** The page as zero or in full, under a new sequence number. */
@@ -98,8 +107,14 @@ export class PageSender {
     const { s } = this;
     const seq = ++s.seq;
     s.lastRef[p] = NO_BLOCK;
-    if (s.guest.memory.isZero(p)) this.batch.addZero(p, seq);
-    else this.batch.addFull(p, seq, this.corruptForTest(p) ?? s.guest.memory.page(p));
+    if (s.guest.memory.isZero(p)) {
+      this.batch.addZero(p, seq);
+      s.codecs.forget(p);
+      return;
+    }
+    const live = this.corruptForTest(p) ?? s.guest.memory.page(p);
+    if (s.codecs.active) s.codecs.add(this.batch, p, seq, live);
+    else this.batch.addFull(p, seq, live);
   }
 
   private async flushRefs(): Promise<void> {
@@ -118,7 +133,10 @@ export class PageSender {
       if (intact) {
         this.batch.addRef(first, s.seq + 1, block, count, hash!);
         s.seq += count;
-        for (let i = 0; i < count; i++) s.lastRef[first + i] = block + i;
+        for (let i = 0; i < count; i++) {
+          s.lastRef[first + i] = block + i;
+          s.codecs.forget(first + i);
+        }
         s.refsSent += count;
       } else {
         for (let i = 0; i < count; i++) {
@@ -138,8 +156,10 @@ export class PageSender {
     await this.s.limit.take(bytes + FRAME_HEADER_BYTES);
     // Taken after the wait: views of guest memory go out with the newest bytes.
     await this.s.channel.sendParts('PAGES', this.batch.takeParts());
+    const ms = performance.now() - t0;
     // Big frames only: a small one fits the socket's buffer and says nothing of the link.
-    if (bytes >= LINK_SAMPLE_BYTES) this.link.record(bytes, performance.now() - t0);
+    if (bytes >= LINK_SAMPLE_BYTES) this.link.record(bytes, ms);
+    this.s.codecs.link.sent(bytes + FRAME_HEADER_BYTES, ms);
   }
 
   /** Test-only fault (faults.ts): a copy of the round's first full page, one byte flipped (memory stays intact). */

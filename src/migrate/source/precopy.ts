@@ -35,6 +35,7 @@ export async function precopy(s: SourceSession, sender: PageSender): Promise<voi
     const { sent, again, ms } = await round(s, sender, toSend);
     const bytes = sent.bytes + again.bytes;
     s.meter.record(bytes, ms);
+    s.codecs.endRound();
     s.dirty = s.takeDirty();
     toSend = s.dirty;
     void s.digests.refresh(); // in the background: at pause only chunks written since need hashing
@@ -44,7 +45,7 @@ export async function precopy(s: SourceSession, sender: PageSender): Promise<voi
     const settleMs = Math.max(s.fetchBacklogMs() + s.heard.progress.verifyMs, s.digests.estimateMs());
     s.recordRound({
       round: n, pages: sent.full + sent.zero + sent.ref, full: sent.full + again.full, zero: sent.zero + again.zero, ref: sent.ref,
-      bytes, ms, dirtyAfter: s.dirty.length, estimatedDowntimeMs: linkMs + settleMs, throttle: s.convergence.throttle,
+      lz4: sent.lz4 + again.lz4, xbzrle: sent.xbzrle + again.xbzrle, bytes, ms, dirtyAfter: s.dirty.length, estimatedDowntimeMs: linkMs + settleMs, throttle: s.convergence.throttle,
     });
     if (s.seq > MAX_SEQ - 2 * s.pages) return; // sequence numbers never wrap: stop while the last round still fits
     const d = s.convergence.next(n, linkMs, settleMs);

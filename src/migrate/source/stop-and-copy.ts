@@ -46,6 +46,7 @@ export async function stopAndCopy(s: SourceSession, sender: PageSender): Promise
   const again = await sender.send(retry, false); // a page whose reference failed goes in full
   s.recordRound({
     round: s.rounds.length, pages: last.size, full: fin.full + again.full, zero: fin.zero + again.zero, ref: fin.ref,
+    lz4: fin.lz4 + again.lz4, xbzrle: fin.xbzrle + again.xbzrle,
     bytes: fin.bytes + again.bytes, ms: performance.now() - s.tPause, dirtyAfter: 0, estimatedDowntimeMs: 0, throttle: s.convergence.throttle,
   });
   s.settling = s.digests.settle(); // memory is still now: hash what changed while the rest goes out
