@@ -78,7 +78,8 @@ export class PageCodecs {
   /** Adds a non-zero page to the batch: from a snapshot, so what the cache keeps is what goes out. */
   add(batch: PageBatch, page: number, seq: number, live: Uint8Array): void {
     const lz4 = this.lz4Mode();
-    if (!this.cache && lz4 === 'none') return batch.addFull(page, seq, live); // switched off: no copy, no work
+    // Nothing to compress and nothing to cache (off, or round 0, whose pages are not kept): no copy, no work.
+    if (lz4 === 'none' && (!this.cache || this.round === 0)) return batch.addFull(page, seq, live);
     const snap = this.carve(PAGE_SIZE);
     snap.set(live);
     if (this.cache && this.tryDelta(batch, page, seq, snap)) return;
