@@ -1,7 +1,8 @@
 /**
  * Hostile migration sessions, as a source on the network could send them: a
  * valid session built with src/wire's codecs (HELLO, PAGES of every encoding
- * with true and false keyed hashes, MAP, DEVICE_STATE, COMPLETE, DIGESTS), then
+ * with true and false keyed hashes, LZ4 bodies and XBZRLE deltas against the
+ * versions the destination holds, MAP, DEVICE_STATE, COMPLETE, DIGESTS), then
  * mutated. Most frames are mutated in ways the protocol allows (so the
  * destination keeps reading and the session stays long); each session ends with
  * one blow the protocol forbids (a bad header, a broken payload, JSON fields of
@@ -11,7 +12,7 @@
 import { Rng } from '../../src/util/rng.ts';
 import {
   CAPABILITIES, ENCODING, FRAMES, FRAME_HEADER_BYTES, MAP_NO_BLOCK, MAX_REF_RUN, PAGE_SIZE, PROTOCOL_NAME, PROTOCOL_VERSION, PROTOCOL_VERSION_MIN,
-  PageBatch, encodeMap, pageHash, sampleBlocks, type FrameName, type Hello,
+  PageBatch, XBZRLE_LIMIT, encodeMap, lz4Compress, pageHash, sampleBlocks, xbzrleEncode, type FrameName, type Hello,
 } from '../../src/wire/index.ts';
 import { chance, mutateBytes, mutateJson, pick, randomBytes, INTERESTING_U32 } from './mutate.ts';
 
@@ -62,6 +63,8 @@ class Builder {
   clean = false;
   /** The session's end leaves a frame cut short: only a FIN ends it. */
   cut = false;
+  /** Pages whose newest entry carried bytes made here, and that version: an XBZRLE delta goes against it. */
+  private readonly held = new Map<number, { seq: number; bytes: Buffer }>();
 
   constructor(readonly rng: Rng, readonly ctx: MigrationFuzzContext) {
     this.pages = ctx.memoryBytes / PAGE_SIZE;
@@ -95,20 +98,48 @@ class Builder {
     for (let i = 0; i < n; i++) {
       const kind = rng.int(100);
       const page = rng.int(this.pages);
-      if (kind < 20) batch.addFull(page, this.seq++, randomBytes(rng, PAGE_SIZE));
-      else if (kind < 50) batch.addZero(page, this.seq++);
-      else {
-        const count = kind < 53 ? 2 + rng.int(MAX_REF_RUN - 1) : 1;
-        const first = Math.min(page, this.pages - count);
-        const block = rng.int(this.blocks - count + 1);
-        const hash = this.clean || chance(rng, 0.8) ? pageHash(this.key, this.block(block, count)) : randomBytes(rng, 16);
-        batch.addRef(first, this.seq, block, count, hash);
-        this.seq += count;
-      }
+      if (kind < 14) this.addBytes(batch, page, randomBytes(rng, PAGE_SIZE), false);
+      else if (kind < 20) this.addBytes(batch, page, compressiblePage(rng), true);
+      else if (kind < 26 && this.held.has(page)) this.addDelta(batch, page);
+      else if (kind < 50) {
+        batch.addZero(page, this.seq++);
+        this.held.delete(page);
+      } else this.addRef(batch, page, kind < 53 ? 2 + rng.int(MAX_REF_RUN - 1) : 1);
     }
     let payload = batch.take();
     if (!this.clean && chance(rng, 0.05)) payload = withUnknownEncoding(rng, payload, rng.int(this.pages), this.seq++);
     return { type: FRAMES.PAGES.type, flags: chance(rng, 0.05) ? rng.u32() & 0xffff : 0, payload };
+  }
+
+  /** The page FULL, or LZ4 when asked and it shrinks; the destination then holds these bytes. */
+  private addBytes(batch: PageBatch, page: number, bytes: Buffer, lz4: boolean): void {
+    const seq = this.seq++;
+    const body = lz4 ? lz4Compress(bytes) : null;
+    if (body) batch.addLz4(page, seq, body);
+    else batch.addFull(page, seq, bytes);
+    this.held.set(page, { seq, bytes });
+  }
+
+  /** A few bytes of a held page changed, as an XBZRLE delta against the version the destination holds. */
+  private addDelta(batch: PageBatch, page: number): void {
+    const base = this.held.get(page)!;
+    const bytes = Buffer.from(base.bytes);
+    for (let k = 1 + this.rng.int(8); k > 0; k--) bytes[this.rng.int(PAGE_SIZE)] = this.rng.int(256);
+    const delta = Buffer.allocUnsafe(PAGE_SIZE);
+    const n = xbzrleEncode(base.bytes, bytes, delta, XBZRLE_LIMIT);
+    if (n < 0) return this.addBytes(batch, page, bytes, false);
+    const seq = this.seq++;
+    batch.addXbzrle(page, seq, base.seq, delta.subarray(0, n));
+    this.held.set(page, { seq, bytes });
+  }
+
+  private addRef(batch: PageBatch, page: number, count: number): void {
+    const first = Math.min(page, this.pages - count);
+    const block = this.rng.int(this.blocks - count + 1);
+    const hash = this.clean || chance(this.rng, 0.8) ? pageHash(this.key, this.block(block, count)) : randomBytes(this.rng, 16);
+    batch.addRef(first, this.seq, block, count, hash);
+    this.seq += count;
+    for (let i = 0; i < count; i++) this.held.delete(first + i);
   }
 
   mapFrame(): Frame {
@@ -150,26 +181,35 @@ class Builder {
   }
 }
 
+const FIRST_UNKNOWN_ENCODING = Math.max(...Object.values(ENCODING)) + 1;
+
+/** A page as heaps hold them: runs of zeros and a few repeated byte values, so LZ4 shrinks it. */
+function compressiblePage(rng: Rng): Buffer {
+  const page = Buffer.alloc(PAGE_SIZE);
+  for (let at = 0; at < PAGE_SIZE; at += 64) if (chance(rng, 0.5)) page.fill(rng.int(4), at, at + 64);
+  return page;
+}
+
 /** Appends an entry of an encoding nobody knows (the receiver skips it by its length and asks for the page). */
 function withUnknownEncoding(rng: Rng, payload: Buffer, page: number, seq: number): Buffer {
   const body = randomBytes(rng, rng.int(64));
   const e = Buffer.alloc(12);
   e.writeUInt32BE(page, 0);
   e.writeUInt32BE(seq, 4);
-  e.writeUInt8(5 + rng.int(250), 8);
+  e.writeUInt8(FIRST_UNKNOWN_ENCODING + rng.int(256 - FIRST_UNKNOWN_ENCODING), 8);
   e.writeUInt16BE(body.length, 10);
   const out = Buffer.concat([payload, e, body]);
   out.writeUInt32BE(payload.readUInt32BE(0) + 1, 0);
   return out;
 }
 
-/** A PAGES payload with one entry the protocol forbids: page out of range, seq 0, wrong body length, a run out of bounds, a block past the disk. */
+/** A PAGES payload with one entry the protocol forbids: page out of range, seq 0, wrong body length, a run out of bounds, a block past the disk, an LZ4 body that is no page. */
 function pagesWith(rng: Rng, pages: number): Buffer {
   const e = Buffer.alloc(4 + 12 + 28);
   e.writeUInt32BE(pick(rng, [1, 2, 0xffffffff]), 0);
   e.writeUInt32BE(pick(rng, [pages, pages + 1, 0xffffffff, rng.int(pages)]), 4);
   e.writeUInt32BE(pick(rng, [0, 1, 0xffffffff]), 8);
-  e.writeUInt8(pick(rng, [ENCODING.FULL, ENCODING.ZERO, ENCODING.REF, ENCODING.REF_RUN]), 12);
+  e.writeUInt8(pick(rng, [ENCODING.FULL, ENCODING.ZERO, ENCODING.REF, ENCODING.REF_RUN, ENCODING.LZ4]), 12);
   e.writeUInt16BE(pick(rng, [0, 24, 28, 4096, 0xffff]), 14);
   e.writeBigUInt64BE(BigInt(pick(rng, [0, 2 ** 32, 2 ** 52, MAP_NO_BLOCK])), 16);
   e.writeUInt32BE(pick(rng, [0, 1, 65, 0xffffffff]), 24);

@@ -25,6 +25,7 @@ import { progress, progressDone } from '../lib/progress.ts';
 import { createTopology, netnsAvailable, type Topology } from '../lib/netns.ts';
 import { rawSocketRate, nbdcopyRate } from '../lib/references.ts';
 import { renderSvg, groupedBars, lines, type Row } from '../lib/charts.ts';
+import { codecOptions, heapOptions } from '../../src/cli/page-options.ts';
 
 export const help = `Usage: npm run bench -- migrate [options]
 
@@ -36,7 +37,12 @@ cost is reported as checkMs, apart from the downtime). Writes bench/results/<dat
 figures), <name>.md (tables) and <name>-charts/*.svg.
 
   --workloads LIST      default: all (${Object.keys(WORKLOADS).join(',')})
-  --strategies LIST     default: ${STRATEGIES.join(',')}
+  --strategies LIST     default: ${STRATEGIES.join(',')}; NAME/plain runs NAME with the
+                        page codecs off (no LZ4, no XBZRLE), e.g. p2b,p2b/plain
+  --heap KIND           the guests' heap: random (default) or compressible
+  --write-size BYTES    bytes 'dirty' rewrites per dirtied page (default 4096)
+  --compress MODE       LZ4 for runs not /plain: auto (default), always, off
+  --xbzrle-cache SIZE   XBZRLE cache for runs not /plain (default 64MiB; 0: none)
   --bandwidths LIST     migration link rates, default 1Gbit
   --memory LIST         guest sizes, default 256MiB
   --repeat N            runs per cell, default 3 (median and spread reported)
@@ -97,6 +103,10 @@ export async function run(args: string[]): Promise<void> {
     options: {
       workloads: { type: 'string' },
       strategies: { type: 'string', default: STRATEGIES.join(',') },
+      heap: { type: 'string' },
+      'write-size': { type: 'string' },
+      compress: { type: 'string' },
+      'xbzrle-cache': { type: 'string' },
       bandwidths: { type: 'string', default: '1Gbit' },
       memory: { type: 'string', default: '256MiB' },
       repeat: { type: 'string', default: '3' },
@@ -118,7 +128,9 @@ export async function run(args: string[]): Promise<void> {
   const workloads = quick ? ['pagecache'] : list(values.workloads ?? Object.keys(WORKLOADS).join(','));
   for (const w of workloads) if (!WORKLOADS[w]) throw new Error(`unknown workload ${w} (have: ${Object.keys(WORKLOADS).join(', ')})`);
   const strategies = list(values.strategies!) as Strategy[];
-  for (const s of strategies) if (!STRATEGIES.includes(s)) throw new Error(`unknown strategy ${s} (have: ${STRATEGIES.join(', ')})`);
+  for (const s of strategies) if (!STRATEGIES.includes(baseStrategy(s)) || !/^[^/]+(\/plain)?$/.test(s)) throw new Error(`unknown strategy ${s} (have: ${STRATEGIES.join(', ')}, each also as NAME/plain)`);
+  const heap = heapOptions(values.heap, values['write-size']);
+  const codecs = codecOptions(values.compress, values['xbzrle-cache']);
   const bandwidths = list(values.bandwidths!).map((b) => parseRate(b) ?? fail(`bad bandwidth ${b}`));
   const sizes = list(quick ? '128MiB' : values.memory!).map((m) => parseSize(m) ?? fail(`bad memory size ${m}`));
   const repeat = quick ? 2 : Number(values.repeat);
@@ -171,8 +183,10 @@ export async function run(args: string[]): Promise<void> {
       const imageBytes = diskBytesFor(o.memoryBytes);
       const meter = new ProcessMeter<'source' | 'destination' | 'storage'>();
       let usage!: Record<'source' | 'destination' | 'storage', Usage>;
+      const plain = o.strategy.endsWith('/plain');
       const res = await runLocalMigration({
-        memoryBytes: o.memoryBytes, workload: o.workload, strategy: o.strategy, downtimeLimitMs: 300, seed: o.seed,
+        memoryBytes: o.memoryBytes, workload: o.workload, strategy: baseStrategy(o.strategy), downtimeLimitMs: 300, seed: o.seed,
+        ...heap, codecs: plain ? { compress: 'off', xbzrleCacheBytes: 0 } : codecs,
         maxBandwidth: link === 'engine' ? o.bandwidth : 0, diskImage: imageFor(o.memoryBytes), placement, logLevel: values['log-level'], profileDir: values['cpu-prof'],
         storage: storage.server === 'nbdkit' ? nbdkitStorage(storage.rate) : undefined,
         beforeMigrate: async (run) => {
@@ -185,7 +199,7 @@ export async function run(args: string[]): Promise<void> {
       const storageCap = Math.min(storageLink ?? Infinity, storageRate ?? Infinity, references.nbdcopy ?? Infinity);
       const boundMs = Math.max(res.linkBytes / o.bandwidth, res.nasBytes / storageCap) * 1000;
       return {
-        ...res, bandwidth: o.bandwidth, boundMs: Math.round(boundMs), efficiency: Math.round((boundMs / res.totalTimeMs) * 1000) / 1000,
+        ...res, strategy: o.strategy, bandwidth: o.bandwidth, boundMs: Math.round(boundMs), efficiency: Math.round((boundMs / res.totalTimeMs) * 1000) / 1000,
         cpu: { sourceMs: usage.source.cpuMs, destinationMs: usage.destination.cpuMs }, peakRss: { source: usage.source.peakRss, destination: usage.destination.peakRss }, storageServer: usage.storage,
       };
     };
@@ -230,8 +244,8 @@ export async function run(args: string[]): Promise<void> {
     rmSync(dir, { recursive: true, force: true });
   }
 
-  const goals = computeGoals(runs, strategies, workloads, bandwidths, sizes, references);
-  const parameters = { workloads, strategies, bandwidths, memoryBytes: sizes, repeat, link, storageLink, storage, scaling, quick };
+  const goals = { ...computeGoals(runs, strategies, workloads, bandwidths, sizes, references), ...codecGoals(runs, strategies, workloads, bandwidths, sizes, heap) };
+  const parameters = { workloads, strategies, bandwidths, memoryBytes: sizes, repeat, link, storageLink, storage, scaling, quick, ...heap, codecs };
   const path = saveResult(name, command, { parameters, elapsedMs: Math.round(performance.now() - t0), references, goals, runs, scalingRuns }, values.out ?? RESULTS_DIR);
   const md = await writeReport(name, path, command, parameters, runs, scalingRuns, references, goals);
   if (values.json) return void console.log(JSON.stringify({ goals, path, report: md }));
@@ -259,12 +273,55 @@ function computeGoals(runs: Record<string, Run[]>, strategies: Strategy[], workl
       goals[`${w}: downtime p2b / baseline`] = { value: ratio(m(p, (r) => r.downtimeMs), m(b, (r) => r.downtimeMs)), goal: 1.1, kind: 'max', what: `at ${formatRate(gbit)}` };
     }
   }
+  if (strategies.includes('auto') && strategies.includes('baseline')) {
+    // The default strategy must never cost time: at every link rate, at most baseline's total.
+    for (const bw of bandwidths) {
+      for (const w of workloads) {
+        const a = runs[key(w, 'auto', bw, sizes[0])];
+        const b = runs[key(w, 'baseline', bw, sizes[0])];
+        if (!a || !b) continue;
+        goals[`${w}: total time auto / baseline at ${formatRate(bw)}`] = { value: ratio(med(a.map((r) => r.totalTimeMs)), med(b.map((r) => r.totalTimeMs))), goal: 1.0, kind: 'max', what: `at ${formatRate(bw)}` };
+      }
+    }
+  }
   if (refs.engineStream && refs.rawSocket) {
     goals['engine stream / raw Node TCP socket'] = { value: ratio(refs.engineStream, refs.rawSocket), goal: 0.7, kind: 'min', what: 'baseline, idle guest, unthrottled loopback, round 0 bytes per second' };
   }
   const fetchRates = Object.values(runs).flat().filter((r) => r.strategy === 'p2b' && r.fetch.readRate > 0).map((r) => r.fetch.readRate);
   if (fetchRates.length && refs.nbdcopy) {
     goals['fetch queue storage reads / nbdcopy'] = { value: ratio(med(fetchRates), refs.nbdcopy), goal: 0.8, kind: 'min', what: 'read rate while reads are outstanding, median of p2b runs; nbdcopy from the destination host' };
+  }
+  return goals;
+}
+
+/** A strategy without its /plain suffix (the page codecs off). */
+function baseStrategy(label: string): Strategy {
+  return label.replace(/\/plain$/, '') as Strategy;
+}
+
+/**
+ * The page codecs against the same strategy with them off (NAME/plain), same run:
+ * on a compressible heap written in part, link bytes <= 0.4x; otherwise they must
+ * switch themselves off, so total time no worse (within 5 %, the noise of one
+ * loaded machine) and link bytes no more.
+ */
+function codecGoals(runs: Record<string, Run[]>, strategies: string[], workloads: string[], bandwidths: number[], sizes: number[], heap: { heap?: string; writeSize?: number }): Record<string, Goal> {
+  const goals: Record<string, Goal> = {};
+  const realistic = heap.heap === 'compressible' && (heap.writeSize ?? 4096) < 4096;
+  const m = (rs: Run[], f: (r: Run) => number) => med(rs.map(f));
+  for (const s of strategies.filter((x) => !x.endsWith('/plain') && strategies.includes(`${x}/plain`))) {
+    for (const w of workloads) {
+      for (const bw of bandwidths) {
+        const on = runs[key(w, s, bw, sizes[0])];
+        const off = runs[key(w, `${s}/plain`, bw, sizes[0])];
+        const what = `${formatRate(bw)}, heap ${heap.heap ?? 'random'}, write size ${heap.writeSize ?? 4096}`;
+        const bytes = ratio(m(on, (r) => r.linkBytes), m(off, (r) => r.linkBytes));
+        goals[`${w}: link bytes ${s} / ${s}/plain`] = { value: bytes, goal: realistic ? 0.4 : 1.0, kind: 'max', what };
+        if (!realistic) goals[`${w}: total time ${s} / ${s}/plain`] = { value: ratio(m(on, (r) => r.totalTimeMs), m(off, (r) => r.totalTimeMs)), goal: 1.05, kind: 'max', what };
+        const stock = runs[key(w, 'baseline/plain', bw, sizes[0])];
+        if (realistic && stock && s !== 'baseline') goals[`${w}: link bytes ${s} / baseline/plain`] = { value: ratio(m(on, (r) => r.linkBytes), m(stock, (r) => r.linkBytes)), goal: 0.4, kind: 'max', what };
+      }
+    }
   }
   return goals;
 }
@@ -300,13 +357,13 @@ function cellTable(runs: Record<string, Run[]>): string {
     const [w, s, bw, mem] = k.split('|');
     const col = (f: (r: Run) => number) => { const xs = rs.map(f); return `${fmt(med(xs))}${spread(xs)}`; };
     return [w, s, bw, mem, col((r) => r.totalTimeMs), col((r) => r.downtimeMs), col((r) => r.rounds), col((r) => mib(r.linkBytes)), col((r) => mib(r.nasBytes)),
-      `${fmt(med(rs.map((r) => r.pages.full)))} / ${fmt(med(rs.map((r) => r.pages.zero)))} / ${fmt(med(rs.map((r) => r.pages.ref)))}`,
+      `${fmt(med(rs.map((r) => r.pages.full)))} (${fmt(med(rs.map((r) => r.pages.lz4 ?? 0)))}/${fmt(med(rs.map((r) => r.pages.xbzrle ?? 0)))}) / ${fmt(med(rs.map((r) => r.pages.zero)))} / ${fmt(med(rs.map((r) => r.pages.ref)))}`,
       `${fmt(med(rs.map((r) => r.cpu.sourceMs)))} / ${fmt(med(rs.map((r) => r.cpu.destinationMs)))} / ${fmt(med(rs.map((r) => r.storageServer.cpuMs)))}`,
       `${fmt(mib(med(rs.map((r) => r.peakRss.source))))} / ${fmt(mib(med(rs.map((r) => r.peakRss.destination))))}`,
-      s === 'p2b' ? `${fmt(mib(med(rs.map((r) => r.fetch.readRate))))} MiB/s, ${fmt(med(rs.map((r) => r.fetch.meanLatencyMs)))} ms, ${fmt(med(rs.map((r) => r.fetch.maxBacklog)))}/${fmt(med(rs.map((r) => r.fetch.meanBacklog)))}` : '–',
+      baseStrategy(s) !== 'baseline' ? `${fmt(mib(med(rs.map((r) => r.fetch.readRate))))} MiB/s, ${fmt(med(rs.map((r) => r.fetch.meanLatencyMs)))} ms, ${fmt(med(rs.map((r) => r.fetch.maxBacklog)))}/${fmt(med(rs.map((r) => r.fetch.meanBacklog)))}` : '–',
       fmt(med(rs.map((r) => r.boundMs))), col((r) => r.efficiency)];
   });
-  return table(['workload', 'strategy', 'link', 'memory', 'total ms', 'downtime ms', 'rounds', 'link MiB', 'storage MiB', 'pages full/zero/ref', 'CPU ms src/dst/storage', 'peak RSS MiB src/dst', 'fetch: rate, latency, backlog max/mean', 'bound ms', 'efficiency'], rows);
+  return table(['workload', 'strategy', 'link', 'memory', 'total ms', 'downtime ms', 'rounds', 'link MiB', 'storage MiB', 'pages full (LZ4/XBZRLE)/zero/ref', 'CPU ms src/dst/storage', 'peak RSS MiB src/dst', 'fetch: rate, latency, backlog max/mean', 'bound ms', 'efficiency'], rows);
 }
 
 /** Least-squares line through (size, value); the worst relative distance of a point from it. */

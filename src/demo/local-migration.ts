@@ -16,6 +16,8 @@ import type { MigrationResult, RoundStats, Strategy } from '../migrate/result.ts
 import { Hosts, type HostProcess, type Placement, type Role } from './hosts.ts';
 import { diskBytesFor, makeDiskImage } from './disk-image.ts';
 import { isLocalOnly } from '../wire/index.ts';
+import type { HeapKind } from '../guest/workloads/heap.ts';
+import type { CodecOptions } from '../migrate/source/page-codecs.ts';
 
 /** The disk's server: its process and how each agent reaches the export. */
 export interface StorageServer {
@@ -37,6 +39,11 @@ export interface LocalRunOptions {
   maxBandwidth: number;
   downtimeLimitMs: number;
   seed?: number;
+  /** The heap's content and write size (`livemig run --heap --write-size`). */
+  heap?: HeapKind;
+  writeSize?: number;
+  /** The page codecs (`livemig migrate --compress --xbzrle-cache`); defaults: the engine's. */
+  codecs?: Partial<CodecOptions>;
   /** Steady-state work before migrating. */
   warmMs?: number;
   /** Reuse a disk image (random content) across runs. */
@@ -91,7 +98,8 @@ async function startAgents(hosts: Hosts, o: LocalRunOptions, storage: StorageSer
     '--memory', String(o.memoryBytes), '--control', join(dir, 'destination.sock'), '--state-dir', join(dir, 'destination'), ...held, ...link]);
   o.onPhase?.('starting the source guest');
   const src = await hosts.livemig('source', ['run', '--name', 'demo', '--memory', String(o.memoryBytes), '--disk', storage.uri('source'), '--workload', o.workload,
-    '--seed', String(o.seed ?? 1), '--control', join(dir, 'source.sock'), '--state-dir', join(dir, 'source')]);
+    '--seed', String(o.seed ?? 1), '--control', join(dir, 'source.sock'), '--state-dir', join(dir, 'source'),
+    ...(o.heap ? ['--heap', o.heap] : []), ...(o.writeSize ? ['--write-size', String(o.writeSize)] : [])]);
   return { src, dst };
 }
 
@@ -118,7 +126,7 @@ async function migrateWatched(srcControl: string, to: string, o: LocalRunOptions
     }
   }, 100);
   try {
-    const migrate = { to, ...o.tls, strategy: o.strategy, maxBandwidth: o.maxBandwidth, downtimeLimitMs: o.downtimeLimitMs, maxRounds: 30, converge: 'throttle', keepPaused: o.check !== 'digests' };
+    const migrate = { to, ...o.tls, strategy: o.strategy, maxBandwidth: o.maxBandwidth, downtimeLimitMs: o.downtimeLimitMs, maxRounds: 30, converge: 'throttle', keepPaused: o.check !== 'digests', ...o.codecs };
     return await controlRequest<MigrationResult>(srcControl, 'migrate', { migrate }, 600_000);
   } finally {
     clearInterval(ticker);

@@ -14,8 +14,10 @@ import { P2bStore } from '../p2b/store.ts';
 import { P2bPersister } from '../p2b/persister.ts';
 import { startTsWorker, spareTsWorker } from '../util/ts-worker.ts';
 import { DiskLock } from '../storage/disk-lock.ts';
+import { heapOptionsProblem } from './workloads/heap.ts';
 import { WORKLOADS } from './workloads/registry.ts';
 import type { WorkloadOptions } from './workloads/workload.ts';
+import { decodeDeviceState } from './device-state.ts';
 import type { DeviceState, WorkerInit, WorkerReply, WorkerEvent, WorkerRequest, WorkerStatus } from './messages.ts';
 import { fingerprint, type Fingerprint } from './fingerprint.ts';
 import { LivemigError, codeOf, type ErrorCode } from '../errors.ts';
@@ -181,6 +183,8 @@ export class Guest {
   static async start(config: GuestConfig): Promise<Guest> {
     const spec = WORKLOADS[config.workload];
     if (!spec) throw new LivemigError('GUEST_CONFIG', `unknown workload ${JSON.stringify(config.workload)} (have: ${Object.keys(WORKLOADS).join(', ')})`);
+    const heapProblem = heapOptionsProblem(config.options.heap, config.options.writeSize);
+    if (heapProblem) throw new LivemigError('GUEST_CONFIG', heapProblem);
     // The disk's lock is this process's (a deferred destination takes it when the disk is handed over).
     const diskLock = config.deferDevice ? null : await DiskLock.take(config.disk);
     const memory = config.memory ?? GuestMemory.allocate(config.memoryBytes);
@@ -281,13 +285,7 @@ export class Guest {
 
   /** Gives a guest started with deferDevice its device state (as deviceStateBytes made it) and disk; it stays paused. */
   async loadDevice(bytes: Buffer): Promise<void> {
-    let device: DeviceState;
-    try {
-      device = JSON.parse(bytes.toString('utf8')) as DeviceState;
-    } catch {
-      throw new LivemigError('GUEST_DEVICE_STATE', 'the device state is not valid JSON');
-    }
-    if (device?.version !== 1) throw new LivemigError('GUEST_DEVICE_STATE', `device state version ${String(device?.version)} is not 1`);
+    const device = decodeDeviceState(bytes, this.memory.pages);
     this.diskLock ??= await DiskLock.take(this.config.disk);
     await this.request({ cmd: 'load-device', device });
   }
@@ -306,7 +304,8 @@ export class Guest {
 
   /** The device state of a paused guest, as bytes another host's loadDevice takes. */
   async deviceStateBytes(): Promise<Buffer> {
-    return Buffer.from(JSON.stringify(await this.request<DeviceState>({ cmd: 'device-state' })));
+    const b = await this.request<Uint8Array>({ cmd: 'device-state' }); // device-state.ts's bytes
+    return Buffer.from(b.buffer, b.byteOffset, b.byteLength);
   }
 
   async status(): Promise<GuestStatus> {

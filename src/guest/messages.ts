@@ -7,7 +7,8 @@ import type { InterceptorStats } from '../storage/interceptor.ts';
 
 /** Everything needed to continue the workload elsewhere: its generator, its OS, its own state. */
 export interface DeviceState {
-  version: 1;
+  /** device-state.ts's DEVICE_STATE_VERSION. */
+  version: number;
   workload: string;
   options: WorkloadOptions;
   rng: number[];

@@ -18,6 +18,7 @@ import type { DeviceState, WorkerInit, WorkerRequest, WorkerReply, WorkerEvent, 
 import type { BlockBackend } from '../storage/backend.ts';
 import type { Workload } from './workloads/workload.ts';
 import { LivemigError } from '../errors.ts';
+import { DEVICE_STATE_VERSION, encodeDeviceState } from './device-state.ts';
 
 const detachedError = () => Promise.reject(new LivemigError('GUEST_DISK_DETACHED', 'the disk is detached'));
 /** Stands in for the disk while it is detached: any I/O then is a bug, and says so. */
@@ -68,7 +69,7 @@ class GuestWorker {
   }
 
   private deviceState(): DeviceState {
-    return { version: 1, workload: this.init.workload, options: this.init.options, rng: this.rng.state(), os: this.os.state(), workloadState: this.workload!.state() };
+    return { version: DEVICE_STATE_VERSION, workload: this.init.workload, options: this.init.options, rng: this.rng.state(), os: this.os.state(), workloadState: this.workload!.state() };
   }
 
   status(): WorkerStatus {
@@ -140,7 +141,7 @@ class GuestWorker {
       case 'device-state':
         if (!this.workload) refuse('GUEST_NO_DEVICE', 'no device state loaded yet');
         if (this.state === 'running') refuse('GUEST_RUNNING', 'device state is only consistent while paused');
-        return this.deviceState();
+        return encodeDeviceState(this.deviceState());
       case 'stop':
         this.stopping = true;
         await this.pauseSoon();

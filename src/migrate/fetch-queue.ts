@@ -45,6 +45,8 @@ export interface FetchStats {
   mismatched: number;
   reads: number;
   bytesRead: number;
+  /** Referenced pages in completed reads (bytesRead also counts the gaps read through). */
+  pagesResolved: number;
   maxInFlight: number;
   totalLatencyMs: number;
   /** Time with at least one read outstanding: storage throughput is bytesRead over this. */
@@ -81,7 +83,7 @@ export class FetchQueue {
   private timer: NodeJS.Timeout | null = null;
   private idleWaiters: (() => void)[] = [];
   private failure: Error | null = null;
-  readonly stats: FetchStats = { refs: 0, applied: 0, stale: 0, mismatched: 0, reads: 0, bytesRead: 0, maxInFlight: 0, totalLatencyMs: 0, busyMs: 0 };
+  readonly stats: FetchStats = { refs: 0, applied: 0, stale: 0, mismatched: 0, reads: 0, bytesRead: 0, pagesResolved: 0, maxInFlight: 0, totalLatencyMs: 0, busyMs: 0 };
   private busySince = 0;
   /** Pages in reads that have not completed. */
   inFlightPages = 0;
@@ -113,6 +115,11 @@ export class FetchQueue {
 
   get idle(): boolean {
     return this.incoming.length === 0 && this.head === this.pending.length && this.inFlight === 0;
+  }
+
+  /** Time with reads outstanding so far, the current stretch included. */
+  get busyNowMs(): number {
+    return this.stats.busyMs + (this.inFlight > 0 ? performance.now() - this.busySince : 0);
   }
 
   /** Referenced pages waiting for a read (not yet issued). */
@@ -249,6 +256,7 @@ export class FetchQueue {
         }
       });
       this.buffers.put(buf); // small ones were never pooled: put() ignores them
+      this.stats.pagesResolved += pages;
       if (mismatched.length) this.target.mismatched(mismatched);
     } catch (err) {
       this.failure ??= err as Error;

@@ -1,8 +1,9 @@
 /** What a migration reports (`livemig migrate --json`, the demo, the benchmark). */
 import type { FetchReport } from '../wire/index.ts';
 
-export type Strategy = 'baseline' | 'p2b';
-export const STRATEGIES: Strategy[] = ['baseline', 'p2b'];
+/** auto: references only where they finish sooner (the default); p2b: every mapped page as one; baseline: none. */
+export type Strategy = 'auto' | 'baseline' | 'p2b';
+export const STRATEGIES: Strategy[] = ['auto', 'baseline', 'p2b'];
 
 export interface RoundStats {
   round: number;
@@ -10,6 +11,9 @@ export interface RoundStats {
   full: number;
   zero: number;
   ref: number;
+  /** Of `full`, pages that went LZ4-compressed or as XBZRLE deltas. */
+  lz4: number;
+  xbzrle: number;
   bytes: number;
   ms: number;
   dirtyAfter: number;
@@ -33,7 +37,10 @@ export interface MigrationResult {
   /** Bytes the network carried for the link, both ways: linkBytes plus TLS records and handshake (equal on a plain link but for nothing). */
   wireBytes: number;
   nasBytes: number;
-  pages: { full: number; zero: number; ref: number; refRetried: number };
+  /** `full` counts every page sent as bytes; `lz4` and `xbzrle` those of them that went compressed or as deltas. */
+  pages: { full: number; zero: number; ref: number; refRetried: number; lz4: number; xbzrle: number };
+  /** What the page codecs did (page-codecs.ts): bytes kept off the link, and why XBZRLE stopped if it did. */
+  codecs: { savedBytes: number; xbzrleOff: string | null; lz4Used: boolean };
   storageMatch: boolean;
   storageReason?: string;
   /** p2b map entries the destination started with (pages that arrived as verified references). */

@@ -88,6 +88,26 @@ export class Channel {
     if (!ok) await this.drained();
   }
 
+  /**
+   * Sends one frame whose payload is `parts` in order (a PAGES batch), with one
+   * writev and no copy; the parts must not be reused until the socket has taken them.
+   */
+  async sendParts(name: FrameName, parts: readonly Uint8Array[]): Promise<void> {
+    if (this.closed || this.socket.destroyed) throw new LivemigError('MIGRATE_LINK_LOST', 'the migration link is closed');
+    let length = 0;
+    for (const p of parts) length += p.length;
+    const h = Buffer.allocUnsafe(FRAME_HEADER_BYTES);
+    h.writeUInt16BE(FRAMES[name].type, 0);
+    h.writeUInt16BE(0, 2);
+    h.writeUInt32BE(length, 4);
+    this.socket.cork();
+    let ok = this.socket.write(h);
+    for (const p of parts) ok = this.socket.write(p) && ok;
+    this.socket.uncork();
+    this.bytesSent += FRAME_HEADER_BYTES + length;
+    if (!ok) await this.drained();
+  }
+
   /** Waits for the socket to drain, or fails if it closes first; leaves no listener behind. */
   private drained(): Promise<void> {
     return new Promise<void>((resolve, reject) => {

@@ -55,16 +55,28 @@ export const ENCODING = {
   REF: 3,
   /** body: block u64 | count u32 | keyed hash (16 bytes) of all `count` pages */
   REF_RUN: 4,
+  /** body: size u32 little endian (4096) | the page as one LZ4 block */
+  LZ4: 5,
+  /** body: base seq u32 | XBZRLE delta against that version of the page */
+  XBZRLE: 6,
 } as const;
 export type Encoding = (typeof ENCODING)[keyof typeof ENCODING];
+type FixedEncoding = typeof ENCODING.FULL | typeof ENCODING.ZERO | typeof ENCODING.REF | typeof ENCODING.REF_RUN;
 /** Body lengths of the fixed-size encodings. */
-export const ENCODING_BODY: Record<Encoding, number> = { [ENCODING.FULL]: PAGE_SIZE, [ENCODING.ZERO]: 0, [ENCODING.REF]: 24, [ENCODING.REF_RUN]: 28 };
+export const ENCODING_BODY: Record<FixedEncoding, number> = { [ENCODING.FULL]: PAGE_SIZE, [ENCODING.ZERO]: 0, [ENCODING.REF]: 24, [ENCODING.REF_RUN]: 28 };
+/** Shortest and longest bodies of the variable-size encodings. */
+export const ENCODING_BODY_RANGE: Record<Exclude<Encoding, FixedEncoding>, readonly [number, number]> = {
+  [ENCODING.LZ4]: [5, PAGE_SIZE + 4],
+  [ENCODING.XBZRLE]: [4, PAGE_SIZE + 4],
+};
 
 export const CAPABILITY = {
   FULL: 'pages.full',
   ZERO: 'pages.zero',
   REF: 'pages.ref',
   REF_RUN: 'pages.ref-run',
+  LZ4: 'pages.lz4',
+  XBZRLE: 'pages.xbzrle',
   RETURN_PATH: 'return-path',
   /** The QEMU_* frames: the migration carries a QEMU migration stream between two stream proxies. */
   QEMU_STREAM: 'qemu-stream',
@@ -73,7 +85,9 @@ export const CAPABILITY = {
 } as const;
 export type Capability = (typeof CAPABILITY)[keyof typeof CAPABILITY];
 /** What the engine (livemig's own guests) speaks; a peer must speak the REQUIRED ones. */
-export const CAPABILITIES: readonly Capability[] = [CAPABILITY.FULL, CAPABILITY.ZERO, CAPABILITY.REF, CAPABILITY.REF_RUN, CAPABILITY.RETURN_PATH, CAPABILITY.LEASE];
+export const CAPABILITIES: readonly Capability[] = [
+  CAPABILITY.FULL, CAPABILITY.ZERO, CAPABILITY.REF, CAPABILITY.REF_RUN, CAPABILITY.LZ4, CAPABILITY.XBZRLE, CAPABILITY.RETURN_PATH, CAPABILITY.LEASE,
+];
 export const REQUIRED_CAPABILITIES: readonly Capability[] = [CAPABILITY.FULL, CAPABILITY.ZERO, CAPABILITY.RETURN_PATH];
 /** What a QEMU stream proxy speaks, and requires of its peer: QEMU streams over a return path (no PAGES). */
 export const QEMU_PROXY_CAPABILITIES: readonly Capability[] = [CAPABILITY.QEMU_STREAM, CAPABILITY.RETURN_PATH];

@@ -17,12 +17,13 @@ test('the quick migration benchmark runs, verifies every migration and writes JS
   t.diagnostic(`bench migrate --quick took ${Math.round((performance.now() - t0) / 1000)} s`);
   assert.equal(r.code, 0, r.stderr);
   const out = JSON.parse(r.stdout.trim().split('\n').pop()!) as { path: string; report: string; goals: Record<string, { value: number }> };
-  for (const g of ['pagecache: link bytes p2b / baseline', 'pagecache: total time p2b / baseline', 'engine stream / raw Node TCP socket', 'fetch queue storage reads / nbdcopy']) {
+  for (const g of ['pagecache: link bytes p2b / baseline', 'pagecache: total time p2b / baseline', 'pagecache: total time auto / baseline at 1.00 Gbit/s', 'engine stream / raw Node TCP socket', 'fetch queue storage reads / nbdcopy']) {
     assert.ok(out.goals[g] && out.goals[g].value > 0, `goal ${g} measured`);
   }
   const raw = JSON.parse(readFileSync(out.path, 'utf8')) as { runs: Record<string, { verified: boolean; destinationRunning: boolean; cpu: { sourceMs: number }; efficiency: number; pages: { ref: number }; strategy: string }[]>; machine: object };
   const runs = Object.values(raw.runs).flat();
-  assert.equal(runs.length, 4, 'pagecache x {baseline, p2b} x 2 repeats');
+  assert.equal(runs.length, 6, 'pagecache x {auto, baseline, p2b} x 2 repeats');
+  assert.ok(runs.some((m) => m.strategy === 'auto'), 'the default strategy is named auto');
   for (const m of runs) {
     assert.ok(m.verified && m.destinationRunning, 'verified and running');
     assert.ok(m.cpu.sourceMs > 0 && m.efficiency > 0);

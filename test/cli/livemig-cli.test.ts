@@ -43,6 +43,22 @@ test('nbd serve rejects bad usage with exit 2', async () => {
   }
 });
 
+test('heap and page-codec options out of range are usage errors, exit 2', async () => {
+  const cases = [
+    [['demo', '--heap', 'zebra'], /--heap must be random or compressible/],
+    [['demo', '--write-size', '8KiB'], /--write-size must be 1\.\.4096 bytes/],
+    [['demo', '--compress', 'gzip'], /--compress must be auto, always, off/],
+    [['demo', '--xbzrle-cache', 'lots'], /--xbzrle-cache: not a size/],
+    [['migrate', '--control', 'x.sock', '--to', 'tcp://127.0.0.1:1', '--compress', 'zstd'], /--compress must be/],
+    [['run', '--incoming', 'tcp://127.0.0.1:0', '--control', 'x.sock', '--heap', 'random'], /--heap comes from the source/],
+  ] as const;
+  for (const [args, pattern] of cases) {
+    const r = await livemig([...args]);
+    assert.equal(r.code, 2, `${args.join(' ')}: ${r.stderr}`);
+    assert.match(r.stderr, pattern);
+  }
+});
+
 test('nbd serve on a missing file fails at run time with one clear line, exit 1', async () => {
   const r = await livemig(['nbd', 'serve', '--export', join(dir.path, 'missing.img')]);
   assert.equal(r.code, 1);
@@ -101,9 +117,9 @@ test('demo runs a whole migration and prints the contract fields, verified by th
   for (const k of ['strategy', 'workload', 'memoryBytes', 'verified', 'check', 'checkMs', 'totalTimeMs', 'downtimeMs', 'rounds', 'linkBytes', 'nasBytes', 'pages']) {
     assert.ok(k in d, `demo --json has ${k}`);
   }
-  assert.deepEqual(Object.keys(d.pages).sort(), ['full', 'ref', 'refRetried', 'zero']);
+  assert.deepEqual(Object.keys(d.pages).sort(), ['full', 'lz4', 'ref', 'refRetried', 'xbzrle', 'zero']);
   assert.equal(d.verified, true);
-  assert.equal(d.strategy, 'p2b');
+  assert.equal(d.strategy, 'auto', 'auto is the default');
   assert.ok(d.pages.ref > 0, 'references were used');
   assert.equal(d.destinationRunning, true);
   assert.equal(d.check, 'full', 'the oracle runs by default');

@@ -59,9 +59,9 @@ test('a destination killed mid-round: migrate exits 1 with one line, the source 
     const [dstLine] = (await once(createInterface({ input: dst.stdout! }), 'line')) as [string];
     await once(createInterface({ input: src.stdout! }), 'line');
     await waitFor(async () => (await controlRequest<GuestStatus>(srcControl, 'status')).progress.phase === 'steady', 'the source guest to warm up', 60_000);
-    // A slow link and full pages (references would shrink round 0 to seconds) keep the migration in its
-    // first round long enough for a loaded machine's status polls to see it there.
-    const migrating = livemig(['migrate', '--control', srcControl, '--to', JSON.parse(dstLine).incoming, '--max-bandwidth', '10Mbit', '--strategy', 'baseline']);
+    // A slow link and full pages (references would shrink round 0 to seconds), uncompressed (LZ4 would shorten it too),
+    // keep the migration in its first round long enough for a loaded machine's status polls to see it there.
+    const migrating = livemig(['migrate', '--control', srcControl, '--to', JSON.parse(dstLine).incoming, '--max-bandwidth', '10Mbit', '--strategy', 'baseline', '--compress', 'off']);
     await waitFor(async () => {
       const st = await livemig(['status', '--control', dstControl, '--json']);
       return st.code === 0 && JSON.parse(st.stdout).incoming?.phase === 'receiving';

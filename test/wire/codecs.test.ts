@@ -6,7 +6,7 @@ import { once } from 'node:events';
 import { LivemigError } from '../../src/errors.ts';
 import {
   PageBatch, decodePages, encodePageRequest, decodePageRequest, encodeMap, decodeMap, Channel, chooseVersion, pageHash,
-  ENCODING, FRAMES, PAGE_ENTRY_HEADER, PROTOCOL_VERSION, PROTOCOL_VERSION_MIN, frameLimit, asHello, type PageEntry, type Hello,
+  ENCODING, FRAMES, MAP_NO_BLOCK, PAGE_ENTRY_HEADER, PROTOCOL_VERSION, PROTOCOL_VERSION_MIN, frameLimit, asHello, type PageEntry, type Hello,
 } from '../../src/wire/index.ts';
 import { decodePayload, encodePayload } from '../../src/wire/codec.ts';
 
@@ -20,7 +20,7 @@ test('a page batch decodes to what was added, in order', () => {
   b.addRef(5, 12, 123456789012, 1, Buffer.alloc(16, 9));
   b.addRef(6, 13, 5000, 64, Buffer.alloc(16, 8));
   assert.equal(b.count, 4);
-  assert.deepEqual(b.counts, { full: 1, zero: 1, ref: 65 }, 'a run counts its pages');
+  assert.deepEqual(b.counts, { full: 1, zero: 1, ref: 65, lz4: 0, xbzrle: 0 }, 'a run counts its pages');
   const out: PageEntry[] = [];
   const payload = b.take();
   b.addZero(1, 1); // the next batch must not overwrite the payload handed out
@@ -76,7 +76,7 @@ test('page requests and map corrections round-trip and are bounds-checked', () =
   assert.deepEqual(decodePageRequest(encodePageRequest([1, 5, 9]), 10), [1, 5, 9]);
   assert.throws(() => decodePageRequest(encodePageRequest([10]), 10), /outside guest memory/);
   assert.throws(() => decodePageRequest(Buffer.from([0, 0, 0, 3, 1]), 10), /malformed/);
-  assert.deepEqual(decodeMap(encodeMap([[1, 7], [2, null], [3, 0]]), 10), [[1, 7], [2, null], [3, 0]]);
+  assert.deepEqual(decodeMap(encodeMap([[1, 7], [2, null], [3, 0]]), 10), { pages: Uint32Array.from([1, 2, 3]), blocks: Uint32Array.from([7, MAP_NO_BLOCK, 0]) });
   assert.throws(() => decodeMap(encodeMap([[10, 1]]), 10), /outside guest memory/);
   assert.throws(() => decodeMap(Buffer.from([0, 0, 0, 1, 0]), 10), /malformed/);
 });

@@ -4,9 +4,12 @@ import { parse, logLevel, sizeOption, rateOption, durationOption, strategyOption
 import { UsageError } from '../usage-error.ts';
 import { runLocalMigration } from '../../demo/local-migration.ts';
 import { formatResult } from './migrate.ts';
+import { CODEC_HELP, codecOptions, heapOptions } from '../page-options.ts';
 
-export const help = `Usage: livemig demo [--memory 256MiB] [--workload pagecache] [--strategy p2b]
+export const help = `Usage: livemig demo [--memory 256MiB] [--workload pagecache] [--strategy auto]
                     [--max-bandwidth 1Gbit] [--downtime-limit 300] [--seed N]
+                    [--heap random|compressible] [--write-size BYTES]
+                    [--compress auto|always|off] [--xbzrle-cache SIZE]
                     [--check full|digests] [--tls-psk FILE | --tls-creds DIR] [--json]
 
 Runs a whole live migration on this machine: livemig's NBD server over a
@@ -27,6 +30,8 @@ and more. Exit 1 if the destination's memory does not verify.
                     names: ca-cert.pem, server-cert.pem, server-key.pem,
                     client-cert.pem, client-key.pem); wireBytes then counts the
                     TLS records and handshake on top of linkBytes
+  --heap, --write-size  the guest's heap content and write size (livemig run)
+${CODEC_HELP}
   --log-level LEVEL pino log of every process on stderr (debug: the phases)`;
 
 export async function run(args: string[]): Promise<number> {
@@ -40,12 +45,16 @@ export async function run(args: string[]): Promise<number> {
     check: { type: 'string' },
     'tls-psk': { type: 'string' },
     'tls-creds': { type: 'string' },
+    heap: { type: 'string' },
+    'write-size': { type: 'string' },
+    compress: { type: 'string' },
+    'xbzrle-cache': { type: 'string' },
   });
   if (values.help) return void console.log(help), 0;
   const memoryBytes = sizeOption('--memory', values.memory ?? '256MiB');
   if (memoryBytes % 4096) throw new UsageError('--memory must be a multiple of 4 KiB');
   const workload = workloadOption(values.workload ?? 'pagecache');
-  const strategy = strategyOption(values.strategy ?? 'p2b');
+  const strategy = strategyOption(values.strategy ?? 'auto');
   const maxBandwidth = rateOption('--max-bandwidth', values['max-bandwidth'] ?? '1Gbit');
   const downtimeLimitMs = durationOption('--downtime-limit', values['downtime-limit'] ?? '300');
   const seed = values.seed === undefined ? 1 : Number(values.seed);
@@ -54,10 +63,12 @@ export async function run(args: string[]): Promise<number> {
   if (values['tls-psk'] && values['tls-creds']) throw new UsageError('give --tls-psk or --tls-creds, not both');
   const tls = { ...(values['tls-creds'] ? { tlsCreds: resolve(values['tls-creds']) } : {}), ...(values['tls-psk'] ? { tlsPsk: resolve(values['tls-psk']) } : {}) };
 
+  const heap = heapOptions(values.heap, values['write-size']);
+  const codecs = codecOptions(values.compress, values['xbzrle-cache']);
   const tty = process.stderr.isTTY && !values.json;
   const say = (m: string) => (tty ? process.stderr.write(`\r\x1b[K${m}`) : undefined);
   const result = await runLocalMigration({
-    memoryBytes, workload, strategy, maxBandwidth, downtimeLimitMs, seed, check, tls, logLevel: logLevel(values['log-level']),
+    memoryBytes, workload, strategy, maxBandwidth, downtimeLimitMs, seed, check, tls, logLevel: logLevel(values['log-level']), ...heap, codecs,
     onPhase: say,
     onRound: (r) => say(`round ${r.round}: ${r.pages} pages (${r.ref} references), ${r.dirtyAfter} dirty after, estimated downtime ${Math.round(r.estimatedDowntimeMs)} ms`),
   });

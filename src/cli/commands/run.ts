@@ -4,6 +4,7 @@ import { join, resolve } from 'node:path';
 import { Guest } from '../../guest/guest.ts';
 import { serveControl } from '../../guest/control/server.ts';
 import { WORKLOADS } from '../../guest/workloads/registry.ts';
+import { heapOptions } from '../page-options.ts';
 import { listenIncoming } from '../../migrate/destination/index.ts';
 import { prepareMigration } from '../../migrate/source/index.ts';
 import { Agent } from '../agent.ts';
@@ -17,7 +18,8 @@ import { logLevel } from '../parse.ts';
 
 export const help = `Usage: livemig run --name NAME --memory SIZE --disk NBD-URI|PATH
                    --workload PROFILE --control SOCKET [--state-dir DIR]
-                   [--seed N] [--dirty-rate SIZE/s] [--write-rate SIZE/s] [--json]
+                   [--seed N] [--dirty-rate SIZE/s] [--write-rate SIZE/s]
+                   [--write-size BYTES] [--heap random|compressible] [--json]
        livemig run --incoming tcp://HOST:PORT|unix:PATH --control SOCKET --disk NBD-URI|PATH
                    [--tls-creds DIR | --tls-psk FILE | --insecure]
                    [--memory SIZE] [--paused] [--stay] [--state-dir DIR] [--json]
@@ -59,6 +61,9 @@ it waits on the same address for the next guest, as an agent of the host.
   --seed N             workload seed (default 1): same seed, same operations
   --dirty-rate RATE    for 'dirty', e.g. 64MiB (per second; default 32MiB)
   --write-rate RATE    for 'diskwrite' (per second; default 8MiB)
+  --write-size BYTES   for 'dirty': bytes rewritten in each dirtied page (1..4096; default 4096)
+  --heap KIND          what heap pages hold: random (default: mostly random bytes) or
+                       compressible (records, small integers, text, zero runs)
   --json               print {name, control, p2b, ...} as one line once running
   --log-level LEVEL    pino log on stderr: the migration's phases at debug (default silent)`;
 
@@ -75,6 +80,8 @@ function parseRun(args: string[]) {
     seed: { type: 'string' },
     'dirty-rate': { type: 'string' },
     'write-rate': { type: 'string' },
+    'write-size': { type: 'string' },
+    heap: { type: 'string' },
     incoming: { type: 'string' },
     paused: { type: 'boolean' },
     'tls-creds': { type: 'string' },
@@ -94,7 +101,7 @@ function memoryOption(value: string): number {
 
 /** `run --incoming`: a destination waiting for a guest (again and again, with --stay). */
 async function runIncoming(values: Values, control: string, agent: Agent, log: Logger): Promise<number> {
-  for (const flag of ['name', 'workload', 'seed', 'dirty-rate', 'write-rate'] as const) {
+  for (const flag of ['name', 'workload', 'seed', 'dirty-rate', 'write-rate', 'write-size', 'heap'] as const) {
     if (values[flag] !== undefined) throw new UsageError(`--${flag} comes from the source with --incoming`);
   }
   if (!values.disk) throw new UsageError('run --incoming needs --disk: the destination opens only its own disk, never one the source names');
@@ -152,6 +159,7 @@ async function runGuest(values: Values, control: string, agent: Agent): Promise<
     seed,
     ...(values['dirty-rate'] ? { dirtyRate: sizeOption('--dirty-rate', strip(values['dirty-rate'])) } : {}),
     ...(values['write-rate'] ? { writeRate: sizeOption('--write-rate', strip(values['write-rate'])) } : {}),
+    ...heapOptions(values['heap'], values['write-size']),
   };
   const name = values.name!;
   const guest = await Guest.start({ name, memoryBytes, disk: values.disk!, workload: values.workload!, options, stateDir: stateDirFor(values)(name) });

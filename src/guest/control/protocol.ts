@@ -11,13 +11,16 @@ export interface MigrateArgs {
   /** Credentials the agent loads (absolute paths): an x509 directory or a PSK file. */
   tlsCreds?: string;
   tlsPsk?: string;
-  strategy: 'baseline' | 'p2b';
+  strategy: 'auto' | 'baseline' | 'p2b';
   maxBandwidth: number;
   downtimeLimitMs: number;
   maxRounds: number;
   converge: 'throttle' | 'abort';
   /** Keep the guest here paused after the switch-over (postmigrate), e.g. to compare memories. */
   keepPaused?: boolean;
+  /** The page codecs (migrate/source/page-codecs.ts); defaults: compress auto, a 64 MiB XBZRLE cache. */
+  compress?: 'auto' | 'always' | 'off';
+  xbzrleCacheBytes?: number;
 }
 
 export interface ControlRequest {

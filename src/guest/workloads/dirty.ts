@@ -1,11 +1,13 @@
 /**
  * `dirty` — a compute job rewriting its heap: 45 % page cache, 50 % heap, and
- * heap pages rewritten at `--dirty-rate` (default 32 MiB/s) with random data,
- * 80 % of writes going to a hot fifth of the heap. Models the guest that keeps
- * pre-copy from converging unless it is throttled.
+ * heap pages dirtied at `--dirty-rate` (default 32 MiB/s of pages), 80 % of them
+ * in a hot fifth of the heap. Models the guest that keeps pre-copy from
+ * converging unless it is throttled. Each dirtied page gets one write of
+ * `--write-size` bytes (default: the whole page) of `--heap` content (default
+ * random), so the same rate dirties the same pages whatever the write size.
  */
 import { PAGE_SIZE } from '../layout.ts';
-import { anonFill } from './guest-os.ts';
+import { heapWrite } from './heap.ts';
 import { WarmUp } from './phases.ts';
 import type { WorkloadFactory } from './workload.ts';
 
@@ -17,6 +19,8 @@ export const dirty: WorkloadFactory = (ctx, saved) => {
   let steps = (saved?.steps as number) ?? 0;
   let pagesWritten = (saved?.pagesWritten as number) ?? 0;
   const rate = ctx.options.dirtyRate ?? DEFAULT_DIRTY_RATE;
+  const heap = ctx.options.heap ?? 'random';
+  const writeSize = ctx.options.writeSize ?? PAGE_SIZE;
   // Fractional pages carry over so the long-run rate is exact.
   let carry = (saved?.carry as number) ?? 0;
   ctx.os.cacheCapacity = Math.floor(ctx.memory.pages * 0.45);
@@ -32,12 +36,12 @@ export const dirty: WorkloadFactory = (ctx, saved) => {
       const hot = Math.max(1, Math.floor(anon.length / 5));
       for (let i = 0; i < n && anon.length; i++) {
         const idx = ctx.rng.float() < 0.8 ? ctx.rng.int(hot) : ctx.rng.int(anon.length);
-        ctx.os.rewriteAnon(anon[idx], anonFill(ctx.rng));
+        ctx.os.rewriteAnon(anon[idx], heapWrite(ctx.rng, heap, writeSize));
       }
       pagesWritten += n;
       return STEP_MS;
     },
     state: () => ({ ...warm.state(), steps, pagesWritten, carry }),
-    status: () => ({ phase: warm.phase, steps, pagesWritten, dirtyRate: rate }),
+    status: () => ({ phase: warm.phase, steps, pagesWritten, dirtyRate: rate, writeSize, heap }),
   };
 };

@@ -24,24 +24,13 @@ export interface Extent {
   loading: Promise<void> | null;
 }
 
+/** The guest OS's tables at a safe point, as arrays device-state.ts writes as they are. */
 export interface GuestOsState {
-  owner: string; // base64: the owner byte of each page
-  free: string; // base64: the free-page stack, bottom first (its order decides future allocations)
-  cache: number[][]; // LRU order, oldest first: [id, first, dirty, ...pages]
-  anon: string; // base64: the anonymous pages, in allocation order
+  owner: Uint8Array; // the owner byte of each page
+  free: Uint32Array; // the free-page stack, bottom first (its order decides future allocations)
+  cache: Uint32Array; // LRU order, oldest first, per extent: id, first, dirty, n, n pages
+  anon: Uint32Array; // the anonymous pages, in allocation order
 }
-
-const u32ToBase64 = (values: ArrayLike<number>, count = values.length) => {
-  const b = Buffer.alloc(count * 4);
-  for (let i = 0; i < count; i++) b.writeUInt32LE(values[i], i * 4);
-  return b.toString('base64');
-};
-const base64ToU32 = (s: string): number[] => {
-  const b = Buffer.from(s, 'base64');
-  const out: number[] = [];
-  for (let i = 0; i < b.length; i += 4) out.push(b.readUInt32LE(i));
-  return out;
-};
 
 export class GuestOs {
   readonly owner: Uint8Array;
@@ -67,25 +56,30 @@ export class GuestOs {
   }
 
   private restore(saved: GuestOsState): void {
-    this.owner.set(Buffer.from(saved.owner, 'base64'));
-    const free = base64ToU32(saved.free);
-    this.free.set(free);
-    this.freeCount = free.length;
-    for (const [id, first, dirty, ...pages] of saved.cache) {
-      this.cache.set(id, { id, first, pages, dirty: dirty === 1, loading: null });
+    this.owner.set(saved.owner);
+    this.free.set(saved.free);
+    this.freeCount = saved.free.length;
+    const c = saved.cache;
+    for (let i = 0; i < c.length; i += 4 + c[i + 3]) {
+      const pages = Array.from(c.subarray(i + 4, i + 4 + c[i + 3]));
+      this.cache.set(c[i], { id: c[i], first: c[i + 1], pages, dirty: c[i + 2] === 1, loading: null });
       this.cachedPages += pages.length;
     }
-    for (const p of base64ToU32(saved.anon)) this.anon.push(p); // a spread overflows the stack at 8 GiB
+    for (let i = 0; i < saved.anon.length; i++) this.anon.push(saved.anon[i]); // a spread overflows the stack at 8 GiB
   }
 
   /** Consistent only at a safe point (no step running, drain() done). */
   state(): GuestOsState {
-    return {
-      owner: Buffer.from(this.owner).toString('base64'),
-      free: u32ToBase64(this.free, this.freeCount),
-      cache: [...this.cache.values()].map((e) => [e.id, e.first, e.dirty ? 1 : 0, ...e.pages]),
-      anon: u32ToBase64(this.anon),
-    };
+    let words = 0;
+    for (const e of this.cache.values()) words += 4 + e.pages.length;
+    const cache = new Uint32Array(words);
+    let at = 0;
+    for (const e of this.cache.values()) {
+      cache.set([e.id, e.first, e.dirty ? 1 : 0, e.pages.length], at);
+      cache.set(e.pages, at + 4);
+      at += 4 + e.pages.length;
+    }
+    return { owner: this.owner.slice(), free: this.free.slice(0, this.freeCount), cache, anon: Uint32Array.from(this.anon) };
   }
 
   get freePages(): number {

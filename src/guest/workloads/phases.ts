@@ -3,15 +3,14 @@
  * page cache in popularity order, and touching files by Zipf popularity.
  */
 import { Zipf } from '../../util/rng.ts';
-import { anonFill } from './guest-os.ts';
+import { heapFill } from './heap.ts';
 import type { WorkloadContext } from './workload.ts';
 
 /** Allocates anonymous pages up to `share` of memory, in batches; true when done. */
 export async function fillAnon(ctx: WorkloadContext, share: number, batch = 2048): Promise<boolean> {
   const target = Math.floor(ctx.memory.pages * share);
   for (let i = 0; i < batch && ctx.os.anon.length < target; i++) {
-    // Heap memory: mostly random, a third text-like (compressible).
-    if (ctx.os.allocAnon(anonFill(ctx.rng, ctx.rng.float() < 0.33)) < 0) return true;
+    if (ctx.os.allocAnon(heapFill(ctx.rng, ctx.options.heap ?? 'random')) < 0) return true;
   }
   return ctx.os.anon.length >= target;
 }

@@ -4,6 +4,7 @@ import type { Interceptor } from '../../storage/interceptor.ts';
 import type { Rng } from '../../util/rng.ts';
 import type { GuestOs } from './guest-os.ts';
 import type { DiskLayout } from './disk-layout.ts';
+import type { HeapKind } from './heap.ts';
 
 export interface WorkloadOptions {
   seed: number;
@@ -11,6 +12,10 @@ export interface WorkloadOptions {
   dirtyRate?: number;
   /** Blocks written per second by `diskwrite` (bytes). */
   writeRate?: number;
+  /** Bytes of each heap write by `dirty` (default: the whole page). */
+  writeSize?: number;
+  /** What heap pages hold (default random: mostly random bytes, a third text-like). */
+  heap?: HeapKind;
 }
 
 export interface WorkloadContext {

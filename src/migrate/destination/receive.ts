@@ -6,7 +6,7 @@
  * docs/protocol.md gives: after COMPLETE only PAGES and DIGESTS.
  */
 import { LivemigError } from '../../errors.ts';
-import { ENCODING, decodeMap, decodePages, encodePageRequest, peerError, PAGE_SIZE, type PageEntry } from '../../wire/index.ts';
+import { ENCODING, decodeMap, decodePages, encodePageRequest, lz4Decompress, peerError, xbzrleDecode, PAGE_SIZE, type PageEntry } from '../../wire/index.ts';
 import { HashPool } from '../hash-pool.ts';
 import { MemoryDigests } from '../memory-digests.ts';
 import { FetchQueue, FETCH_DEFAULTS } from '../fetch-queue.ts';
@@ -30,11 +30,26 @@ function applyRef(s: DestinationSession, e: Extract<PageEntry, { block: number }
   else requestFull(s, Array.from({ length: e.count }, (_, i) => e.page + i));
 }
 
+const deltaScratch = Buffer.allocUnsafe(PAGE_SIZE);
+
+/** Applies an XBZRLE delta to the page held here; a malformed delta throws before memory changes. */
+function applyDelta(s: DestinationSession, page: number, delta: Uint8Array): void {
+  deltaScratch.set(s.memory.page(page));
+  xbzrleDecode(delta, deltaScratch);
+  s.memory.setPage(page, deltaScratch);
+}
+
 function applyPages(s: DestinationSession, payload: Buffer): void {
   decodePages(payload, s.pages, (e) => {
     if ('block' in e) return applyRef(s, e);
+    const baseHeld = 'delta' in e && s.versions.isCurrent(e.page, e.baseSeq);
     if (!s.versions.accept(e.page, e.seq)) return; // an older version overtaken by a newer one
     if ('data' in e) s.memory.setPage(e.page, e.data);
+    else if ('compressed' in e) s.memory.setPage(e.page, lz4Decompress(e.compressed));
+    else if ('delta' in e) {
+      if (!baseHeld) return requestFull(s, [e.page]); // not made against what this side holds: ask for the bytes
+      applyDelta(s, e.page, e.delta);
+    }
     else if (e.encoding === ENCODING.ZERO) s.memory.zeroPage(e.page);
     else return requestFull(s, [e.page]); // an encoding this side does not know: ask for the bytes
     s.arriving.replaced(e.page);
@@ -70,7 +85,7 @@ export async function receive(s: DestinationSession): Promise<void> {
   // after COMPLETE only the last pages' chunks need hashing.
   s.digests = new MemoryDigests(s.hasher, s.pages, s.key, true);
   s.versions = new PageVersions(s.pages);
-  s.arriving = new ArrivingMap();
+  s.arriving = new ArrivingMap(s.pages);
   s.target = new MemoryTarget(s.memory, s.versions, s.arriving, (pages) => requestFull(s, pages), s.opts.faults);
   s.queue = new FetchQueue(s.storage!, s.hasher, s.target, { ...FETCH_DEFAULTS, ...s.opts.fetch });
   startReader(s);

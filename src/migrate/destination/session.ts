@@ -10,7 +10,7 @@ import type { Guest } from '../../guest/guest.ts';
 import type { GuestMemory } from '../../guest/memory.ts';
 import type { P2bMap } from '../../p2b/map.ts';
 import type { BlockBackend } from '../../storage/backend.ts';
-import type { Channel, Hello, LinkSecurity, MapCorrection } from '../../wire/index.ts';
+import type { Channel, Hello, LinkSecurity, MapCorrections } from '../../wire/index.ts';
 import type { HashPool } from '../hash-pool.ts';
 import type { MemoryDigests } from '../memory-digests.ts';
 import type { Faults } from '../faults.ts';
@@ -71,12 +71,12 @@ export interface Received {
   device: Buffer | null;
   complete: boolean;
   digests: string[] | null;
-  corrections: MapCorrection[];
+  corrections: MapCorrections;
   failure: Error | null;
 }
 
 export class DestinationSession {
-  readonly received: Received = { refs: 0, device: null, complete: false, digests: null, corrections: [], failure: null };
+  readonly received: Received = { refs: 0, device: null, complete: false, digests: null, corrections: { pages: new Uint32Array(0), blocks: new Uint32Array(0) }, failure: null };
   /** Fetch backlog samples, for the report. */
   readonly backlog = { max: 0, sum: 0, samples: 0 };
   hello!: Hello;

@@ -14,7 +14,8 @@ import {
   requireCapabilities, shared, type Hello, type StorageIdentity,
 } from '../../wire/index.ts';
 import type { Guest } from '../../guest/guest.ts';
-import type { SourceSession } from './session.ts';
+import { XBZRLE_CACHE_DEFAULT, type SourceSession } from './session.ts';
+import { PageCodecs } from './page-codecs.ts';
 
 /** Storage identity: size and keyed hashes of sampled blocks (read without taking the guest's lock). */
 export async function storageIdentity(spec: string, key: Buffer): Promise<StorageIdentity> {
@@ -72,7 +73,9 @@ export async function handshake(s: SourceSession): Promise<void> {
   }
   s.welcome = w;
   s.storage = await storageVerdict(() => openBackend(s.guest.config.disk, { readOnly: true, lock: false }), s.key, w);
-  s.useRefs = s.opts.strategy === 'p2b' && s.storage.match && shared(CAPABILITIES, w.capabilities, CAPABILITY.REF);
+  s.useRefs = s.opts.strategy !== 'baseline' && s.storage.match && shared(CAPABILITIES, w.capabilities, CAPABILITY.REF);
   s.maxRun = s.useRefs && shared(CAPABILITIES, w.capabilities, CAPABILITY.REF_RUN) ? MAX_REF_RUN : 1;
+  const codecs = { compress: s.opts.compress ?? 'auto', xbzrleCacheBytes: s.opts.xbzrleCacheBytes ?? XBZRLE_CACHE_DEFAULT };
+  s.codecs = new PageCodecs(codecs, shared(CAPABILITIES, w.capabilities, CAPABILITY.LZ4), shared(CAPABILITIES, w.capabilities, CAPABILITY.XBZRLE));
   s.log.debug({ storageMatch: s.storage.match, useRefs: s.useRefs, maxRun: s.maxRun }, 'welcome received');
 }

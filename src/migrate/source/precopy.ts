@@ -10,13 +10,16 @@ import { MAX_SEQ } from '../../wire/index.ts';
 import type { PageSender, Sent } from './page-sender.ts';
 import type { SourceSession } from './session.ts';
 
-function* allPages(pages: number): Generator<number> {
-  for (let p = 0; p < pages; p++) yield p;
+function allPages(pages: number): Uint32Array {
+  const out = new Uint32Array(pages);
+  for (let p = 0; p < pages; p++) out[p] = p;
+  return out;
 }
 
 /** One round: the pages asked for in full first... then the rest; returns what went and how long it took. */
-async function round(s: SourceSession, sender: PageSender, toSend: Iterable<number>): Promise<{ sent: Sent; again: Sent; ms: number }> {
+async function round(s: SourceSession, sender: PageSender, toSend: Uint32Array): Promise<{ sent: Sent; again: Sent; ms: number }> {
   const t0 = performance.now();
+  sender.policy?.startRound(toSend);
   const retry = s.takeRequested();
   const sent = await sender.send(toSend, true);
   const again = await sender.send(retry, false);
@@ -26,12 +29,13 @@ async function round(s: SourceSession, sender: PageSender, toSend: Iterable<numb
 export async function precopy(s: SourceSession, sender: PageSender): Promise<void> {
   s.takeDirty(); // cleared first, so it records what changes during round 0
   void s.digests.refresh(); // from the start: a link-bound round 0 leaves the cores time for it
-  let toSend: Iterable<number> = allPages(s.pages);
+  let toSend = allPages(s.pages);
   for (let n = 0; ; n++) {
     s.check();
     const { sent, again, ms } = await round(s, sender, toSend);
     const bytes = sent.bytes + again.bytes;
     s.meter.record(bytes, ms);
+    s.codecs.endRound();
     s.dirty = s.takeDirty();
     toSend = s.dirty;
     void s.digests.refresh(); // in the background: at pause only chunks written since need hashing
@@ -41,7 +45,7 @@ export async function precopy(s: SourceSession, sender: PageSender): Promise<voi
     const settleMs = Math.max(s.fetchBacklogMs() + s.heard.progress.verifyMs, s.digests.estimateMs());
     s.recordRound({
       round: n, pages: sent.full + sent.zero + sent.ref, full: sent.full + again.full, zero: sent.zero + again.zero, ref: sent.ref,
-      bytes, ms, dirtyAfter: s.dirty.length, estimatedDowntimeMs: linkMs + settleMs, throttle: s.convergence.throttle,
+      lz4: sent.lz4 + again.lz4, xbzrle: sent.xbzrle + again.xbzrle, bytes, ms, dirtyAfter: s.dirty.length, estimatedDowntimeMs: linkMs + settleMs, throttle: s.convergence.throttle,
     });
     if (s.seq > MAX_SEQ - 2 * s.pages) return; // sequence numbers never wrap: stop while the last round still fits
     const d = s.convergence.next(n, linkMs, settleMs);

@@ -5,12 +5,15 @@ import type { SourceSession } from './session.ts';
 
 export function report(s: SourceSession, r: Resumed): MigrationResult {
   const tEnd = performance.now();
-  const pages = { full: 0, zero: 0, ref: 0, refRetried: s.refRetried };
+  const pages = { full: 0, zero: 0, ref: 0, refRetried: s.refRetried, lz4: 0, xbzrle: 0 };
   for (const x of s.rounds) {
     pages.full += x.full;
     pages.zero += x.zero;
     pages.ref += x.ref;
+    pages.lz4 += x.lz4;
+    pages.xbzrle += x.xbzrle;
   }
+  const c = s.codecs.report;
   return {
     strategy: s.opts.strategy,
     workload: s.guest.config.workload,
@@ -24,6 +27,7 @@ export function report(s: SourceSession, r: Resumed): MigrationResult {
     wireBytes: s.channel.wireBytes,
     nasBytes: r.fetchedBytes + r.sampleBytes,
     pages,
+    codecs: { savedBytes: c.savedBytes, xbzrleOff: c.xbzrleOff, lz4Used: c.lz4Used },
     storageMatch: s.storage.match,
     mapEntries: r.mapEntries,
     ...(s.storage.reason ? { storageReason: s.storage.reason } : {}),

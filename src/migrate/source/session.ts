@@ -16,6 +16,7 @@ import type { Faults } from '../faults.ts';
 import type { RoundStats, Strategy } from '../result.ts';
 import { Convergence } from './convergence.ts';
 import type { DiskLease } from '../../storage/disk-lease.ts';
+import { PageCodecs, type CodecOptions } from './page-codecs.ts';
 
 export interface MigrateOptions {
   host: string;
@@ -37,9 +38,16 @@ export interface MigrateOptions {
   /** After the switch-over keep the guest here, paused with memory intact ('postmigrate'), instead of stopping it. */
   keepPaused?: boolean;
   log?: Logger;
+  /** LZ4 for full pages: 'auto' (default) while the link is the bottleneck, 'always', or 'off'. */
+  compress?: CodecOptions['compress'];
+  /** Bytes of sent pages kept for XBZRLE deltas (default 64 MiB, QEMU's); 0: no XBZRLE. */
+  xbzrleCacheBytes?: number;
   /** Test-only fault injection (faults.ts). */
   faults?: Faults;
 }
+
+/** QEMU's default XBZRLE cache size. */
+export const XBZRLE_CACHE_DEFAULT = 64 * 1024 * 1024;
 
 /** What the return path has heard from the destination. */
 export interface Heard {
@@ -81,6 +89,8 @@ export class SourceSession {
   /** Negotiated in the handshake. */
   useRefs = false;
   maxRun = 1;
+  /** How pages that go as bytes are encoded (negotiated in the handshake; until then, whole). */
+  codecs = new PageCodecs({ compress: 'off', xbzrleCacheBytes: 0 }, false, false);
   /** The last sequence number used (the first page version sent is 1). */
   seq = 0;
   refsSent = 0;
