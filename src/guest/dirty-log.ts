@@ -37,6 +37,16 @@ export class DirtyLog {
     return Uint32Array.from(out);
   }
 
+  /** Clears these pages' bits; returns the pages whose bit was set. */
+  takePages(pages: ArrayLike<number>): Uint32Array {
+    const out: number[] = [];
+    for (let i = 0; i < pages.length; i++) {
+      const bit = 1 << (pages[i] & 31);
+      if (Atomics.and(this.bits, pages[i] >>> 5, ~bit) & bit) out.push(pages[i]);
+    }
+    return Uint32Array.from(out);
+  }
+
   /** Marks every page, as at the start of a migration's first round. */
   markAll(): void {
     this.bits.fill(-1);

@@ -110,6 +110,12 @@ after(async () => {
 const GUEST = 8 * MiB;
 const DIRTY = { dirtyRate: 64 * MiB };
 const LINK = { maxBandwidth: 6_000_000, downtimeLimitMs: LIMIT };
+/**
+ * For the tests that need every round slow: at 2 MB/s the limit carries ~146 pages,
+ * fewer than the hot fifth's 200, which even a guest starved of CPU on a loaded
+ * machine rewrites within a round (at 6 MB/s a starved guest once fitted the limit).
+ */
+const SLOW_LINK = { maxBandwidth: 2_000_000, downtimeLimitMs: LIMIT };
 /** The pre-copy rounds (the last round stat is stop-and-copy's). */
 const precopyRounds = (rounds: RoundStats[]) => rounds.slice(0, -1);
 
@@ -118,7 +124,7 @@ test('converge abort: a guest dirtying faster than the link fails with MIGRATE_N
   const incoming = await listenIncoming({ host: '127.0.0.1', port: 0, disk: disk.uri, stateDir: () => join(dir.path, 'abort-dst') });
   const rounds: RoundStats[] = [];
   try {
-    const migrating = migrate(g, { ...LINK, host: '127.0.0.1', port: incoming.port, strategy: 'baseline', maxRounds: 3, converge: 'abort', onRound: (r) => rounds.push(r) });
+    const migrating = migrate(g, { ...SLOW_LINK, host: '127.0.0.1', port: incoming.port, strategy: 'baseline', maxRounds: 3, converge: 'abort', onRound: (r) => rounds.push(r) });
     await assert.rejects(migrating, (e: unknown) => e instanceof LivemigError && e.code === 'MIGRATE_NOT_CONVERGED' && /after 3 rounds/.test(e.message));
     assert.equal(rounds.length, 3, 'three slow rounds, then it gave up');
     for (const r of rounds) {
@@ -159,7 +165,7 @@ test('converge throttle: the guest is throttled step by step until the estimate 
 
 test('converge throttle with maxRounds: pre-copy stops after maxRounds slow rounds anyway, and the oracle still finds both memories equal', { timeout: 120_000 }, async () => {
   const g = await startWarmGuest(dir.path, 'maxrounds', disk.uri, 'dirty', GUEST, DIRTY);
-  const m = await migrateGuest(dir.path, g, 'baseline', { ...LINK, maxRounds: 3, converge: 'throttle' });
+  const m = await migrateGuest(dir.path, g, 'baseline', { ...SLOW_LINK, maxRounds: 3, converge: 'throttle' });
   try {
     assert.equal(m.oracle.equal, true);
     const pre = precopyRounds(m.result.roundStats);

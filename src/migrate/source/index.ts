@@ -47,6 +47,7 @@ export async function migrate(guest: Guest, opts: MigrateOptions): Promise<Migra
   const s = new SourceSession(guest, opts, hasher, (opts.log ?? pino({ level: 'silent' })).child({ side: 'source' }), link);
   s.wasRunning = wasRunning;
   hasher.setKey(s.key);
+  s.takeDirty(); // from here to round 0 the dirty log samples which pages are hot (precopy.ts sends them last)
   const stopKeepalive = keepAlive(s);
   try {
     await handshake(s);

@@ -10,29 +10,46 @@ import { MAX_SEQ } from '../../wire/index.ts';
 import type { PageSender, Sent } from './page-sender.ts';
 import type { SourceSession } from './session.ts';
 
-function allPages(pages: number): Uint32Array {
+/**
+ * Round 0's order, cold pages first: the pages written during the handshake (`hot`,
+ * likely to be written again) go last, so fewer are written after they were sent.
+ */
+export function coldFirst(pages: number, hot: Uint32Array): Uint32Array {
   const out = new Uint32Array(pages);
-  for (let p = 0; p < pages; p++) out[p] = p;
+  const isHot = new Uint8Array(pages);
+  for (let i = 0; i < hot.length; i++) isHot[hot[i]] = 1;
+  let n = 0;
+  for (let p = 0; p < pages; p++) if (!isHot[p]) out[n++] = p;
+  out.set(hot, n);
   return out;
 }
 
-/** One round: the pages asked for in full first... then the rest; returns what went and how long it took. */
-async function round(s: SourceSession, sender: PageSender, toSend: Uint32Array): Promise<{ sent: Sent; again: Sent; ms: number }> {
+const add = (a: Sent, b: Sent): Sent => ({ full: a.full + b.full, zero: a.zero + b.zero, ref: a.ref + b.ref, lz4: a.lz4 + b.lz4, xbzrle: a.xbzrle + b.xbzrle, bytes: a.bytes + b.bytes });
+
+/**
+ * One round: the pages (the last `hot` of them have their dirty bits cleared just
+ * before they go), then those asked for in full; returns what went and how long it took.
+ */
+async function round(s: SourceSession, sender: PageSender, toSend: Uint32Array, hot = 0): Promise<{ sent: Sent; again: Sent; ms: number }> {
   const t0 = performance.now();
   sender.policy?.startRound(toSend);
   const retry = s.takeRequested();
-  const sent = await sender.send(toSend, true);
+  let sent = await sender.send(toSend.subarray(0, toSend.length - hot), true);
+  if (hot) {
+    s.takeDirtyOf(toSend.subarray(toSend.length - hot));
+    sent = add(sent, await sender.send(toSend.subarray(toSend.length - hot), true));
+  }
   const again = await sender.send(retry, false);
   return { sent, again, ms: performance.now() - t0 };
 }
 
 export async function precopy(s: SourceSession, sender: PageSender): Promise<void> {
-  s.takeDirty(); // cleared first, so it records what changes during round 0
+  const hot = s.takeDirty(); // cleared first, so it records what changes during round 0
   void s.digests.refresh(); // from the start: a link-bound round 0 leaves the cores time for it
-  let toSend = allPages(s.pages);
+  let toSend = coldFirst(s.pages, hot);
   for (let n = 0; ; n++) {
     s.check();
-    const { sent, again, ms } = await round(s, sender, toSend);
+    const { sent, again, ms } = await round(s, sender, toSend, n === 0 ? hot.length : 0);
     const bytes = sent.bytes + again.bytes;
     s.meter.record(bytes, ms);
     s.codecs.endRound();

@@ -127,6 +127,15 @@ export class SourceSession {
     return pages;
   }
 
+  /**
+   * Clears the dirty bits of pages about to be sent: their bytes are read after this,
+   * so a write before it goes with them and is not sent again next round. The digests
+   * still learn of every page that was written.
+   */
+  takeDirtyOf(pages: Uint32Array): void {
+    this.digests.invalidate(this.guest.memory.dirty.takePages(pages));
+  }
+
   /** Test-only fault (faults.ts): a write at pause whose dirty bit is lost. */
   untrackedWriteForTest(): void {
     const f = this.opts.faults;
