@@ -100,6 +100,7 @@ export async function listenIncoming(opts: IncomingOptions): Promise<Incoming> {
       finishing: () => (closed ? null : finishing),
       refuseBusy: (c) => c.send({ name: 'ERROR', body: { code: 'MIGRATE_DESTINATION_BUSY', message: 'this destination is already receiving a guest' } }).finally(() => c.close()),
       accepted: start,
+      dropped: (e) => log.warn({ code: e.code, message: e.message }, 'peer dropped before HELLO'),
     },
   );
   return {
