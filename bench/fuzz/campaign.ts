@@ -11,10 +11,12 @@ import { join } from 'node:path';
 import { makeDiskImage } from '../../src/demo/disk-image.ts';
 import { migrationSession, MIGRATION_TERMINATOR, type FuzzSession } from './migration-session.ts';
 import { nbdSession, NBD_TERMINATOR, type NbdSession } from './nbd-session.ts';
-import { runSession, type SessionOutcome, type ReplyReader } from './connection.ts';
+import { bytesPlayer, type Armed, type Played, type PlayBounds } from './player.ts';
 import { followMigration, followNbd } from './replies.ts';
-import { startDestination, startNbdServer, RssSampler, type Target } from './targets.ts';
+import { startDestination, startNbdServer, RssSampler } from './targets.ts';
 import { migrationHealth, nbdHealth, type MigrationHealth, type NbdHealth } from './health.ts';
+import { armUnauthenticated, type TlsFindings } from './tls-target.ts';
+import type { TlsMode } from './credentials.ts';
 
 export type FuzzTarget = 'migration' | 'nbd';
 
@@ -33,8 +35,10 @@ export interface CampaignOptions {
   concurrency?: number;
   /** Longest run of frames or requests in one session. */
   perSession?: number;
-  /** Extra arguments for the target process (e.g. credentials). */
+  /** Extra arguments for the target process. */
   targetArgs?: string[];
+  /** Migration: the destination has credentials and every hostile peer is unauthenticated (tls-target.ts). */
+  tls?: TlsMode;
   onProgress?: (done: number, budget: number) => void;
 }
 
@@ -69,6 +73,8 @@ export interface CampaignResult {
   /** Files the target left in its TMPDIR. */
   leftovers: string[];
   health: MigrationHealth | NbdHealth | { error: string } | null;
+  /** With --tls: where the destination dropped the hostile peers, by its own log. */
+  tls: TlsFindings | null;
 }
 
 const MiB = 1 << 20;
@@ -78,26 +84,17 @@ const FUZZ_DISK_BYTES = 32 * MiB;
 const NBD_EXPORTS = [{ name: 'mem', size: 64 * MiB }, { name: 'disk', size: 16 * MiB }];
 const NBD_MAX_REQUEST = MiB;
 
-interface Armed {
-  target: Target;
-  terminator: Buffer;
-  make: (i: number) => FuzzSession & { requests?: number };
-  /** A follower of the target's answers: ERROR codes go to `codes`, replies counted into r.answered. */
-  follow: (s: FuzzSession, r: CampaignResult, codes: string[]) => ReplyReader;
-  health: () => Promise<CampaignResult['health']>;
-}
-
-async function arm(o: CampaignOptions): Promise<Armed> {
+async function arm(o: CampaignOptions & PlayBounds): Promise<Armed> {
   const disk = join(o.dir, 'disk.img');
   if (o.target === 'migration') {
     makeDiskImage(disk, FUZZ_DISK_BYTES);
     const ctx = { memoryBytes: FUZZ_GUEST_BYTES, disk: readFileSync(disk), diskSpec: disk, maxFrames: o.perSession ?? 2000 };
+    if (o.tls) return armUnauthenticated(o.tls, o, ctx);
     const target = await startDestination(o.dir, disk, FUZZ_GUEST_BYTES, o.targetArgs);
     return {
       target,
-      terminator: MIGRATION_TERMINATOR,
       make: (i) => migrationSession(o.seed, i, ctx),
-      follow: (_s, _r, codes) => followMigration((code) => codes.push(code)),
+      play: bytesPlayer(target, MIGRATION_TERMINATOR, o, (_s, _r, codes) => followMigration((code) => codes.push(code))),
       health: () => migrationHealth(target, o.dir, disk, FUZZ_GUEST_BYTES),
     };
   }
@@ -106,9 +103,8 @@ async function arm(o: CampaignOptions): Promise<Armed> {
   const ctx = { exports: NBD_EXPORTS, maxRequest: NBD_MAX_REQUEST, maxRequests: o.perSession ?? 4000 };
   return {
     target,
-    terminator: NBD_TERMINATOR,
     make: (i) => nbdSession(o.seed, i, ctx),
-    follow: (s, r) => followNbd((s as NbdSession).plan, (n) => (r.answered += n)),
+    play: bytesPlayer(target, NBD_TERMINATOR, o, (s, r) => followNbd((s as NbdSession).plan, (n) => (r.answered += n))),
     health: () => nbdHealth(target, 'mem', NBD_EXPORTS[0].size),
   };
 }
@@ -118,11 +114,11 @@ function writeCase(o: CampaignOptions, index: number, s: FuzzSession, reason: st
   mkdirSync(casesDir, { recursive: true });
   const file = join(casesDir, `${o.target}-seed${o.seed}-${index}.bin`);
   writeFileSync(file, Buffer.concat(s.bytes));
-  writeFileSync(`${file}.json`, JSON.stringify({ target: o.target, seed: o.seed, index, kind: s.kind, fin: s.fin ?? false, reason }, null, 2) + '\n');
+  writeFileSync(`${file}.json`, JSON.stringify({ target: o.target, tls: o.tls ?? null, seed: o.seed, index, kind: s.kind, fin: s.fin ?? false, reason }, null, 2) + '\n');
   return { index, kind: s.kind, reason, file };
 }
 
-function judge(o: CampaignOptions, r: CampaignResult, i: number, s: FuzzSession, out: SessionOutcome, codes: string[]): void {
+function judge(o: CampaignOptions, r: CampaignResult, i: number, s: FuzzSession, { out, codes, failure }: Played): void {
   r.maxCloseMs = Math.max(r.maxCloseMs, out.closeMs);
   if (out.nudged !== 'none') r.nudged[`${s.kind}/${out.nudged}`] = (r.nudged[`${s.kind}/${out.nudged}`] ?? 0) + 1;
   r.bytesOut += out.bytesOut;
@@ -133,6 +129,7 @@ function judge(o: CampaignOptions, r: CampaignResult, i: number, s: FuzzSession,
     r.failures.push(writeCase(o, i, s, `the target did not close the connection within ${o.boundMs} ms, even after a frame it must refuse and a FIN`));
   } else if (out.connectError) r.failures.push(writeCase(o, i, s, `cannot connect: ${out.connectError}`));
   else if (unnamed) r.failures.push(writeCase(o, i, s, 'the destination failed without naming why (MIGRATE_FAILED)'));
+  else if (failure) r.failures.push(writeCase(o, i, s, failure));
 }
 
 function listTree(dir: string, prefix = ''): string[] {
@@ -144,27 +141,15 @@ function listTree(dir: string, prefix = ''): string[] {
   return out;
 }
 
-/**
- * A destination cleans up after a refused session before it listens again, and
- * tells a peer that comes sooner it is busy: that session is sent again, so that
- * every session counted was read.
- */
-async function untilNotBusy<T extends { codes: string[] }>(attempt: () => Promise<T>, tries = 600): Promise<T> {
-  for (let i = 1; ; i++) {
-    const a = await attempt();
-    if (!a.codes.includes('MIGRATE_DESTINATION_BUSY') || i >= tries) return a;
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
-
 export async function runCampaign(o: CampaignOptions): Promise<CampaignResult> {
   mkdirSync(o.dir, { recursive: true });
-  const opts = { boundMs: 30_000, quietMs: 3000, concurrency: o.target === 'nbd' ? 4 : 1, ...o };
+  // A TLS peer that waits for the rest of a record is nudged sooner: such sessions are many and each waits twice.
+  const opts = { boundMs: 30_000, quietMs: o.tls ? 1000 : 3000, concurrency: o.target === 'nbd' ? 4 : o.tls ? 2 : 1, ...o };
   const armed = await arm(opts);
   const { target } = armed;
   const r: CampaignResult = {
     target: o.target, seed: o.seed, sessions: 0, sent: 0, answered: 0, bytesOut: 0, elapsedMs: 0, maxRssBytes: 0, rssSamples: 0, maxCloseMs: 0, nudged: {},
-    hangs: 0, targetExit: null, errorCodes: {}, kinds: {}, failures: [], leftovers: [], health: null,
+    hangs: 0, targetExit: null, errorCodes: {}, kinds: {}, failures: [], leftovers: [], health: null, tls: null,
   };
   const rss = new RssSampler(() => target.pids);
   let dead: string | null = null;
@@ -175,15 +160,11 @@ export async function runCampaign(o: CampaignOptions): Promise<CampaignResult> {
     while (r.sent < o.budget && !dead) {
       const i = next++;
       const s = armed.make(i);
-      const { out, codes } = await untilNotBusy(() => {
-        const codes: string[] = [];
-        const bounds = { quietMs: opts.quietMs, boundMs: opts.boundMs, terminator: armed.terminator };
-        return runSession(target.port, target.host, s, bounds, armed.follow(s, r, codes)).then((out) => ({ out, codes }));
-      });
+      const played = await armed.play(s, r);
       r.sent += s.requests ?? s.frames;
       r.kinds[s.kind] = (r.kinds[s.kind] ?? 0) + 1;
       r.sessions++;
-      judge(opts, r, i, s, out, codes);
+      judge(opts, r, i, s, played);
       if (dead) r.failures.push(writeCase(opts, i, s, `the target ${dead} during this session`));
       o.onProgress?.(Math.min(r.sent, o.budget), o.budget);
     }
@@ -194,6 +175,7 @@ export async function runCampaign(o: CampaignOptions): Promise<CampaignResult> {
   rss.stop();
   r.maxRssBytes = rss.maxBytes;
   r.rssSamples = rss.samples;
+  if (!dead) await armed.settle?.(r);
   if (!dead) {
     r.health = await armed.health().catch((e: Error) => ({ error: e.message }));
   }

@@ -15,6 +15,7 @@ import { compareFingerprints, type Fingerprint } from '../../src/guest/fingerpri
 import type { GuestStatus } from '../../src/guest/guest.ts';
 import { NbdClient } from '../../nbd/index.ts';
 import { Rng } from '../../src/util/rng.ts';
+import type { LinkSecurity } from '../../src/wire/index.ts';
 import type { Target } from './targets.ts';
 
 export interface MigrationHealth {
@@ -33,11 +34,12 @@ async function until(cond: () => Promise<boolean>, what: string, timeoutMs = 60_
   }
 }
 
-export async function migrationHealth(target: Target, dir: string, disk: string, memoryBytes: number): Promise<MigrationHealth> {
+/** `security`: the source's credentials, for a destination that has them. */
+export async function migrationHealth(target: Target, dir: string, disk: string, memoryBytes: number, security: LinkSecurity | null = null): Promise<MigrationHealth> {
   const source = await Guest.start({ name: 'health', memoryBytes, disk, workload: 'mixed', options: { seed: 9 }, stateDir: join(dir, 'health-src') });
   try {
     await until(async () => (await source.status()).steps >= 30, 'the health guest to run 30 steps');
-    const result = await migrate(source, { host: target.host, port: target.port, strategy: 'p2b', maxBandwidth: 0, downtimeLimitMs: 300, maxRounds: 30, converge: 'throttle', keepPaused: true });
+    const result = await migrate(source, { host: target.host, port: target.port, strategy: 'p2b', maxBandwidth: 0, downtimeLimitMs: 300, maxRounds: 30, converge: 'throttle', keepPaused: true, security });
     const control = target.control!;
     const [a, b] = await Promise.all([source.fingerprint(), controlRequest<Fingerprint>(control, 'fingerprint')]);
     const oracle = compareFingerprints(a, b);

@@ -36,7 +36,7 @@ export interface FuzzSession {
   kind: string;
 }
 
-interface Frame {
+export interface Frame {
   type: number;
   flags: number;
   payload: Buffer;
@@ -44,7 +44,7 @@ interface Frame {
   length?: number;
 }
 
-function encodeFrame(f: Frame): Buffer {
+export function encodeFrame(f: Frame): Buffer {
   const h = Buffer.allocUnsafe(FRAME_HEADER_BYTES);
   h.writeUInt16BE(f.type, 0);
   h.writeUInt16BE(f.flags, 2);

@@ -1,4 +1,8 @@
-/** Sends a recorded failing session (a .bin written by a campaign, with its .json) to a fresh target, once. */
+/**
+ * Sends a recorded failing session (a .bin written by a campaign, with its .json)
+ * to a fresh target, once; a destination with credentials (--tls) gets fresh ones.
+ * An intruder (a TLS client, not bytes) is replayed by running its campaign's seed again.
+ */
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -9,6 +13,7 @@ import { startDestination, startNbdServer } from './targets.ts';
 import { FUZZ_GUEST_BYTES } from './campaign.ts';
 import { MIGRATION_TERMINATOR } from './migration-session.ts';
 import { NBD_TERMINATOR } from './nbd-session.ts';
+import { makeFuzzCredentials, type TlsMode } from './credentials.ts';
 
 export interface Replayed extends SessionOutcome {
   errors: { code: string; message: string }[];
@@ -16,12 +21,13 @@ export interface Replayed extends SessionOutcome {
 }
 
 export async function replayCase(file: string, boundMs = 30_000): Promise<Replayed> {
-  const meta = JSON.parse(readFileSync(`${file}.json`, 'utf8')) as { target: string; fin?: boolean };
+  const meta = JSON.parse(readFileSync(`${file}.json`, 'utf8')) as { target: string; fin?: boolean; tls?: TlsMode | null; kind: string };
+  if (meta.kind.startsWith('intruder/')) throw new Error(`${file} is a TLS client (${meta.kind}), not bytes: run the campaign with its seed again`);
   const dir = mkdtempSync(join(tmpdir(), 'livemig-replay-'));
   const disk = join(dir, 'disk.img');
   makeDiskImage(disk, 32 << 20);
   const target = meta.target === 'migration'
-    ? await startDestination(dir, disk, FUZZ_GUEST_BYTES)
+    ? await startDestination(dir, disk, FUZZ_GUEST_BYTES, meta.tls ? makeFuzzCredentials(meta.tls, join(dir, 'creds')).targetArgs : [])
     : await startNbdServer(dir, ['--memory-export', 'mem=64MiB', '--export', `disk=${disk}`, '--max-request', String(1 << 20)]);
   try {
     const errors: Replayed['errors'] = [];

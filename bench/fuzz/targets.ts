@@ -24,6 +24,8 @@ export interface Target {
   /** Resolves with the exit code (null: killed by a signal, named in `signal`). */
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
   stderr: () => string;
+  /** Lines of its pino log (--log-level) so far, by message and by `message/code`. */
+  logCounts: () => Record<string, number>;
   stop: () => Promise<void>;
 }
 
@@ -58,7 +60,25 @@ export class RssSampler {
   }
 }
 
-async function spawnJson(args: string[], tmp: string): Promise<{ child: ChildProcess; info: Record<string, unknown>; exited: Target['exited']; stderr: () => string }> {
+/** Counts the pino lines of a stream by message, and by message and error code. */
+function countLog(stream: NodeJS.ReadableStream): () => Record<string, number> {
+  const counts: Record<string, number> = {};
+  const add = (k: string) => (counts[k] = (counts[k] ?? 0) + 1);
+  createInterface({ input: stream }).on('line', (line) => {
+    if (!line.startsWith('{')) return;
+    try {
+      const { msg, code } = JSON.parse(line) as { msg?: string; code?: string };
+      if (!msg) return;
+      add(msg);
+      if (code) add(`${msg}/${code}`);
+    } catch { /* not a log line */ }
+  });
+  return () => ({ ...counts });
+}
+
+type Spawned = { child: ChildProcess; info: Record<string, unknown>; exited: Target['exited']; stderr: () => string; logCounts: () => Record<string, number> };
+
+async function spawnJson(args: string[], tmp: string): Promise<Spawned> {
   mkdirSync(tmp, { recursive: true });
   const child = spawn(process.execPath, [LIVEMIG, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, TMPDIR: tmp } });
   const orphan = () => child.kill('SIGKILL'); // a bench stopped halfway leaves no target behind
@@ -66,12 +86,13 @@ async function spawnJson(args: string[], tmp: string): Promise<{ child: ChildPro
   child.once('exit', () => process.off('exit', orphan));
   let stderr = '';
   child.stderr!.on('data', (d) => (stderr = (stderr + d).slice(-20_000)));
+  const logCounts = countLog(child.stderr!);
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((r) => child.once('exit', (code, signal) => r({ code, signal })));
   const line = await Promise.race([
     once(createInterface({ input: child.stdout! }), 'line').then(([l]) => l as string),
     exited.then((e) => { throw new Error(`livemig ${args[0]} exited (${e.code ?? e.signal}) before listening: ${stderr.trim()}`); }),
   ]);
-  return { child, info: JSON.parse(line), exited, stderr: () => stderr };
+  return { child, info: JSON.parse(line), exited, stderr: () => stderr, logCounts };
 }
 
 function stopper(child: ChildProcess, exited: Target['exited']): () => Promise<void> {
@@ -87,16 +108,16 @@ function stopper(child: ChildProcess, exited: Target['exited']): () => Promise<v
 /** `livemig run --incoming` on loopback, holding an arrived guest paused (so the oracle can compare it). */
 export async function startDestination(dir: string, disk: string, memoryBytes: number, extra: string[] = []): Promise<Target> {
   const control = join(dir, 'destination.sock');
-  const { child, info, exited, stderr } = await spawnJson(
+  const { child, info, exited, stderr, logCounts } = await spawnJson(
     ['run', '--incoming', 'tcp://127.0.0.1:0', '--control', control, '--disk', disk, '--memory', String(memoryBytes), '--paused', '--json', ...extra], join(dir, 'tmp'));
   const port = Number(new URL(info.incoming as string).port);
-  return { host: '127.0.0.1', port, pids: [child.pid!], process: child, control, exited, stderr, stop: stopper(child, exited) };
+  return { host: '127.0.0.1', port, pids: [child.pid!], process: child, control, exited, stderr, logCounts, stop: stopper(child, exited) };
 }
 
 /** `livemig nbd serve` on loopback with the given exports (e.g. `--memory-export mem=64MiB`), one process. */
 export async function startNbdServer(dir: string, exportArgs: string[], extra: string[] = []): Promise<Target> {
-  const { child, info, exited, stderr } = await spawnJson(['nbd', 'serve', '--listen', 'tcp://127.0.0.1:0', '--json', '--workers', '1', ...exportArgs, ...extra], join(dir, 'tmp'));
+  const { child, info, exited, stderr, logCounts } = await spawnJson(['nbd', 'serve', '--listen', 'tcp://127.0.0.1:0', '--json', '--workers', '1', ...exportArgs, ...extra], join(dir, 'tmp'));
   const port = Number(new URL((info.listening as string).replace(/^tcp:/, 'http:')).port);
   const pids = (info.pids as number[] | undefined) ?? [child.pid!];
-  return { host: '127.0.0.1', port, pids: [...new Set([child.pid!, ...pids])], process: child, exited, stderr, stop: stopper(child, exited) };
+  return { host: '127.0.0.1', port, pids: [...new Set([child.pid!, ...pids])], process: child, exited, stderr, logCounts, stop: stopper(child, exited) };
 }

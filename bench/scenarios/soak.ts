@@ -19,7 +19,9 @@ export const help = `Usage: npm run bench -- soak [--migrations 100] [--memory-m
 Migrates one running guest back and forth between two 'livemig run --incoming
 --stay' agents, --migrations times, each checked by the oracle (both memories
 fingerprinted at the switch-over). Records RSS and open file descriptors of both
-agents after each migration and compares them with the 10th migration's (the
+agents after each migration, once each agent says it is idle (no migration, no
+guest being let go, threads booted ahead loaded) and has closed every control
+connection, and compares them with the 10th migration's (the
 agents swap roles every migration: each is compared with its figure in the same
 role); checks that no socket, temp file or namespace is left at the end.`;
 

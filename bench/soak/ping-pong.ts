@@ -5,14 +5,15 @@
  * migration is checked by the oracle: both memories fingerprinted anew at the
  * switch-over (source in postmigrate, destination held paused) and compared;
  * then the source lets the guest go and the destination runs it. After each, the
- * resident memory and open file descriptors of both agents are recorded. At the
+ * resident memory and open file descriptors of both agents are recorded at a
+ * quiet point (sampleQuiet), with the main thread's V8 heap as evidence. At the
  * end the agents stop, and nothing may be left: no socket files, nothing in
  * their TMPDIR, no network namespace more than before.
  */
 import { spawn, execFileSync } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { once } from 'node:events';
-import { mkdirSync, readdirSync, existsSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { controlRequest } from '../../src/guest/control/client.ts';
 import { compareFingerprints, type Fingerprint } from '../../src/guest/fingerprint.ts';
@@ -32,6 +33,10 @@ export interface SoakOptions {
 export interface AgentSample {
   rssBytes: number;
   fds: number;
+  /** The main thread's V8 heap at the same point, as the agent reports it, and memory outside it that its objects hold (guest memory's SharedArrayBuffers among them). */
+  heapTotalBytes: number;
+  heapUsedBytes: number;
+  externalBytes: number;
 }
 
 export interface SoakMigration {
@@ -84,7 +89,36 @@ async function spawnLivemig(name: string, args: string[], tmp: string): Promise<
   return { name, pid: child.pid!, control: info.control, address: info.incoming, exited, stderr: () => stderr, info };
 }
 
-const sample = (a: Agent): AgentSample => ({ rssBytes: rss(a.pid) ?? 0, fds: fdCount(a.pid) });
+interface AgentStatus {
+  idle?: boolean;
+  process: { heapTotalBytes: number; heapUsedBytes: number; externalBytes: number };
+}
+
+/** Control connections the agent has open (the accepted end of a Unix socket carries the socket's path). */
+function controlConnections(a: Agent): number {
+  return readFileSync('/proc/net/unix', 'utf8').split('\n').filter((l) => l.endsWith(` ${a.control}`) && l.split(/\s+/)[5] === '03').length;
+}
+
+/**
+ * The agent's figures at a quiet point: it says nothing is under way (no migration,
+ * no guest being let go, no attempt being cleaned up, threads booted ahead started)
+ * and it has closed every control connection, ours included. Sampled any sooner,
+ * threads that boot or stop and connections that close make the figures jump.
+ */
+async function sampleQuiet(a: Agent): Promise<AgentSample> {
+  const deadline = Date.now() + 60_000;
+  let status: AgentStatus;
+  while (!(status = await controlRequest<AgentStatus>(a.control, 'status')).idle) {
+    if (Date.now() > deadline) throw new Error(`agent ${a.name} did not become idle`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  while (controlConnections(a) > 0) {
+    if (Date.now() > deadline) throw new Error(`agent ${a.name} kept a control connection open`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  const { heapTotalBytes, heapUsedBytes, externalBytes } = status.process;
+  return { rssBytes: rss(a.pid) ?? 0, fds: fdCount(a.pid), heapTotalBytes, heapUsedBytes, externalBytes };
+}
 
 /** Waits until the guest behind `control` has run `steps` more steps (a count, not a time). */
 async function runSteps(control: string, steps: number): Promise<void> {
@@ -139,7 +173,8 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
       const [src, dst] = i % 2 ? [A, B] : [B, A];
       const m = await migrateOnce(src, dst);
       await listening(src);
-      const rec: SoakMigration = { index: i, from: src.name, to: dst.name, ...m, agents: { A: sample(A), B: sample(B) } };
+      const agents = { A: await sampleQuiet(A), B: await sampleQuiet(B) };
+      const rec: SoakMigration = { index: i, from: src.name, to: dst.name, ...m, agents };
       migrations.push(rec);
       o.onMigration?.(rec);
     }

@@ -25,8 +25,10 @@ interface MigrationStatus {
 
 export class Agent implements ControlTarget {
   guestHere: Guest | null = null;
-  incoming: { port: number; state: () => string } | null = null;
+  incoming: { port: number; state: () => string; idle: () => boolean } | null = null;
   private migration: MigrationStatus | null = null;
+  /** Work under way between commands (letting a guest go, listening again): the agent is not idle until it ends. */
+  private work = new Set<Promise<unknown>>();
   private stopping: Promise<void> | null = null;
   private done!: () => void;
   /** Resolves once the agent has stopped: the process may exit. */
@@ -45,9 +47,28 @@ export class Agent implements ControlTarget {
     return this.guestHere;
   }
 
+  /** Tracks `p` as work under way; returns it. */
+  during<T>(p: Promise<T>): Promise<T> {
+    this.work.add(p);
+    void p.catch(() => {}).finally(() => this.work.delete(p));
+    return p;
+  }
+
+  /**
+   * Nothing under way: no migration, no guest being let go, no attempt being received
+   * or cleaned up, threads booted ahead started. Figures taken now (the soak's) compare.
+   */
+  idle(): boolean {
+    return this.migration?.state !== 'active' && this.work.size === 0 && (this.incoming?.idle() ?? true);
+  }
+
   statusExtra(): Record<string, unknown> {
     const m = this.migration;
+    const u = process.memoryUsage();
     return {
+      idle: this.idle(),
+      // This process's memory, the V8 heap of its main thread apart (workers have their own heaps, counted in rss only).
+      process: { rssBytes: u.rss, heapTotalBytes: u.heapTotal, heapUsedBytes: u.heapUsed, externalBytes: u.external },
       ...(this.incoming && !this.guestHere ? { state: 'incoming', incoming: { port: this.incoming.port, phase: this.incoming.state() } } : {}),
       ...(m ? { migration: { ...m, rounds: m.rounds.length, lastRound: m.rounds[m.rounds.length - 1] } } : {}),
     };
@@ -64,7 +85,10 @@ export class Agent implements ControlTarget {
       current.state = 'completed';
       current.result = result;
       // The guest runs on the destination now; kept paused here (postmigrate) until 'stop' if asked.
-      if (!m.keepPaused) setImmediate(() => void (this.stay ? this.release() : this.stop()));
+      if (!m.keepPaused) {
+        const answered = new Promise((r) => setImmediate(r)); // the migrate request is answered first
+        void (this.stay ? this.during(answered.then(() => this.release())) : answered.then(() => this.stop()));
+      }
       return result;
     } catch (err) {
       current.state = 'failed';
@@ -74,7 +98,7 @@ export class Agent implements ControlTarget {
   }
 
   onStop(): void {
-    void (this.stay && this.migration?.state === 'completed' ? this.release() : this.stop());
+    void (this.stay && this.migration?.state === 'completed' ? this.during(this.release()) : this.stop());
   }
 
   /** Lets a guest that has migrated away go (stopped, its memory freed) and forgets its migration. */

@@ -16,12 +16,15 @@ export class HashPool {
   private next = 0;
   private nextId = 1;
   private readonly waiting = new Map<number, { resolve: (m: { hashes: Uint8Array; buffer?: ArrayBuffer }) => void; reject: (e: Error) => void }>();
+  /** Resolves once every thread has loaded its module (or ended): a pool booted ahead is then idle, not booting. */
+  readonly booted: Promise<void>;
 
   /** `key` may be null and given later with setKey: a pool can boot before its migration. */
   constructor(key: Buffer | null, memory?: SharedMemory, readonly size = Math.min(4, Math.max(2, os.availableParallelism() - 1))) {
     this.workers = Array.from({ length: size }, () => {
       const w = new Worker(new URL('./hash-worker.mjs', import.meta.url), { workerData: { key: key?.toString('hex'), memory, protocol: PROTOCOL } });
-      w.on('message', (m: { id: number; hashes: Uint8Array; buffer?: ArrayBuffer }) => {
+      w.on('message', (m: { id: number; hashes: Uint8Array; buffer?: ArrayBuffer; ready?: true }) => {
+        if (m.ready) return void w.emit('loaded');
         const done = this.waiting.get(m.id);
         this.waiting.delete(m.id);
         if (this.waiting.size === 0) for (const x of this.workers) x.unref();
@@ -37,6 +40,7 @@ export class HashPool {
       w.unref(); // an idle pool keeps nothing alive; a pending job does
       return w;
     });
+    this.booted = Promise.all(this.workers.map((w) => new Promise<void>((r) => (w.once('loaded', () => r()), w.once('exit', () => r()))))).then(() => {});
   }
 
   /** The key for every job from now on (messages to a worker keep their order). */

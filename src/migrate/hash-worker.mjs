@@ -41,3 +41,4 @@ parentPort.on('message', (job) => {
   const transfer = job.buffer ? [job.buffer, out.buffer] : [out.buffer];
   parentPort.postMessage({ id: job.id, hashes: out, ...(job.buffer ? { buffer: job.buffer } : {}) }, transfer);
 });
+parentPort.postMessage({ ready: true }); // loaded: the pool is booted, not booting

@@ -6,6 +6,9 @@ import { register } from 'tsx/esm/api';
 
 register();
 const loaded = import(workerData.entry);
+// A spare says on a port of its own (not the guest's channel) when its entry has loaded, or failed to.
+const told = () => workerData.loaded?.postMessage('loaded');
+if (workerData.spare) loaded.then(told, told);
 const start = workerData.spare ? await new Promise((resolve) => parentPort.once('message', resolve)) : workerData;
 const entry = start.entry === workerData.entry ? await loaded : await import(start.entry);
 entry.default(start.data);

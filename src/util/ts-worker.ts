@@ -5,9 +5,10 @@
  * so a destination boots a spare ahead of time, entry loaded, and hands it the
  * data when a guest arrives.
  */
-import { Worker } from 'node:worker_threads';
+import { MessageChannel, Worker } from 'node:worker_threads';
 
 const BOOT = new URL('./ts-worker-boot.mjs', import.meta.url);
+const loadedOf = new WeakMap<Worker, Promise<void>>();
 
 export function startTsWorker(entry: URL, data: object, spare?: Worker): Worker {
   if (spare) {
@@ -20,7 +21,19 @@ export function startTsWorker(entry: URL, data: object, spare?: Worker): Worker 
 
 /** A booted worker with `entry` loaded, waiting for startTsWorker to give it data. Terminate it if unused. */
 export function spareTsWorker(entry: URL): Worker {
-  const w = new Worker(BOOT, { workerData: { spare: true, entry: entry.href } });
+  const { port1, port2 } = new MessageChannel();
+  const w = new Worker(BOOT, { workerData: { spare: true, entry: entry.href, loaded: port2 }, transferList: [port2] });
   w.unref(); // a spare alone keeps nothing alive; startTsWorker's caller owns it from then on
+  port1.unref();
+  loadedOf.set(w, new Promise<void>((resolve) => {
+    const done = () => (port1.close(), resolve());
+    port1.once('message', done);
+    w.once('exit', done);
+  }));
   return w;
+}
+
+/** Resolves once a spare has loaded its entry (or has ended): booted, no longer booting. */
+export function spareLoaded(w: Worker): Promise<void> {
+  return loadedOf.get(w) ?? Promise.resolve();
 }

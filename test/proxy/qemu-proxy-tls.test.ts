@@ -1,21 +1,21 @@
 /**
- * The stream proxies under TLS (--tls-psk): a source proxy with another key is
- * dropped by the destination proxy's TLS before HELLO, says so in one line, and the
- * source QEMU fails its migration and runs on; the same destination proxy then
- * carries the migration of a source proxy with the right key, the references'
+ * The stream proxies under TLS (--tls-psk, --tls-creds): a source proxy with another
+ * key, or another CA's certificates, fails the TLS handshake before HELLO, says so in
+ * one line, and the source QEMU fails its migration and runs on; the same destination
+ * proxy then carries the migration of a source proxy with the right credentials, the references'
  * keyed hashes agreeing on both ends (the key comes from the TLS session). Without
  * credentials the destination proxy listens only on loopback or a Unix socket.
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { pmemsave, startMigration, waitForMigration, waitForRunState } from '../../src/qemu/migration-control.ts';
 import type { SourceProxyResult, DestinationProxyResult } from '../../src/proxy/index.ts';
 import { livemig, tempDir } from '../helpers/processes.ts';
 import { haveTool, requireTools } from '../helpers/tools.ts';
-import { makePskFile } from '../helpers/tls-creds.ts';
+import { makePskFile, makeX509Dir } from '../helpers/tls-creds.ts';
 import { bootTestGuest, QEMU_TOOLS, TEST_MEMORY, type TestGuest } from '../helpers/qemu-guest.ts';
 import { failsWith, sourceFailedAndRuns, startDestination, startSource, stopAll } from '../helpers/qemu-proxy.ts';
 
@@ -47,22 +47,37 @@ test('without credentials the destination proxy refuses an address other hosts r
   assert.match(sourceInsecure.stderr, /--insecure is for the destination proxy/);
 });
 
-test('PSK: a source proxy with another key is dropped before HELLO (the source QEMU runs on); the right key carries the migration', async (t) => {
-  if (!requireTools(t, ...QEMU_TOOLS)) return;
-  const psk = makePskFile(join(dir.path, 'keys.psk'), { livemig: randomBytes(32) });
-  const wrong = makePskFile(join(dir.path, 'wrong.psk'), { livemig: randomBytes(32) });
+/**
+ * A source proxy with the wrong credentials is dropped before HELLO (the source QEMU
+ * runs on, the destination proxy waits on and says nothing); the same destination
+ * proxy then carries the migration of a source proxy with the right ones, the
+ * references' keyed hashes agreeing on both ends (the key comes from the TLS session).
+ */
+interface Intruder {
+  args: string[];
+  /** How the intruding source proxy fails. */
+  code: string;
+  message: RegExp;
+}
+
+const failedHandshake = /TLS handshake with the destination tcp:\/\/127\.0\.0\.1:\d+ failed/;
+
+async function wrongThenRight(name: string, right: string[], intruders: Intruder[]): Promise<void> {
   const source = guest!.qemu;
-  const dest = await startDestination(guest!, dir.path, 'tls', { extra: ['--tls-psk', psk] });
-  const intruder = await startSource(guest!, dir.path, dest.proxy, ['--tls-psk', wrong]);
+  const dest = await startDestination(guest!, dir.path, name, { extra: right });
+  let intruder;
   let proxy;
   try {
-    await startMigration(source.qmp, intruder.address);
-    assert.match(await failsWith(intruder, 'MIGRATE_TLS'), /TLS handshake with the destination tcp:\/\/127\.0\.0\.1:\d+ failed/);
-    await sourceFailedAndRuns(source);
-    assert.equal(dest.proxy.child.exitCode, null, 'the destination proxy waits on');
-    assert.equal(dest.proxy.stderr().trim().split('\n').length, 1, `the destination proxy heard nothing: ${dest.proxy.stderr()}`);
+    for (const i of intruders) {
+      intruder = await startSource(guest!, dir.path, dest.proxy, i.args);
+      await startMigration(source.qmp, intruder.address);
+      assert.match(await failsWith(intruder, i.code), i.message);
+      await sourceFailedAndRuns(source);
+      assert.equal(dest.proxy.child.exitCode, null, 'the destination proxy waits on');
+      assert.equal(dest.proxy.stderr().trim().split('\n').length, 1, `the destination proxy heard nothing: ${dest.proxy.stderr()}`);
+    }
 
-    proxy = await startSource(guest!, dir.path, dest.proxy, ['--tls-psk', psk]);
+    proxy = await startSource(guest!, dir.path, dest.proxy, right);
     await startMigration(source.qmp, proxy.address);
     const info = await waitForMigration(source.qmp, 180_000);
     assert.equal(info.status, 'completed', info['error-desc']);
@@ -74,7 +89,7 @@ test('PSK: a source proxy with another key is dropped before HELLO (the source Q
     assert.equal(sent.refRetried, 0, "every reference passed its keyed hash: both ends hold the session's key");
     await waitForRunState(source.qmp, 'postmigrate', 10_000);
     await waitForRunState(dest.qemu.qmp, 'paused', 60_000);
-    const [a, b] = [join(dir.path, 'source.mem'), join(dir.path, 'dest.mem')];
+    const [a, b] = [join(dir.path, `${name}-source.mem`), join(dir.path, `${name}-dest.mem`)];
     await pmemsave(source.qmp, TEST_MEMORY, a);
     await pmemsave(dest.qemu.qmp, TEST_MEMORY, b);
     assert.ok(readFileSync(a).equals(readFileSync(b)), 'source and destination memory differ');
@@ -82,4 +97,27 @@ test('PSK: a source proxy with another key is dropped before HELLO (the source Q
     await stopAll(intruder, proxy, dest.proxy, dest.qemu);
     if ((await source.qmp.execute<{ status: string }>('query-status')).status === 'postmigrate') await source.qmp.execute('cont');
   }
+}
+
+test('PSK: a source proxy with another key is dropped before HELLO (the source QEMU runs on); the right key carries the migration', async (t) => {
+  if (!requireTools(t, ...QEMU_TOOLS)) return;
+  const psk = makePskFile(join(dir.path, 'keys.psk'), { livemig: randomBytes(32) });
+  const wrong = makePskFile(join(dir.path, 'wrong.psk'), { livemig: randomBytes(32) });
+  await wrongThenRight('tls', ['--tls-psk', psk], [{ args: ['--tls-psk', wrong], code: 'MIGRATE_TLS', message: failedHandshake }]);
+});
+
+test('x509: a source proxy that does not trust the destination, or whose certificate another CA signed, is dropped before HELLO (the source QEMU runs on); the CA\'s client certificate carries the migration', async (t) => {
+  if (!requireTools(t, ...QEMU_TOOLS, 'openssl')) return;
+  const creds = makeX509Dir(join(dir.path, 'x509'));
+  const stranger = makeX509Dir(join(dir.path, 'stranger'), 'stranger');
+  // It trusts our CA, so only the destination proxy can refuse it: its client certificate is another CA's.
+  const impostor = join(dir.path, 'impostor');
+  mkdirSync(impostor);
+  copyFileSync(join(creds, 'ca-cert.pem'), join(impostor, 'ca-cert.pem'));
+  for (const f of ['client-cert.pem', 'client-key.pem']) copyFileSync(join(stranger, f), join(impostor, f));
+  await wrongThenRight('x509', ['--tls-creds', creds], [
+    { args: ['--tls-creds', stranger], code: 'MIGRATE_TLS', message: failedHandshake },
+    // Under TLS 1.3 its side of the handshake completes; Node's server then checks the certificate and closes without an alert.
+    { args: ['--tls-creds', impostor], code: 'MIGRATE_LINK_LOST', message: /the migration link is closed/ },
+  ]);
 });

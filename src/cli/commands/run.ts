@@ -134,7 +134,7 @@ async function runIncoming(values: Values, control: string, agent: Agent, log: L
       if (!values.stay) return;
       await Promise.race([gone, agent.finished]);
       if (stopped) return;
-      agent.incoming = inc = await listen(port);
+      agent.incoming = inc = await agent.during(listen(port));
     }
   })();
   await agent.finished;

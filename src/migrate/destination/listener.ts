@@ -12,6 +12,7 @@ import { P2bMap } from '../../p2b/map.ts';
 import { LivemigError } from '../../errors.ts';
 import { TIMEOUT, formatLinkAddress, listenLinks, type Link, type LinkAddress } from '../../wire/index.ts';
 import { HashPool } from '../hash-pool.ts';
+import { spareLoaded } from '../../util/ts-worker.ts';
 import { DestinationSession, type DestinationState, type IncomingOptions, type Prepared } from './session.ts';
 import { handshake } from './handshake.ts';
 import { receive } from './receive.ts';
@@ -29,13 +30,17 @@ export interface Incoming {
   state: () => DestinationState;
   /** Resolves with the guest once a migration has arrived and been verified. */
   guest: Promise<Guest>;
+  /** Nothing under way: no attempt running or being cleaned up, and the threads prepared ahead have started. */
+  idle: () => boolean;
   close: () => void;
 }
 
 function prepare(memoryBytes: number): Prepared {
   const memory = GuestMemory.allocate(memoryBytes);
   memory.faultIn();
-  return { memory, map: P2bMap.allocate(memory.pages), worker: Guest.spareWorker(), hasher: new HashPool(null, memory.shared()) };
+  const worker = Guest.spareWorker();
+  const hasher = new HashPool(null, memory.shared());
+  return { memory, map: P2bMap.allocate(memory.pages), worker, hasher, booted: Promise.all([spareLoaded(worker), hasher.booted]).then(() => {}) };
 }
 
 /** One incoming migration, phase by phase; any failure aborts it (abort.ts), `aborting` told first. */
@@ -64,9 +69,18 @@ function addressOf(opts: IncomingOptions): LinkAddress {
 export async function listenIncoming(opts: IncomingOptions): Promise<Incoming> {
   const log = (opts.log ?? pino({ level: 'silent' })).child({ side: 'destination' });
   let state: DestinationState = 'listening';
-  let prepared = opts.memoryBytes ? prepare(opts.memoryBytes) : null;
+  let prepared: Prepared | null = null;
+  /** The prepared threads still starting, if any. */
+  let booting: Prepared | null = null;
+  const ahead = (p: Prepared | null) => {
+    prepared = booting = p;
+    void p?.booted.then(() => booting === p && (booting = null));
+  };
+  ahead(opts.memoryBytes ? prepare(opts.memoryBytes) : null);
   let closed = false;
   let busy = false;
+  /** An attempt runs, or is being cleaned up. */
+  let running = false;
   /** While a failed attempt is cleaned up: its end, which a new peer waits for. */
   let finishing: Promise<void> | null = null;
   let resolveGuest!: (g: Guest) => void;
@@ -74,20 +88,25 @@ export async function listenIncoming(opts: IncomingOptions): Promise<Incoming> {
   const guest = new Promise<Guest>((res, rej) => ((resolveGuest = res), (rejectGuest = rej)));
   guest.catch(() => {});
   const start = (link: Link) => {
-    busy = true;
+    busy = running = true;
     const ready = prepared;
     prepared = null;
     const s = new DestinationSession(link.channel, opts, ready, (st) => (state = st), log, link.key);
     let finished!: () => void;
     const cleanedUp = new Promise<void>((r) => (finished = r));
     incoming(s, () => (finishing = cleanedUp)).then(
-      (g) => (server.close(), resolveGuest(g)),
+      (g) => {
+        server.close();
+        resolveGuest(g);
+        // The guest is handed over first; the attempt is over once its hashing threads have stopped.
+        void s.hasher?.close().catch(() => {}).finally(() => (running = false));
+      },
       () => {
         state = 'failed';
-        busy = false;
+        busy = running = false;
         // Refused before it took the prepared memory: nothing was written, keep it. Else the next attempt starts clean.
-        if (ready && !s.memory && !closed) prepared = ready;
-        else if (opts.memoryBytes && !closed) prepared = prepare(opts.memoryBytes);
+        if (ready && !s.memory && !closed) ahead(ready);
+        else if (opts.memoryBytes && !closed) ahead(prepare(opts.memoryBytes));
         finishing = null;
         finished();
       },
@@ -100,6 +119,7 @@ export async function listenIncoming(opts: IncomingOptions): Promise<Incoming> {
       finishing: () => (closed ? null : finishing),
       refuseBusy: (c) => c.send({ name: 'ERROR', body: { code: 'MIGRATE_DESTINATION_BUSY', message: 'this destination is already receiving a guest' } }).finally(() => c.close()),
       accepted: start,
+      dropped: (e) => log.warn({ code: e.code, message: e.message }, 'peer dropped before HELLO'),
     },
   );
   return {
@@ -107,6 +127,7 @@ export async function listenIncoming(opts: IncomingOptions): Promise<Incoming> {
     address: formatLinkAddress(server.address),
     state: () => state,
     guest,
+    idle: () => !running && booting === null,
     close: () => {
       closed = true;
       server.close();

@@ -55,6 +55,5 @@ export async function resume(s: DestinationSession): Promise<Guest> {
   s.setState(s.opts.hold ? 'paused' : 'running');
   s.log.info({ running: !s.opts.hold }, 'guest arrived');
   s.channel.close();
-  void s.hasher!.close();
-  return guest;
+  return guest; // the listener closes the hashing threads once the guest is handed over
 }

@@ -63,6 +63,8 @@ export interface Prepared {
   map: P2bMap;
   worker: Worker;
   hasher: HashPool;
+  /** Resolves once the worker and the hashing threads have loaded their modules. */
+  booted: Promise<void>;
 }
 
 /** What the receiver has seen of the source's frames. */

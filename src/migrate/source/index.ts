@@ -59,8 +59,9 @@ export async function migrate(guest: Guest, opts: MigrateOptions): Promise<Migra
     const resumed = await awaitResumed(s, sender);
     const result = report(s, resumed);
     pools.delete(guest);
-    void hasher.close();
+    const closing = hasher.close();
     await letGo(s);
+    await closing.catch(() => {}); // nothing of the migration keeps running once it has returned
     s.log.info({ totalTimeMs: result.totalTimeMs, downtimeMs: result.downtimeMs }, 'migrated');
     return result;
   } catch (err) {

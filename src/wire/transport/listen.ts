@@ -41,6 +41,8 @@ export interface LinkHandlers {
   refuseBusy: (channel: Channel) => Promise<void>;
   /** A peer that may start a migration (authenticated, under TLS). */
   accepted: (link: Link) => void;
+  /** A peer dropped in its TLS handshake (MIGRATE_TLS), before any livemig byte was read: for the log. */
+  dropped?: (err: LivemigError) => void;
 }
 
 export interface LinkServer {
@@ -100,7 +102,10 @@ function admitPlain(raw: net.Socket, h: LinkHandlers): Promise<void> | void {
 async function secure(raw: net.Socket, o: LinkListenOptions, h: LinkHandlers): Promise<void> {
   const timer = setTimeout(() => raw.destroy(), o.handshakeTimeoutMs);
   try {
-    const tls = await startServerTls(raw, o.security!.credentials, 'the source');
+    const tls = await startServerTls(raw, o.security!.credentials, 'the source').catch((err: Error) => {
+      h.dropped?.(new LivemigError('MIGRATE_TLS', err.message, { cause: err }));
+      throw err;
+    });
     await afterCleanup(h, o.handshakeTimeoutMs);
     if (h.busy() || tls.destroyed) return void tls.destroy(); // another peer won the race
     h.accepted({ channel: new Channel(tls, raw), key: sessionKey(tls) });
