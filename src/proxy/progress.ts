@@ -1,3 +1,4 @@
+import { PerformanceObserver, constants } from 'node:perf_hooks';
 /** What a proxy shows while it runs (the command prints it on a terminal). */
 export interface ProxyProgress {
   phase: 'waiting' | 'migrating' | 'finishing';
@@ -15,4 +16,20 @@ export type ProgressHook = (read: () => ProxyProgress) => void;
 export function cpuMs(): number {
   const u = process.cpuUsage();
   return Math.round((u.user + u.system) / 1000);
+}
+
+/** Garbage collection on the main thread since watchGc(): pauses in ms (major: mark-compact) and how many. */
+export const gcTime = { ms: 0, majorMs: 0, count: 0 };
+let gcObserver: PerformanceObserver | null = null;
+
+/** Starts counting garbage collection (once per process): the reports give it next to the CPU time. */
+export function watchGc(): void {
+  gcObserver ??= new PerformanceObserver((list) => {
+    for (const e of list.getEntries()) {
+      gcTime.ms += e.duration;
+      gcTime.count++;
+      if (((e as unknown as { detail?: { kind?: number } }).detail)?.kind === constants.NODE_PERFORMANCE_GC_MAJOR) gcTime.majorMs += e.duration;
+    }
+  });
+  gcObserver.observe({ entryTypes: ['gc'] });
 }

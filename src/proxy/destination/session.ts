@@ -62,6 +62,7 @@ export class DestinationProxySession {
   slots: RefSlots | null = null;
   end: QemuEnd | null = null;
   acked = 0;
+  ackedStream = 0;
   lastWritten = 0;
   /** Acknowledges referenced pages written to QEMU (set up with the output). */
   sendAck: () => void = () => {};
