@@ -18,8 +18,8 @@ export function cpuMs(): number {
   return Math.round((u.user + u.system) / 1000);
 }
 
-/** Garbage collection on the main thread since watchGc(): pauses in ms (major: mark-compact) and how many. */
-export const gcTime = { ms: 0, majorMs: 0, count: 0 };
+/** Garbage collection on the main thread since watchGc(): pauses in ms (major: mark-compact; external: forced by ArrayBuffer memory) and how many. */
+export const gcTime = { ms: 0, majorMs: 0, count: 0, externalMs: 0 };
 let gcObserver: PerformanceObserver | null = null;
 
 /** Starts counting garbage collection (once per process): the reports give it next to the CPU time. */
@@ -28,7 +28,9 @@ export function watchGc(): void {
     for (const e of list.getEntries()) {
       gcTime.ms += e.duration;
       gcTime.count++;
-      if (((e as unknown as { detail?: { kind?: number } }).detail)?.kind === constants.NODE_PERFORMANCE_GC_MAJOR) gcTime.majorMs += e.duration;
+      const detail = (e as unknown as { detail?: { kind?: number; flags?: number } }).detail;
+      if (detail?.kind === constants.NODE_PERFORMANCE_GC_MAJOR) gcTime.majorMs += e.duration;
+      if ((detail?.flags ?? 0) & constants.NODE_PERFORMANCE_GC_FLAGS_ALL_EXTERNAL_MEMORY) gcTime.externalMs += e.duration;
     }
   });
   gcObserver.observe({ entryTypes: ['gc'] });

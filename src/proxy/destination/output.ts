@@ -5,7 +5,7 @@
  * while more is held (back-pressure up to the source, and on to the source's QEMU).
  */
 import type net from 'node:net';
-import { BufferPool, MIN_POOLED } from '../../../nbd/index.ts';
+import { BufferPool } from '../../../nbd/index.ts';
 import { RefRun, runBytes } from './ref-run.ts';
 
 type Item = Buffer | RefRun;
@@ -14,7 +14,8 @@ type Item = Buffer | RefRun;
 const OUT_BYTES = 1 << 20;
 
 export class QemuOutput {
-  readonly pool = new BufferPool(256);
+  /** Run buffers from one page on are reused (most runs are under 64 KiB: a fresh ArrayBuffer each fed the garbage collector). */
+  readonly pool = new BufferPool(256, 64 << 20, 4096);
   private items: Item[] = [];
   private head = 0;
   private blocked = false;
@@ -66,7 +67,7 @@ export class QemuOutput {
       const buf = item instanceof RefRun ? item.buf : item;
       this.held -= buf.length;
       this.written += buf.length;
-      if (buf.length >= MIN_POOLED && item instanceof RefRun) this.socket.write(buf, () => this.pool.put(buf));
+      if (item instanceof RefRun) this.socket.write(buf, () => this.pool.put(buf));
       else this.socket.write(buf);
       if (item instanceof RefRun) {
         this.refPagesWritten += item.count;

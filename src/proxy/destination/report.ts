@@ -17,7 +17,7 @@ export interface DestinationProxyResult {
   /** CPU time of this process (all its threads, user + system) since the connection. */
   cpuMs: number;
   /** Garbage collection on the main thread since the proxy started: pause ms (of them mark-compact), collections. */
-  gc: { ms: number; majorMs: number; count: number };
+  gc: { ms: number; majorMs: number; externalMs: number; count: number };
   storageMatch: boolean;
   refPages: number;
   refRetried: number;
@@ -47,7 +47,7 @@ export function destinationReport(s: DestinationProxySession): DestinationProxyR
     linkBytes: s.linkBytes,
     totalMs: Math.round(performance.now() - (s.tConnected || s.t0)),
     cpuMs: cpuMs() - s.cpuConnected,
-    gc: { ms: Math.round(gcTime.ms), majorMs: Math.round(gcTime.majorMs), count: gcTime.count },
+    gc: { ms: Math.round(gcTime.ms), majorMs: Math.round(gcTime.majorMs), externalMs: Math.round(gcTime.externalMs), count: gcTime.count },
     storageMatch: s.storageMatch.match,
     refPages: s.slots?.received ?? 0,
     refRetried: s.slots?.retried ?? 0,

@@ -19,7 +19,7 @@ export interface SourceProxyResult {
   /** CPU time of this process (all its threads, user + system) since the connection. */
   cpuMs: number;
   /** Garbage collection on the main thread since the proxy started: pause ms (of them mark-compact), collections. */
-  gc: { ms: number; majorMs: number; count: number };
+  gc: { ms: number; majorMs: number; externalMs: number; count: number };
   maxBandwidth: number;
   references: boolean;
   storageMatch: boolean;
@@ -44,7 +44,7 @@ export function sourceReport(s: SourceProxySession): SourceProxyResult {
     linkBytes: s.linkBytes,
     totalMs: Math.round(performance.now() - (s.tConnected || s.t0)),
     cpuMs: cpuMs() - s.cpuConnected,
-    gc: { ms: Math.round(gcTime.ms), majorMs: Math.round(gcTime.majorMs), count: gcTime.count },
+    gc: { ms: Math.round(gcTime.ms), majorMs: Math.round(gcTime.majorMs), externalMs: Math.round(gcTime.externalMs), count: gcTime.count },
     maxBandwidth: s.opts.maxBandwidth,
     references: s.useRefs,
     storageMatch: s.storage.match,
