@@ -34,6 +34,11 @@ export class QemuOutput {
 
   constructor(private readonly socket: net.Socket, private readonly windowBytes: number) {}
 
+  /** Every item so far handed to QEMU's socket, and taken by the kernel. */
+  get handedAll(): boolean {
+    return this.head === this.items.length && this.socket.writableLength === 0;
+  }
+
   get idle(): boolean {
     return this.head === this.items.length && !this.blocked;
   }

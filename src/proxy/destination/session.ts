@@ -57,6 +57,8 @@ export class DestinationProxySession {
   diskBlocks = 0;
   qemu: net.Socket | null = null;
   qemuClosed = false;
+  /** QEMU closed its socket after taking every byte handed to it, before QEMU_END came: the failure, unless QEMU_END says that was all. */
+  qemuGone: Error | null = null;
   fetch: FetchQueue | null = null;
   output: QemuOutput | null = null;
   slots: RefSlots | null = null;
