@@ -143,7 +143,11 @@ export async function proxyRun(g: Guest, proxyArgs: string[] = []): Promise<Prox
     const from = socketPath(g.dir, 'src');
     const sp = await startProxy(g.hosts, 'source', ['--from', `unix:${from}`, '--to', dp.address, '--disk', g.storage.diskUri('source'), '--index', g.storage.indexAddress, ...proxyArgs]);
     proxies.push(sp);
-    const m = await migrate(g, dest, `unix:${from}`);
+    const m = await migrate(g, dest, `unix:${from}`).catch(async (err: Error) => {
+      // QEMU's error says only that its socket broke: the proxies say why.
+      const why = await Promise.all(proxies.map((p) => Promise.race([p.result.then(() => '', (e: Error) => e.message), new Promise<string>((r) => setTimeout(() => r(''), 5000))])));
+      throw new Error([err.message, ...why.filter(Boolean)].join('; '));
+    });
     const [sent, fed] = await Promise.all([sp.result, dp.result]);
     const pages = sent.pages as { ref: number; full: number; zero: number };
     const v = await verify(g, dest);

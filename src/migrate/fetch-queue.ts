@@ -11,7 +11,10 @@
  */
 import type { BlockBackend } from '../storage/backend.ts';
 import { HASH_BYTES, PAGE_SIZE } from '../wire/index.ts';
-import { BufferPool, MIN_POOLED } from '../../nbd/index.ts';
+import { BufferPool } from '../../nbd/index.ts';
+
+/** Reads from one page on come from the pool: each owns its ArrayBuffer, which moves to a hashing thread and back without a copy. */
+const POOLED_FROM = PAGE_SIZE;
 import type { HashPool } from './hash-pool.ts';
 
 /**
@@ -88,7 +91,7 @@ export class FetchQueue {
   /** Pages in reads that have not completed. */
   inFlightPages = 0;
   /** Read buffers are reused: a fresh 1 MiB per read made the garbage collector a main cost. */
-  private readonly buffers = new BufferPool(32);
+  private readonly buffers = new BufferPool(32, Infinity, POOLED_FROM);
 
   constructor(
     private readonly storage: BlockBackend,
@@ -236,7 +239,7 @@ export class FetchQueue {
       // Hashing runs on the pool; the sequence check and the copy stay here, where newer versions land.
       const ranges = new Uint32Array(run.length * 2);
       run.forEach((r, i) => ((ranges[2 * i] = r.block - first), (ranges[2 * i + 1] = r.count)));
-      const { buffer: buf, hashes } = await this.hasher.hashBuffer(read, ranges, read.length >= MIN_POOLED); // a pooled buffer moves whole
+      const { buffer: buf, hashes } = await this.hasher.hashBuffer(read, ranges, true); // a pooled buffer moves whole
       const mismatched: number[] = [];
       run.forEach((r, k) => {
         const ok = Buffer.compare(hashes.subarray(k * HASH_BYTES, (k + 1) * HASH_BYTES), r.hash) === 0;

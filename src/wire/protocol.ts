@@ -131,7 +131,7 @@ export const FRAMES = {
   // QEMU streams: used only after both sides listed `qemu-stream`.
   QEMU_STREAM: frame(12, 'QEMU_STREAM', 'source', 'binary', 4 * MiB),
   QEMU_END: frame(13, 'QEMU_END', 'source', 'json', 64 * KiB),
-  QEMU_ACK: frame(14, 'QEMU_ACK', 'destination', 'binary', 8),
+  QEMU_ACK: frame(14, 'QEMU_ACK', 'destination', 'binary', 16),
   QEMU_REF_REQUEST: frame(15, 'QEMU_REF_REQUEST', 'destination', 'binary', 64 * KiB),
   QEMU_REF_DATA: frame(16, 'QEMU_REF_DATA', 'source', 'binary', 12 + MAX_REF_RUN * PAGE_SIZE),
   QEMU_DONE: frame(17, 'QEMU_DONE', 'destination', 'json', 64 * KiB),

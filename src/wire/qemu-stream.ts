@@ -145,16 +145,23 @@ function decodeRefRun(body: Buffer, diskBlocks: number): QemuEntry {
   return { kind: QEMU_ENTRY.REF_RUN, offset, block, count, hash: body.subarray(20, 20 + HASH_BYTES) };
 }
 
-/** QEMU_ACK: every referenced page before this count is written to QEMU; the source may drop them. */
-export function encodeQemuAck(refPages: number): Buffer {
-  const b = Buffer.allocUnsafe(8);
-  writeU64(b, refPages, 0);
+export interface QemuAck {
+  /** Every referenced page numbered below this is written to QEMU: the source may drop them. */
+  refPages: number;
+  /** Bytes of QEMU's stream written to the destination QEMU: the source bounds what is in flight by it. */
+  streamBytes: number;
+}
+
+export function encodeQemuAck(a: QemuAck): Buffer {
+  const b = Buffer.allocUnsafe(16);
+  writeU64(b, a.refPages, 0);
+  writeU64(b, a.streamBytes, 8);
   return b;
 }
 
-export function decodeQemuAck(payload: Buffer): number {
-  if (payload.length !== 8) throw protocolError('malformed QEMU_ACK');
-  return readU64(payload, 0, 'QEMU_ACK');
+export function decodeQemuAck(payload: Buffer): QemuAck {
+  if (payload.length !== 16) throw protocolError('malformed QEMU_ACK');
+  return { refPages: readU64(payload, 0, 'QEMU_ACK'), streamBytes: readU64(payload, 8, 'QEMU_ACK') };
 }
 
 /** A range of referenced pages, numbered in stream order from 0. */

@@ -76,6 +76,25 @@ test('a completed write of whole blocks replaces their entries; a partial write 
   await close();
 });
 
+test('a re-read of an indexed block is not hashed again; after a write through the server it is', async () => {
+  const mem = new MemoryExport(16 * B);
+  const content = random(4 * B);
+  await mem.write(content, 0);
+  const { index, client, find, close } = await serve(mem);
+  await client.read(0, 4 * B);
+  await client.read(0, 4 * B);
+  assert.equal(index.table.count('recordedByRead'), 4);
+  assert.equal(index.table.count('rereads'), 4, 'the second read hashed nothing');
+  const fresh = random(B);
+  await client.write(B, fresh);
+  await client.read(0, 4 * B);
+  assert.equal(find(fresh), 1, 'the written block holds its new content');
+  assert.equal(find(content.subarray(B, 2 * B)), -1);
+  assert.equal(index.table.count('recordedByWrite'), 1);
+  assert.equal(index.table.count('rereads'), 8, 'the write recorded block 1 anew, so the third read hashed nothing either');
+  await close();
+});
+
 test('trim and write-zeroes drop the entries of every block they touch', async () => {
   const mem = new MemoryExport(64 * B);
   await mem.write(random(16 * B), 0);

@@ -12,7 +12,7 @@ import type { TlsEnd } from '../../../nbd/index.ts';
 
 export const help = `Usage: livemig qemu-proxy --from unix:PATH|tcp://HOST:PORT --to tcp://DEST:PORT
                           --disk NBD-URI|PATH [--index unix:PATH|tcp://HOST:PORT]
-                          [--index-export NAME] [--max-bandwidth RATE] [--keep SIZE]
+                          [--index-export NAME] [--max-bandwidth RATE] [--keep SIZE] [--window SIZE]
                           [--tls-creds DIR | --tls-psk FILE] [--json]
        livemig qemu-proxy --listen tcp://HOST:PORT|unix:PATH --to unix:PATH|tcp://HOST:PORT
                           --disk NBD-URI|PATH [--window SIZE]
@@ -41,6 +41,10 @@ Source (--from):
   --keep SIZE         referenced pages kept until the destination acknowledges
                       them, to answer re-requests (default 256MiB); QEMU's stream
                       waits while more is kept
+  --window SIZE       QEMU's stream in flight between the two QEMUs (read here,
+                      not yet written to the destination QEMU) before QEMU's
+                      stream waits (default 8MiB): what still drains after QEMU
+                      pauses the guest
 Destination (--listen):
   --listen ADDRESS    where the source proxy connects (port 0 picks one); without
                       credentials only loopback or unix:PATH [MIGRATE_INSECURE]
@@ -48,7 +52,7 @@ Destination (--listen):
   --to ADDRESS        QEMU's -incoming: unix:PATH or tcp://HOST:PORT
   --disk URI|PATH     the guest's disk as this host reaches it; references are
                       read from here only
-  --window SIZE       stream held here while blocks are read (default 32MiB)
+  --window SIZE       stream held here while blocks are read (default 16MiB)
 Both:
   --tls-creds DIR     x509 credentials as QEMU's tls-creds-x509 (ca-cert.pem and
                       server-cert.pem, server-key.pem on the destination,
@@ -107,17 +111,19 @@ function defaultExport(disk: string): string {
 }
 
 async function source(values: Values, signal: AbortSignal, hook: ProgressHook): Promise<object> {
-  refuse(values, ['listen', 'window', 'insecure'], 'destination');
+  refuse(values, ['listen', 'insecure'], 'destination');
   if (!values.to || !values.disk) throw new UsageError('the source proxy needs --from ADDRESS, --to tcp://HOST:PORT and --disk URI|PATH');
   const to = asUsage(() => parseTcpAddress(values.to!));
   const keepBytes = sizeOption('--keep', values.keep ?? '256MiB');
   if (keepBytes < 16 << 20) throw new UsageError('--keep must be at least 16MiB');
+  const windowBytes = sizeOption('--window', values.window ?? '8MiB');
+  if (windowBytes < 1 << 20) throw new UsageError('--window must be at least 1MiB');
   const log = createLogger(logLevel(values['log-level'])).child({ side: 'source-proxy' });
   const result = await runSourceProxy({
     from: endpoint('--from', values.from!), to, security: security(values, 'client'), disk: values.disk,
     index: values.index ? { address: values.index, exportName: values['index-export'] ?? defaultExport(values.disk) } : null,
     maxBandwidth: values['max-bandwidth'] === undefined ? 0 : rateOption('--max-bandwidth', values['max-bandwidth']),
-    keepBytes, name: values.name ?? 'qemu', log, progress: hook,
+    keepBytes, windowBytes, name: values.name ?? 'qemu', log, progress: hook,
     onListening: (at) => console.error(`livemig qemu-proxy: waiting for QEMU on ${formatEndpoint(at)}`),
   }, signal);
   if (!values.json) {
@@ -130,7 +136,7 @@ async function source(values: Values, signal: AbortSignal, hook: ProgressHook): 
 async function destination(values: Values, signal: AbortSignal, hook: ProgressHook): Promise<object> {
   refuse(values, ['from', 'index', 'index-export', 'max-bandwidth', 'keep', 'name'], 'source');
   if (!values.to || !values.disk) throw new UsageError('the destination proxy needs --listen ADDRESS, --to ADDRESS (QEMU\'s -incoming) and --disk URI|PATH');
-  const windowBytes = sizeOption('--window', values.window ?? '32MiB');
+  const windowBytes = sizeOption('--window', values.window ?? '16MiB');
   if (windowBytes < 1 << 20) throw new UsageError('--window must be at least 1MiB');
   if (values.insecure && (values['tls-creds'] || values['tls-psk'])) throw new UsageError('--insecure goes without --tls-creds and --tls-psk');
   const log = createLogger(logLevel(values['log-level'])).child({ side: 'destination-proxy' });

@@ -14,6 +14,9 @@ import { QemuOutput } from './output.ts';
 import { RefSlots } from './ref-slots.ts';
 import type { DestinationProxySession } from './session.ts';
 
+/** Stream bytes written to QEMU between two QEMU_ACKs at most (besides the timer's). */
+const ACK_EVERY = 1 << 20;
+
 function checkHello(hello: Hello): void {
   if (!hello.capabilities.includes(CAPABILITY.QEMU_STREAM) || !hello.stream) {
     throw new LivemigError('MIGRATE_CAPABILITY', 'the source is not a QEMU stream proxy (no qemu-stream capability): this destination only feeds a QEMU');
@@ -40,8 +43,12 @@ function wire(s: DestinationProxySession): void {
   output.onRunWritten = () => s.slots!.written();
   s.fetch = new FetchQueue(s.storage!, s.hasher, s.slots, { ...FETCH_DEFAULTS, inOrder: true }); // QEMU takes the pages in stream order
   s.sendAck = () => {
-    if (output.refPagesWritten > s.acked) void send('QEMU_ACK', encodeQemuAck((s.acked = output.refPagesWritten)));
+    if (output.refPagesWritten === s.acked && output.written === s.ackedStream) return;
+    [s.acked, s.ackedStream] = [output.refPagesWritten, output.written];
+    void send('QEMU_ACK', encodeQemuAck({ refPages: s.acked, streamBytes: s.ackedStream }));
   };
+  // The source's window moves with these: acknowledge every ACK_EVERY bytes, not only on the timer.
+  output.onWritten = () => output.written - s.ackedStream >= ACK_EVERY && s.sendAck();
 }
 
 /** A source proxy that failed while this side prepared has sent ERROR and gone: its reason, not "link closed", is the failure. */

@@ -12,11 +12,13 @@ import { handshake } from './handshake.ts';
 import { receive } from './receive.ts';
 import { destinationReport, type DestinationProxyResult } from './report.ts';
 import { DestinationProxySession, type DestinationProxyOptions } from './session.ts';
+import { watchGc } from '../progress.ts';
 
 export type { DestinationProxyOptions } from './session.ts';
 export type { DestinationProxyResult } from './report.ts';
 
 export async function runDestinationProxy(opts: DestinationProxyOptions, signal?: AbortSignal): Promise<DestinationProxyResult> {
+  watchGc();
   const s = new DestinationProxySession(opts);
   const onAbort = () => s.fail(new LivemigError('MIGRATE_CANCELLED', 'the destination proxy was interrupted'));
   signal?.addEventListener('abort', onAbort);

@@ -23,7 +23,12 @@ function onEntry(s: DestinationProxySession, e: QemuEntry): void {
 }
 
 function checkComplete(s: DestinationProxySession): void {
-  if (s.end && s.output!.idle && !s.complete.settled) s.complete.resolve();
+  if (!s.end || s.complete.settled) return;
+  if (s.qemuGone) {
+    // QEMU closed once it had every byte handed to it: whole only if those were all of the stream.
+    if (s.end.streamBytes === s.output!.written && s.output!.handedAll) s.complete.resolve();
+    else s.fail(s.qemuGone);
+  } else if (s.output!.idle) s.complete.resolve();
 }
 
 async function readFrames(s: DestinationProxySession): Promise<void> {
@@ -34,6 +39,7 @@ async function readFrames(s: DestinationProxySession): Promise<void> {
     s.stall.touch();
     if (m.name === 'QEMU_STREAM') {
       if (s.end) throw new LivemigError('MIGRATE_PROTOCOL', 'QEMU_STREAM after QEMU_END');
+      if (s.qemuGone) throw s.qemuGone; // more stream, and no QEMU to take it
       decodeQemuStream(m.body, s.diskBlocks, (e) => onEntry(s, e));
     } else if (m.name === 'QEMU_REF_DATA') {
       const { first, pages, data } = decodeRefData(m.body);
@@ -53,7 +59,11 @@ function watchQemu(s: DestinationProxySession): void {
   const qemu = s.qemu!;
   const gone = (why: string) => () => {
     s.qemuClosed = true;
-    if (!s.complete.settled) s.fail(new LivemigError('QEMU_PROXY_QEMU_CLOSED', `the destination QEMU ${why} after ${s.output!.written} bytes of its stream (it died, or refused the stream)`));
+    if (s.complete.settled || s.qemuGone) return;
+    const e = new LivemigError('QEMU_PROXY_QEMU_CLOSED', `the destination QEMU ${why} after ${s.output!.written} bytes of its stream (it died, or refused the stream)`);
+    // With nothing left to hand it, QEMU may have loaded the whole stream before QEMU_END came: QEMU_END decides.
+    if (!s.end && s.output!.handedAll && !why.startsWith('broke')) s.qemuGone = e;
+    else s.fail(e);
   };
   qemu.on('data', () => {}); // QEMU sends nothing here; reading lets its close be seen
   qemu.on('error', (e: NodeJS.ErrnoException) => gone(`broke its migration socket (${e.code ?? e.message})`)());

@@ -1,7 +1,7 @@
 /** What a destination proxy's migration did, as `livemig qemu-proxy --listen … --json` prints it. */
 import type { FetchReport } from '../../wire/index.ts';
 import { formatEndpoint } from '../endpoint.ts';
-import { cpuMs } from '../progress.ts';
+import { cpuMs, gcTime } from '../progress.ts';
 import type { DestinationProxySession } from './session.ts';
 
 export interface DestinationProxyResult {
@@ -16,6 +16,8 @@ export interface DestinationProxyResult {
   totalMs: number;
   /** CPU time of this process (all its threads, user + system) since the connection. */
   cpuMs: number;
+  /** Garbage collection on the main thread since the proxy started: pause ms (of them mark-compact), collections. */
+  gc: { ms: number; majorMs: number; externalMs: number; count: number };
   storageMatch: boolean;
   refPages: number;
   refRetried: number;
@@ -45,6 +47,7 @@ export function destinationReport(s: DestinationProxySession): DestinationProxyR
     linkBytes: s.linkBytes,
     totalMs: Math.round(performance.now() - (s.tConnected || s.t0)),
     cpuMs: cpuMs() - s.cpuConnected,
+    gc: { ms: Math.round(gcTime.ms), majorMs: Math.round(gcTime.majorMs), externalMs: Math.round(gcTime.externalMs), count: gcTime.count },
     storageMatch: s.storageMatch.match,
     refPages: s.slots?.received ?? 0,
     refRetried: s.slots?.retried ?? 0,

@@ -57,11 +57,14 @@ export class DestinationProxySession {
   diskBlocks = 0;
   qemu: net.Socket | null = null;
   qemuClosed = false;
+  /** QEMU closed its socket after taking every byte handed to it, before QEMU_END came: the failure, unless QEMU_END says that was all. */
+  qemuGone: Error | null = null;
   fetch: FetchQueue | null = null;
   output: QemuOutput | null = null;
   slots: RefSlots | null = null;
   end: QemuEnd | null = null;
   acked = 0;
+  ackedStream = 0;
   lastWritten = 0;
   /** Acknowledges referenced pages written to QEMU (set up with the output). */
   sendAck: () => void = () => {};

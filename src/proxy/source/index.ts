@@ -13,6 +13,7 @@ import { sampleDisk } from './handshake.ts';
 import { sourceReport, type SourceProxyResult } from './report.ts';
 import { SourceProxySession, type SourceProxyOptions } from './session.ts';
 import { onRecord, onSealed, stream } from './stream.ts';
+import { watchGc } from '../progress.ts';
 
 export type { SourceProxyOptions } from './session.ts';
 export type { SourceProxyResult } from './report.ts';
@@ -24,6 +25,7 @@ async function prepare(s: SourceProxySession): Promise<void> {
 }
 
 export async function runSourceProxy(opts: SourceProxyOptions, signal?: AbortSignal): Promise<SourceProxyResult> {
+  watchGc();
   const s = new SourceProxySession(opts, { sealed: onSealed, record: onRecord });
   const onAbort = () => s.fail(new LivemigError('MIGRATE_CANCELLED', 'the source proxy was interrupted'));
   signal?.addEventListener('abort', onAbort);

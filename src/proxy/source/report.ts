@@ -1,7 +1,7 @@
 /** What a source proxy's migration did, as `livemig qemu-proxy --json` prints it. */
 import type { FetchReport } from '../../wire/index.ts';
 import { formatEndpoint } from '../endpoint.ts';
-import { cpuMs } from '../progress.ts';
+import { cpuMs, gcTime } from '../progress.ts';
 import type { SourceProxySession } from './session.ts';
 
 export interface SourceProxyResult {
@@ -18,6 +18,8 @@ export interface SourceProxyResult {
   totalMs: number;
   /** CPU time of this process (all its threads, user + system) since the connection. */
   cpuMs: number;
+  /** Garbage collection on the main thread since the proxy started: pause ms (of them mark-compact), collections. */
+  gc: { ms: number; majorMs: number; externalMs: number; count: number };
   maxBandwidth: number;
   references: boolean;
   storageMatch: boolean;
@@ -42,6 +44,7 @@ export function sourceReport(s: SourceProxySession): SourceProxyResult {
     linkBytes: s.linkBytes,
     totalMs: Math.round(performance.now() - (s.tConnected || s.t0)),
     cpuMs: cpuMs() - s.cpuConnected,
+    gc: { ms: Math.round(gcTime.ms), majorMs: Math.round(gcTime.majorMs), externalMs: Math.round(gcTime.externalMs), count: gcTime.count },
     maxBandwidth: s.opts.maxBandwidth,
     references: s.useRefs,
     storageMatch: s.storage.match,

@@ -36,6 +36,8 @@ export interface SourceProxyOptions {
   maxBandwidth: number;
   /** Referenced pages kept for re-requests before QEMU's stream is paused. */
   keepBytes: number;
+  /** Stream bytes in flight between the QEMUs before QEMU's stream is paused (default DEFAULT_WINDOW_BYTES). */
+  windowBytes?: number;
   name: string;
   log: Logger;
   /** Told once the proxy waits for QEMU. */
@@ -95,6 +97,8 @@ export class SourceProxySession {
   pending = 0;
   sending: Promise<void> = Promise.resolve();
   qemuPaused = false;
+  /** Stream bytes the destination has written to its QEMU (QEMU_ACK). */
+  streamAcked = 0;
   streamEnded = false;
   failure: Error | null = null;
   /** The destination has been sent the failure. */

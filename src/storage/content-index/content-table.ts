@@ -23,6 +23,7 @@ export const CINDEX_COUNTER = {
   raced: 5, // blocks not recorded because a write overlapped their read or write
   lookups: 6,
   hits: 7,
+  rereads: 8, // blocks read again while their entry stood: not hashed again
 } as const;
 export type CindexCounterName = keyof typeof CINDEX_COUNTER;
 
@@ -86,6 +87,14 @@ export class ContentTable {
     if (slot === NONE) return null;
     const id = this.byBlock[slot] - 1;
     return [this.hashHi[id], this.hashLo[id]];
+  }
+
+  /** Whether the block has an entry; a hit keeps it from eviction a while, as a re-read would. */
+  touchBlock(block: number): boolean {
+    const slot = this.slotOfBlock(block);
+    if (slot === NONE) return false;
+    this.ref[this.byBlock[slot] - 1] = 1;
+    return true;
   }
 
   /** The block holds this content now (seen by a completed read or write). */

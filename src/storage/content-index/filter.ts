@@ -17,8 +17,12 @@
  *  - A completed write records the written content of each whole block, unless
  *    another write of that block overlapped it (the server's ordering decides which
  *    landed). Partial blocks, trims and zero-writes record nothing.
- *  - Zero blocks are never recorded (a zero page travels as ZERO anyway); reading
- *    back a block with content other than its entry's replaces the entry.
+ *  - Zero blocks are never recorded (a zero page travels as ZERO anyway).
+ *  - A read of a block that has an entry does not hash it again: the entry stands
+ *    until a write through this server drops it, so its content is known. (Hashing
+ *    every re-read cost the storage host a core's fraction while a destination proxy
+ *    read a migration's references; a writer behind the server's back is caught by
+ *    the keyed hash, as for any stale entry.)
  * Why no entry can survive a completed write W of b: W dropped b's entry when it
  * started; while W is in flight every read or write overlapping b is marked raced,
  * so nothing records b; so after W only W's own record (or nothing) holds b.
@@ -130,6 +134,10 @@ export class ContentIndexFilter implements ExportBackend {
     for (let b = op.first; b < op.end; b++) {
       if (raced(op, b)) {
         this.table.counters[CINDEX_COUNTER.raced]++;
+        continue;
+      }
+      if (!byWrite && this.table.touchBlock(b)) {
+        this.table.counters[CINDEX_COUNTER.rereads]++;
         continue;
       }
       const at = b * BLOCK_SIZE - offset;
