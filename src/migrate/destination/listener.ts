@@ -66,6 +66,12 @@ function addressOf(opts: IncomingOptions): LinkAddress {
   return opts.socketPath ? { transport: 'unix', path: opts.socketPath } : { transport: 'tcp', host: opts.host, port: opts.port };
 }
 
+/** Stops prepared threads nobody will take. */
+function release(p: Prepared): void {
+  void p.worker.terminate();
+  void p.hasher.close().catch(() => {});
+}
+
 export async function listenIncoming(opts: IncomingOptions): Promise<Incoming> {
   const log = (opts.log ?? pino({ level: 'silent' })).child({ side: 'destination' });
   let state: DestinationState = 'listening';
@@ -105,7 +111,9 @@ export async function listenIncoming(opts: IncomingOptions): Promise<Incoming> {
         state = 'failed';
         busy = running = false;
         // Refused before it took the prepared memory: nothing was written, keep it. Else the next attempt starts clean.
-        if (ready && !s.memory && !closed) ahead(ready);
+        // Closed meanwhile: the untaken threads stop too (left running, they would keep the process alive).
+        if (ready && !s.memory && closed) release(ready);
+        else if (ready && !s.memory) ahead(ready);
         else if (opts.memoryBytes && !closed) ahead(prepare(opts.memoryBytes));
         finishing = null;
         finished();
@@ -131,8 +139,7 @@ export async function listenIncoming(opts: IncomingOptions): Promise<Incoming> {
     close: () => {
       closed = true;
       server.close();
-      void prepared?.worker.terminate();
-      void prepared?.hasher.close();
+      if (prepared) release(prepared);
       rejectGuest(new LivemigError('MIGRATE_CANCELLED', 'the destination stopped waiting'));
     },
   };
