@@ -56,7 +56,10 @@ export async function precopy(s: SourceSession, sender: PageSender): Promise<voi
     s.dirty = s.takeDirty();
     toSend = s.dirty;
     void s.digests.refresh(); // in the background: at pause only chunks written since need hashing
-    const perPage = bytes / Math.max(1, sent.full + sent.zero + sent.ref + again.full + again.zero);
+    // Round 0 sent every page, zero and referenced ones too: a page dirtied since will cost what a
+    // full page did (else the estimate halves and the stop overruns the limit). Later rounds sent only dirtied pages.
+    const full = sent.full + again.full;
+    const perPage = n === 0 && full > 0 ? bytes / full : bytes / Math.max(1, full + sent.zero + sent.ref + again.zero);
     const linkMs = s.meter.estimateMs(s.dirty.length * perPage);
     // At pause both hosts finish their digests at once, the destination after its fetch backlog.
     const settleMs = Math.max(s.fetchBacklogMs() + s.heard.progress.verifyMs, s.digests.estimateMs());
